@@ -1,0 +1,197 @@
+"""Speed of drop-and-restore against transformers on SQuAD dev windows (not a test).
+
+For one checkpoint, on the windows of the first --questions questions of SQuAD dev:
+  - this model at full length and at geometric length configurations near 3/4, 1/2 and 1/3 of
+    the full FLOPs (each layer keeps a fixed share of what the previous one kept);
+  - the same weights in transformers, with dynamic padding (the strongest baseline: the same
+    batches, sorted by length, padded to their longest window) and padded to 384 tokens.
+Latency: one window at a time, median over --latency-windows windows. Throughput: every window,
+in batches of 32 sorted by length. Each repetition runs every system once, interleaved, and the
+ratios are taken inside a repetition; the table gives medians over --repeats repetitions.
+
+    python benchmarks/speed.py --model M [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.data import batches_by_length
+from dynamic_tinybert.lengths import encoder_macs, format_lengths, geometric_lengths
+from dynamic_tinybert.reader import collate
+
+TARGETS = (0.75, 0.5, 1 / 3)
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    threads = torch.get_num_threads()
+    return f"{cpu}, {threads} threads, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def flops_ratio(config, windows, lengths) -> float:
+    full = sum(encoder_macs(config, len(w)) for w in windows)
+    return sum(encoder_macs(config, len(w), lengths) for w in windows) / full
+
+
+def lengths_for_ratio(config, windows, target: float):
+    """The geometric configuration whose FLOPs on these windows are closest to target x full."""
+    low, high = 0.05, 1.0
+    for _ in range(40):
+        keep = (low + high) / 2
+        if flops_ratio(config, windows, geometric_lengths(keep, config.num_hidden_layers)) > target:
+            high = keep
+        else:
+            low = keep
+    return geometric_lengths(round((low + high) / 2, 3), config.num_hidden_layers)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument(
+        "--data", default=str(Path(__file__).parents[1] / "../shared/data/squad/dev-v1.1.json")
+    )
+    parser.add_argument("--questions", type=int, default=300)
+    parser.add_argument("--latency-windows", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from transformers import AutoModelForQuestionAnswering
+
+    qa = QuestionAnswerer.from_pretrained(args.model)
+    config = qa.model.config
+    hf = AutoModelForQuestionAnswering.from_pretrained(qa.folder).eval()
+    examples = read_squad(args.data)[: args.questions]
+    windows = [
+        w
+        for ws in qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+        for w in ws
+    ]
+    rng = np.random.default_rng(0)
+    sample = [
+        windows[i] for i in rng.choice(len(windows), min(args.latency_windows, len(windows)), replace=False)
+    ]
+    batches = [
+        collate([windows[i] for i in b], qa.device)
+        for b in batches_by_length([len(w) for w in windows], args.batch_size)
+    ]
+    padded = [_pad_to(batch, 384) for batch in batches]
+    singles = [collate([w], qa.device) for w in sample]
+    singles_padded = [_pad_to(s, 384) for s in singles]
+
+    configs = {"full": None} | {f"~{t:.2f} FLOPs": lengths_for_ratio(config, windows, t) for t in TARGETS}
+    systems: dict[str, tuple[Callable, list, list]] = {
+        f"dynamic-tinybert {name}": (lambda b, L=lengths: qa.model(**b, lengths=L), batches, singles)
+        for name, lengths in configs.items()
+    }
+    systems["transformers, dynamic padding"] = (lambda b: hf(**b), batches, singles)
+    systems["transformers, padded to 384"] = (lambda b: hf(**b), padded, singles_padded)
+
+    runs: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in systems}
+    with torch.inference_mode():
+        for run, batch_list, single_list in systems.values():  # warm-up
+            run(batch_list[-1])
+            run(single_list[0])
+        for repeat in range(args.repeats):
+            for name, (run, batch_list, single_list) in systems.items():
+                times = []
+                for single in single_list:
+                    began = time.perf_counter()
+                    run(single)
+                    times.append(time.perf_counter() - began)
+                runs[name]["latency"].append(statistics.median(times) * 1000)
+                began = time.perf_counter()
+                for batch in batch_list:
+                    run(batch)
+                runs[name]["throughput"].append(len(windows) / (time.perf_counter() - began))
+                print(
+                    f"repeat {repeat + 1}: {name}: {runs[name]['latency'][-1]:.1f} ms, "
+                    f"{runs[name]['throughput'][-1]:.1f} windows/s",
+                    file=sys.stderr,
+                )
+
+    baseline = "transformers, dynamic padding"
+    rows = []
+    full_macs = sum(encoder_macs(config, len(w)) for w in windows)
+    for name in systems:
+        ours = name.startswith("dynamic")
+        lengths = configs[name.removeprefix("dynamic-tinybert ")] if ours else None
+        if name.endswith("384"):
+            ratio = len(windows) * encoder_macs(config, 384) / full_macs
+        else:
+            ratio = flops_ratio(config, windows, lengths)
+        throughput = runs[name]["throughput"]
+        vs_full = [
+            t / f for t, f in zip(throughput, runs["dynamic-tinybert full"]["throughput"], strict=True)
+        ]
+        vs_baseline = [t / b for t, b in zip(throughput, runs[baseline]["throughput"], strict=True)]
+        rows.append(
+            {
+                "system": name,
+                "lengths": format_lengths(lengths, config.num_hidden_layers) if ours else "",
+                "gflops_per_window": 2 * ratio * full_macs / len(windows) / 1e9,
+                "flops_ratio": ratio,
+                "latency_ms_batch1": statistics.median(runs[name]["latency"]),
+                "windows_per_s_batch32": statistics.median(throughput),
+                "speedup_vs_transformers_dynamic": statistics.median(vs_baseline),
+                # 1.0 when every FLOP saved is time saved
+                "speedup_per_flops_reduction": statistics.median(vs_full) * ratio if ours else None,
+            }
+        )
+    print(
+        f"\nmodel {args.model}; {len(windows)} windows of the first {len(examples)} questions of SQuAD dev, "
+        f"mean {np.mean([len(w) for w in windows]):.0f} tokens; {machine()}\n"
+    )
+    print(
+        "| system | lengths | GFLOPs/window | FLOPs vs full | latency batch 1 (ms) | windows/s batch 32 "
+        "| speedup vs transformers dynamic | speedup / FLOPs reduction |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['system']} | {r['lengths']} | {r['gflops_per_window']:.2f} | {r['flops_ratio']:.2f} | "
+            f"{r['latency_ms_batch1']:.1f} | {r['windows_per_s_batch32']:.1f} | "
+            f"{r['speedup_vs_transformers_dynamic']:.2f}x | {_maybe(r['speedup_per_flops_reduction'])} |"
+        )
+    if args.out:
+        args.out.write_text(
+            json.dumps({"machine": machine(), "model": str(args.model), "rows": rows, "runs": runs}, indent=1)
+        )
+    return 0
+
+
+def _maybe(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _pad_to(batch: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """The batch padded with [PAD] (id 0) to `width` tokens, as with padding="max_length"."""
+    pad = width - batch["input_ids"].shape[1]
+    return {k: torch.nn.functional.pad(v, (0, pad)) for k, v in batch.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Start/end logits -> ranked answer spans (pure; DESIGN.md section 6).
+
+As in the transformers QA examples: per window, the n_best highest start logits and the n_best
+highest end logits (over every token of the window, question included) form candidate pairs; a
+pair counts if both ends lie in the context, the end is not before the start, and the span has at
+most max_answer_len tokens. Its score is start logit + end logit, and its text is cut from the
+context by character offsets. Candidates from all windows of a question are ranked together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tokenizer import Window
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    score: float  # probability among the question's n-best spans (softmax of their logit sums)
+    start: int  # character offsets in the context: context[start:end] == text
+    end: int
+
+    def to_dict(self) -> dict:
+        """The keys the transformers question-answering pipeline returns."""
+        return {"score": self.score, "start": self.start, "end": self.end, "answer": self.text}
+
+
+NO_ANSWER = Answer(text="", score=0.0, start=0, end=0)
+
+
+@dataclass(frozen=True)
+class Span:
+    logit: float  # start logit + end logit
+    start: int  # characters
+    end: int
+
+
+def top_indices(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n largest values, largest first.
+
+    >>> top_indices(np.array([0.1, 3.0, 2.0, -1.0]), 2).tolist()
+    [1, 2]
+    """
+    if n >= len(values):
+        return np.argsort(-values, kind="stable")
+    top = np.argpartition(-values, n - 1)[:n]
+    return top[np.argsort(-values[top], kind="stable")]
+
+
+def window_spans(
+    window: Window,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best: int = 20,
+    max_answer_len: int = 30,
+) -> list[Span]:
+    """The candidate spans of one window; the logits cover exactly its tokens."""
+    starts = top_indices(start_logits, n_best)[:, None]  # (n, 1)
+    ends = top_indices(end_logits, n_best)[None, :]  # (1, n)
+    context = window.context_mask
+    ok = context[starts] & context[ends] & (ends >= starts) & (ends - starts + 1 <= max_answer_len)
+    s, e = np.broadcast_arrays(starts, ends)
+    s, e = s[ok], e[ok]
+    logits = start_logits[s] + end_logits[e]
+    return [
+        Span(float(logit), int(window.offsets[i, 0]), int(window.offsets[j, 1]))
+        for logit, i, j in zip(logits, s, e, strict=True)
+    ]
+
+
+def rank_answers(context: str, spans: Sequence[Span], top_k: int = 1, n_best: int = 20) -> list[Answer]:
+    """The top_k distinct answers among one question's candidate spans, best first.
+
+    A span found in two overlapping windows counts once, with its better logit. Scores are the
+    softmax of the logits over the max(n_best, top_k) best distinct spans.
+
+    >>> rank_answers("the cat sat", [Span(2.0, 4, 7), Span(1.0, 0, 7), Span(0.5, 4, 7)], top_k=2)[0].text
+    'cat'
+    """
+    best: dict[tuple[int, int], float] = {}
+    for span in sorted(spans, key=lambda s: -s.logit):
+        best.setdefault((span.start, span.end), span.logit)
+    ranked = list(best.items())[: max(n_best, top_k)]
+    if not ranked:
+        return []
+    logits = np.array([logit for _, logit in ranked])
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    return [
+        Answer(context[start:end], float(p), start, end)
+        for ((start, end), _), p in zip(ranked[:top_k], probs, strict=False)
+    ]

@@ -1,0 +1,158 @@
+"""The `dynamic-tinybert` command: a thin adapter over reader.py.
+
+Bad input (a missing or invalid model folder, a missing or malformed data file, a malformed
+--lengths) ends with exit code 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .data import SquadFormatError, read_squad
+from .lengths import LengthsError, format_lengths, parse_lengths
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit code 2."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model folder, or a Hugging Face Hub id")
+    parser.add_argument(
+        "--lengths",
+        help="per layer, the share of the input's tokens it keeps; non-increasing, e.g. 1,0.8,0.6,0.5",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
+    parser.add_argument(
+        "--max-answer-len", type=int, default=30, help="longest answer in tokens (default 30)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dynamic-tinybert", description="Extractive question answering with length-adaptive BERT."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser("ask", help="answer one question about a context")
+    _common(ask)
+    ask.add_argument("--question", required=True)
+    source = ask.add_mutually_exclusive_group(required=True)
+    source.add_argument("--context", help="the passage to answer from")
+    source.add_argument("--context-file", type=Path, help="read the passage from this file")
+    ask.add_argument("--top-k", type=int, default=1, help="how many answers to return (default 1)")
+    ask.set_defaults(run=run_ask)
+
+    evaluate = commands.add_parser("eval", help="official SQuAD 1.1 EM/F1 on a SQuAD-format file")
+    _common(evaluate)
+    evaluate.add_argument("--data", required=True, type=Path, help="SQuAD-format JSON file")
+    evaluate.add_argument("--limit", type=int, help="only the first N questions, in file order")
+    evaluate.add_argument("--predictions", type=Path, help="write {id: answer} here (official format)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=run_eval)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from .reader import QuestionAnswerer  # torch is imported only once arguments are fine
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_answer_len < 1:
+        raise UsageError(f"--max-answer-len must be at least 1, got {args.max_answer_len}")
+    qa = QuestionAnswerer.from_pretrained(args.model, device=args.device)
+    lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths else None
+    return qa, lengths
+
+
+def run_ask(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    context = args.context
+    if args.context_file is not None:
+        try:
+            context = args.context_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read --context-file {args.context_file}: {error}") from None
+    if not args.question.strip():
+        raise UsageError("--question is empty")
+    if not context.strip():
+        raise UsageError("the context is empty")
+    qa, lengths = _load(args)
+    [answers] = qa.answer(
+        [args.question], [context], args.top_k, args.max_answer_len, lengths, args.batch_size
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": str(qa.folder),
+                    "lengths": format_lengths(lengths, qa.num_layers),
+                    "answers": [a.to_dict() for a in answers],
+                }
+            )
+        )
+        return
+    if not answers:
+        print("(no answer found in the context)")
+    for answer in answers:
+        print(f"{answer.text}\t(score {answer.score:.3f}, characters {answer.start}-{answer.end})")
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    examples = read_squad(args.data)
+    if args.limit is not None:
+        examples = examples[: args.limit]
+    if not examples:
+        raise UsageError(f"{args.data} holds no questions")
+    qa, lengths = _load(args)
+    result = qa.evaluate(examples, lengths, args.batch_size, args.max_answer_len, progress=not args.quiet)
+    if args.predictions is not None:
+        args.predictions.parent.mkdir(parents=True, exist_ok=True)
+        args.predictions.write_text(json.dumps(result.predictions, indent=1, ensure_ascii=False) + "\n")
+    report = {
+        "exact_match": result.exact_match,
+        "f1": result.f1,
+        "questions": result.questions,
+        "gflops_per_window": result.gflops_per_window,
+        "seconds": result.seconds,
+        "windows": result.windows,
+        "gflops_per_window_at_384": result.gflops_per_window_at_384,
+        "lengths": format_lengths(lengths, qa.num_layers),
+        "model": str(qa.folder),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"exact match        {result.exact_match:.2f}")
+    print(f"F1                 {result.f1:.2f}")
+    print(f"questions          {result.questions}")
+    print(f"GFLOPs per window  {result.gflops_per_window:.3f}  (mean over {result.windows} windows)")
+    print(f"wall seconds       {result.seconds:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (UsageError, CheckpointError, SquadFormatError, LengthsError) as error:
+        print(f"dynamic-tinybert {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""SQuAD-format data: reading and checking the JSON, and batching windows by length.
+
+The format: {"data": [{"title", "paragraphs": [{"context", "qas": [{"id", "question",
+"answers": [{"text", "answer_start"}]}]}]}]}. A malformed entry is reported by the id of its
+question where it has one, else by its place in the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class SquadFormatError(ValueError):
+    """A SQuAD file that is missing, not JSON, or has a malformed entry."""
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    question: str
+    context: str
+    answers: tuple[str, ...] = ()  # gold texts; the first is the one to train on
+    answer_starts: tuple[int, ...] = ()  # character offsets of the gold texts in the context
+    title: str = ""
+    paragraph: int = field(default=0, compare=False)  # index of its paragraph in the file
+
+
+def read_squad(path: str | Path) -> list[Example]:
+    """Every question of a SQuAD 1.1 JSON file, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise SquadFormatError(f"data file {path} does not exist")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SquadFormatError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        raise SquadFormatError(f"{path} is not in SQuAD format: expected an object with a 'data' list")
+    examples: list[Example] = []
+    seen: set[str] = set()
+    paragraph_index = 0
+    for a, article in enumerate(document["data"]):
+        where = f"{path}: data[{a}]"
+        _expect(
+            isinstance(article, dict) and isinstance(article.get("paragraphs"), list),
+            where,
+            "a 'paragraphs' list",
+        )
+        title = str(article.get("title", ""))
+        for p, paragraph in enumerate(article["paragraphs"]):
+            where = f"{path}: data[{a}].paragraphs[{p}]"
+            _expect(isinstance(paragraph, dict), where, "an object")
+            context = paragraph.get("context")
+            _expect(isinstance(context, str), where, "a 'context' string")
+            _expect(isinstance(paragraph.get("qas"), list), where, "a 'qas' list")
+            for q, qa in enumerate(paragraph["qas"]):
+                example = _read_question(qa, context, title, paragraph_index, f"{where}.qas[{q}]", path)
+                if example.id in seen:
+                    raise SquadFormatError(f"{path}: question {example.id!r} appears twice")
+                seen.add(example.id)
+                examples.append(example)
+            paragraph_index += 1
+    return examples
+
+
+def _read_question(qa: object, context: str, title: str, paragraph: int, where: str, path: Path) -> Example:
+    _expect(isinstance(qa, dict), where, "an object")
+    qid = qa.get("id")
+    _expect(isinstance(qid, (str, int)) and str(qid) != "", where, "an 'id'")
+    where = f"{path}: question {qid!r}"
+    question = qa.get("question")
+    _expect(isinstance(question, str) and question.strip() != "", where, "a non-empty 'question' string")
+    answers = qa.get("answers", [])
+    _expect(isinstance(answers, list), where, "an 'answers' list")
+    texts, starts = [], []
+    for answer in answers:
+        ok = (
+            isinstance(answer, dict)
+            and isinstance(answer.get("text"), str)
+            and isinstance(answer.get("answer_start"), int)
+            and not isinstance(answer.get("answer_start"), bool)
+        )
+        _expect(ok, where, "answers with a 'text' string and an integer 'answer_start'")
+        texts.append(answer["text"])
+        starts.append(answer["answer_start"])
+    return Example(str(qid), question, context, tuple(texts), tuple(starts), title, paragraph)
+
+
+def _expect(condition: bool, where: str, what: str) -> None:
+    if not condition:
+        raise SquadFormatError(f"{where}: expected {what}")
+
+
+def gold_answers(examples: Sequence[Example]) -> dict[str, list[str]]:
+    """id -> gold texts, the form the metric takes."""
+    return {e.id: list(e.answers) for e in examples}
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length, longest first, so padding stays small.
+
+    >>> list(batches_by_length([5, 9, 2, 7], 2))
+    [[1, 3], [0, 2]]
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable").tolist()
+    for i in range(0, len(order), batch_size):
+        yield order[i : i + batch_size]

@@ -1,0 +1,135 @@
+"""Length configurations and the one cost model (DESIGN.md sections 2 and 5).
+
+A length configuration gives, per layer, the share of the input's own tokens (padding excluded)
+that the layer keeps and passes on. `None` means the full model. Everything that counts tokens
+or cost goes through `kept_tokens` and `encoder_macs`, so the model, the reports and the search
+agree on what a configuration costs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .config import ModelConfig
+
+Lengths = tuple[float, ...]
+
+
+class LengthsError(ValueError):
+    """A length configuration that is malformed for the model it is used with."""
+
+
+def validate_lengths(shares: Sequence[float] | None, num_layers: int) -> Lengths | None:
+    """Check a configuration: one share per layer, each in (0, 1], never increasing.
+
+    All-ones is returned as None, the full model.
+
+    >>> validate_lengths([1.0, 0.5, 0.5], 3)
+    (1.0, 0.5, 0.5)
+    >>> validate_lengths([1, 1], 2) is None
+    True
+    """
+    if shares is None:
+        return None
+    shares = tuple(float(s) for s in shares)
+    if len(shares) != num_layers:
+        raise LengthsError(f"got {len(shares)} length shares but the model has {num_layers} layers")
+    for i, share in enumerate(shares):
+        if not 0.0 < share <= 1.0 or math.isnan(share):
+            raise LengthsError(f"length share {share} of layer {i + 1} is outside (0, 1]")
+    for i in range(1, num_layers):
+        if shares[i] > shares[i - 1]:
+            raise LengthsError(
+                f"length shares must not increase: layer {i + 1} keeps {shares[i]} "
+                f"after layer {i} kept {shares[i - 1]}"
+            )
+    return None if all(s == 1.0 for s in shares) else shares
+
+
+def parse_lengths(text: str, num_layers: int) -> Lengths | None:
+    """Parse the CLI form "r1,r2,...,rL".
+
+    >>> parse_lengths("1, 0.8,0.5", 3)
+    (1.0, 0.8, 0.5)
+    """
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise LengthsError(f"--lengths {text!r} is not a comma-separated list of numbers") from None
+    return validate_lengths(shares, num_layers)
+
+
+def format_lengths(shares: Lengths | None, num_layers: int) -> str:
+    """The CLI form of a configuration; the full model prints as all ones.
+
+    >>> format_lengths((1.0, 0.5), 2)
+    '1,0.5'
+    """
+    shares = shares or (1.0,) * num_layers
+    return ",".join(f"{s:g}" for s in shares)
+
+
+def kept_tokens(n_tokens: int, share: float) -> int:
+    """Tokens a layer keeps out of an input of `n_tokens` real tokens: the share, rounded up.
+
+    >>> kept_tokens(100, 0.5), kept_tokens(101, 0.5), kept_tokens(3, 0.01)
+    (50, 51, 1)
+    """
+    # the small slack keeps 0.7 * 100 (= 70.00000000000001 in floating point) at 70
+    return max(1, min(n_tokens, math.ceil(n_tokens * share - 1e-9)))
+
+
+def token_counts(n_tokens: int, shares: Lengths | None, num_layers: int) -> list[int]:
+    """n(0), ..., n(L): tokens entering the first layer, then kept by each layer.
+
+    >>> token_counts(10, (1.0, 0.5, 0.2), 3)
+    [10, 10, 5, 2]
+    """
+    if shares is None:
+        return [n_tokens] * (num_layers + 1)
+    return [n_tokens] + [kept_tokens(n_tokens, s) for s in shares]
+
+
+def encoder_macs(config: ModelConfig, n_tokens: int, shares: Lengths | None = None) -> int:
+    """Multiply-adds of the encoder layers on one input of `n_tokens` real tokens.
+
+    Layer i, with n(i-1) tokens in and n(i) kept, costs
+        4 n(i-1) d^2   Q, K, V and output projections
+      + 2 n(i-1)^2 d   the two attention products
+      + 2 n(i) d f     the feed-forward block on the kept tokens only.
+    Embeddings and the QA head are left out (lookups, and 2 d per token).
+
+    >>> round(encoder_macs(ModelConfig(hidden_size=768, intermediate_size=3072), 384) / 1e9, 1)
+    17.7
+    """
+    d, f = config.hidden_size, config.intermediate_size
+    counts = token_counts(n_tokens, shares, config.num_hidden_layers)
+    return sum(
+        4 * n_in * d * d + 2 * n_in * n_in * d + 2 * n_out * d * f
+        for n_in, n_out in zip(counts[:-1], counts[1:], strict=True)
+    )
+
+
+def encoder_gflops(config: ModelConfig, n_tokens: int, shares: Lengths | None = None) -> float:
+    """FLOPs (twice the multiply-adds) in billions."""
+    return 2 * encoder_macs(config, n_tokens, shares) / 1e9
+
+
+def geometric_lengths(keep: float, num_layers: int) -> Lengths | None:
+    """Each layer keeps the share `keep` of the tokens the previous layer kept; LengthDrop's
+    smallest configuration is geometric_lengths(0.8, L).
+
+    >>> geometric_lengths(0.5, 3)
+    (0.5, 0.25, 0.125)
+    """
+    return validate_lengths([keep ** (i + 1) for i in range(num_layers)], num_layers)
+
+
+def constant_ratio(share: float, num_layers: int) -> Lengths | None:
+    """Every layer keeps the same share of the input.
+
+    >>> constant_ratio(0.5, 3)
+    (0.5, 0.5, 0.5)
+    """
+    return validate_lengths([share] * num_layers, num_layers)

@@ -1,0 +1,225 @@
+"""The user-facing object: load a model once, answer questions at any length configuration.
+
+    >>> qa = QuestionAnswerer.from_pretrained("path/to/model")           # doctest: +SKIP
+    >>> qa(question="What is the number I told you?",
+    ...    context="remember the number 123456, I'll ask you later.")   # doctest: +SKIP
+    {'score': 0.98, 'start': 20, 'end': 26, 'answer': '123456'}
+
+Calls follow the transformers question-answering pipeline: one pair gives a dict (a list with
+top_k > 1), a list of pairs gives a list of those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint
+from .answers import NO_ANSWER, Answer, rank_answers, window_spans
+from .data import Example, batches_by_length, gold_answers
+from .lengths import Lengths, encoder_gflops, validate_lengths
+from .metrics import squad_scores
+from .model import DynamicBertForQuestionAnswering
+from .tokenizer import QATokenizer, Window
+
+
+@dataclass
+class Evaluation:
+    exact_match: float
+    f1: float
+    questions: int
+    windows: int
+    gflops_per_window: float  # mean over windows, each at its own length (dynamic padding)
+    gflops_per_window_at_384: float  # the padded convention of the papers
+    seconds: float  # wall time of tokenising, running and post-processing
+    predictions: dict[str, str]  # id -> answer text, the official format
+
+
+class QuestionAnswerer:
+    def __init__(
+        self,
+        model: DynamicBertForQuestionAnswering,
+        tokenizer: QATokenizer,
+        folder: Path | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.model = model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.folder = folder
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, device: str | None = None, dtype: torch.dtype = torch.float32
+    ) -> QuestionAnswerer:
+        """Load a transformers-layout BERT QA checkpoint from a folder or a Hub id."""
+        model, tokenizer, folder = checkpoint.load(name_or_path, dtype=dtype)
+        return cls(model, tokenizer, folder, device or "cpu")
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    def __call__(
+        self,
+        *args,
+        question: str | Sequence[str] | None = None,
+        context: str | Sequence[str] | None = None,
+        top_k: int = 1,
+        max_answer_len: int = 30,
+        lengths: Sequence[float] | None = None,
+        batch_size: int = 32,
+    ) -> dict | list:
+        """qa(question=..., context=...), qa({"question", "context"}) or qa([{...}, ...])."""
+        if args:
+            inputs = args[0]
+            single = isinstance(inputs, dict)
+            pairs = [inputs] if single else list(inputs)
+            try:
+                questions, contexts = [p["question"] for p in pairs], [p["context"] for p in pairs]
+            except (KeyError, TypeError):
+                raise ValueError("each input must be a dict with 'question' and 'context'") from None
+        else:
+            if question is None or context is None:
+                raise ValueError("give question= and context=, or a dict or list of dicts")
+            single = isinstance(question, str)
+            questions = [question] if single else list(question)
+            contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+        results = self.answer(questions, contexts, top_k, max_answer_len, lengths, batch_size)
+        shaped = [
+            (answers[0] if answers else NO_ANSWER).to_dict() if top_k == 1 else [a.to_dict() for a in answers]
+            for answers in results
+        ]
+        return shaped[0] if single else shaped
+
+    def answer(
+        self,
+        questions: Sequence[str],
+        contexts: Sequence[str],
+        top_k: int = 1,
+        max_answer_len: int = 30,
+        lengths: Sequence[float] | None = None,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> list[list[Answer]]:
+        """The top_k answers of each (question, context) pair, best first."""
+        _check_inputs(questions, contexts, top_k, max_answer_len, batch_size)
+        lengths = validate_lengths(lengths, self.num_layers)
+        windows = self.tokenizer.encode_windows(questions, contexts)
+        return self._answer_windows(windows, contexts, top_k, max_answer_len, lengths, batch_size, progress)
+
+    def _answer_windows(
+        self,
+        windows: list[list[Window]],
+        contexts: Sequence[str],
+        top_k: int,
+        max_answer_len: int,
+        lengths: Lengths | None,
+        batch_size: int,
+        progress: bool,
+    ) -> list[list[Answer]]:
+        logits = self.window_logits([w for ws in windows for w in ws], lengths, batch_size, progress)
+        results, i = [], 0
+        for context, pair_windows in zip(contexts, windows, strict=True):
+            spans = []
+            for window in pair_windows:
+                start, end = logits[i]
+                spans += window_spans(window, start, end, max_answer_len=max_answer_len)
+                i += 1
+            results.append(rank_answers(context, spans, top_k))
+        return results
+
+    def window_logits(
+        self, windows: Sequence[Window], lengths: Lengths | None, batch_size: int, progress: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Start and end logits of each window, run in batches of similar length."""
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(windows)
+        bar = tqdm(
+            total=len(windows), unit="window", disable=not progress, mininterval=0.5, dynamic_ncols=True
+        )
+        with torch.inference_mode(), bar:
+            for batch in batches_by_length([len(w) for w in windows], batch_size):
+                inputs = collate([windows[i] for i in batch], self.device)
+                result = self.model(**inputs, lengths=lengths)
+                starts = result.start_logits.float().cpu().numpy()
+                ends = result.end_logits.float().cpu().numpy()
+                for row, i in enumerate(batch):
+                    n = len(windows[i])
+                    out[i] = (starts[row, :n], ends[row, :n])
+                bar.update(len(batch))
+        return out
+
+    def evaluate(
+        self,
+        examples: Sequence[Example],
+        lengths: Sequence[float] | None = None,
+        batch_size: int = 32,
+        max_answer_len: int = 30,
+        progress: bool = False,
+    ) -> Evaluation:
+        """Answer every example and score the answers with the official SQuAD metric."""
+        lengths = validate_lengths(lengths, self.num_layers)
+        began = time.perf_counter()
+        questions, contexts = [e.question for e in examples], [e.context for e in examples]
+        windows = self.tokenizer.encode_windows(questions, contexts)
+        results = self._answer_windows(windows, contexts, 1, max_answer_len, lengths, batch_size, progress)
+        seconds = time.perf_counter() - began
+        predictions = {
+            e.id: (answers[0].text if answers else "") for e, answers in zip(examples, results, strict=True)
+        }
+        scores = squad_scores(gold_answers(examples), predictions)
+        config = self.model.config
+        flat = [w for ws in windows for w in ws]
+        return Evaluation(
+            exact_match=scores.exact_match,
+            f1=scores.f1,
+            questions=scores.questions,
+            windows=len(flat),
+            gflops_per_window=float(np.mean([encoder_gflops(config, len(w), lengths) for w in flat]))
+            if flat
+            else 0.0,
+            gflops_per_window_at_384=encoder_gflops(config, 384, lengths),
+            seconds=seconds,
+            predictions=predictions,
+        )
+
+
+def collate(windows: Sequence[Window], device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad a batch of windows to its longest one (dynamic padding)."""
+    width = max(len(w) for w in windows)
+    ids = np.zeros((len(windows), width), dtype=np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, w in enumerate(windows):
+        ids[row, : len(w)] = w.input_ids
+        types[row, : len(w)] = w.token_type_ids
+        mask[row, : len(w)] = 1
+    return {
+        "input_ids": torch.from_numpy(ids).to(device),
+        "token_type_ids": torch.from_numpy(types).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }
+
+
+def _check_inputs(
+    questions: Sequence[str], contexts: Sequence[str], top_k: int, max_answer_len: int, batch_size: int
+) -> None:
+    if len(questions) != len(contexts):
+        raise ValueError(f"got {len(questions)} questions but {len(contexts)} contexts")
+    for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"question {i} is empty or not a string")
+        if not isinstance(c, str) or not c.strip():
+            raise ValueError(f"context {i} is empty or not a string")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if not isinstance(max_answer_len, int) or max_answer_len < 1:
+        raise ValueError(f"max_answer_len must be a positive integer, got {max_answer_len!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

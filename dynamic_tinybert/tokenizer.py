@@ -1,0 +1,135 @@
+"""Cutting (question, context) pairs into model windows with character offsets.
+
+We use the `tokenizers` library directly, configured exactly as transformers configures a fast
+tokenizer for `tokenizer(question, context, truncation="only_second", max_length=384, stride=128,
+return_overflowing_tokens=True, return_offsets_mapping=True)`, so the windows are the ones the
+transformers QA examples and pipeline see.
+
+How windows overlap, on a context of 700 tokens and a question of 10 (max_length 384, stride 128):
+each window holds [CLS] + 10 question tokens + [SEP] + up to 371 context tokens + [SEP]. Window 1
+covers context tokens 0..370, window 2 starts 128 tokens before the end of window 1, at 243, and
+covers 243..613, window 3 covers 486..699. A span that crosses the edge of one window lies whole
+in the next, as long as it is shorter than the stride.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+
+from .config import WindowSettings
+
+# files a BERT tokenizer may have; those present are written back unchanged on save
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class TokenizerError(ValueError):
+    """A model folder whose tokenizer files are missing or unreadable."""
+
+
+@dataclass
+class Window:
+    """One model input: [CLS] question [SEP] a slice of the context [SEP]."""
+
+    input_ids: np.ndarray  # (n,) int64
+    token_type_ids: np.ndarray  # (n,) int64
+    offsets: np.ndarray  # (n, 2) character start and end of each token in the context
+    context_mask: np.ndarray  # (n,) bool, True on tokens of the context
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class QATokenizer:
+    def __init__(self, backend: Tokenizer, files: dict[str, bytes], settings: WindowSettings | None = None):
+        self.files = files
+        self.settings = settings = settings or WindowSettings()
+        self._questions = backend  # plain encoding, for measuring questions
+        self._pairs = Tokenizer.from_str(backend.to_str())  # windowing encoder
+        for tokenizer in (self._questions, self._pairs):
+            tokenizer.no_padding()
+            tokenizer.no_truncation()
+        self._pairs.enable_truncation(settings.max_length, stride=settings.stride, strategy="only_second")
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, settings: WindowSettings | None = None) -> QATokenizer:
+        """Load tokenizer.json, or build a BERT WordPiece tokenizer from vocab.txt."""
+        folder = Path(folder)
+        files = {name: (folder / name).read_bytes() for name in TOKENIZER_FILES if (folder / name).is_file()}
+        if "tokenizer.json" not in files and "vocab.txt" not in files:
+            raise TokenizerError(f"{folder} has no tokenizer.json or vocab.txt")
+        try:
+            if "tokenizer.json" in files:
+                backend = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
+            else:
+                backend = _wordpiece(
+                    folder / "vocab.txt", json.loads(files.get("tokenizer_config.json", b"{}"))
+                )
+        except Exception as error:  # the tokenizers library raises plain Exception on bad files
+            raise TokenizerError(f"cannot read the tokenizer in {folder}: {error}") from None
+        return cls(backend, files, settings)
+
+    def save(self, folder: str | Path) -> None:
+        for name, content in self.files.items():
+            (Path(folder) / name).write_bytes(content)
+
+    def encode_windows(self, questions: Sequence[str], contexts: Sequence[str]) -> list[list[Window]]:
+        """The windows of each (question, context) pair, in context order."""
+        questions = [self._fit_question(q) for q in self._strip(questions)]
+        encodings = self._pairs.encode_batch(list(zip(questions, contexts, strict=True)))
+        return [[_window(e) for e in [encoding, *encoding.overflowing]] for encoding in encodings]
+
+    @staticmethod
+    def _strip(questions: Sequence[str]) -> list[str]:
+        # leading spaces waste question tokens and change nothing else (as in the transformers examples)
+        return [q.lstrip() for q in questions]
+
+    def _fit_question(self, question: str) -> str:
+        """The question, cut to max_query_length tokens so that a window still has room for context."""
+        limit = self.settings.max_query_length
+        if len(question) <= limit:  # every token covers at least one character
+            return question
+        offsets = self._questions.encode(question, add_special_tokens=False).offsets
+        return question if len(offsets) <= limit else question[: offsets[limit - 1][1]]
+
+
+def _wordpiece(vocab: Path, options: dict) -> Tokenizer:
+    """A BERT tokenizer from vocab.txt and the options of tokenizer_config.json, built as
+    transformers builds a fast tokenizer from a slow one."""
+
+    def special(name: str, default: str) -> str:  # a string, or {"content": ...} in older files
+        value = options.get(name) or default
+        return value["content"] if isinstance(value, dict) else str(value)
+
+    tokenizer = Tokenizer(WordPiece.from_file(str(vocab), unk_token=special("unk_token", "[UNK]")))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=options.get("tokenize_chinese_chars", True),
+        strip_accents=options.get("strip_accents"),
+        lowercase=options.get("do_lower_case", True),
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = special("cls_token", "[CLS]"), special("sep_token", "[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+    )
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return tokenizer
+
+
+def _window(encoding) -> Window:
+    sequence_ids = encoding.sequence_ids
+    return Window(
+        input_ids=np.asarray(encoding.ids, dtype=np.int64),
+        token_type_ids=np.asarray(encoding.type_ids, dtype=np.int64),
+        offsets=np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2),
+        context_mask=np.asarray([s == 1 for s in sequence_ids], dtype=bool),
+    )

@@ -1,0 +1,178 @@
+"""The dynamic-tinybert command: ask, eval, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from dynamic_tinybert.cli import main
+from dynamic_tinybert.data import read_squad
+from dynamic_tinybert.metrics import squad_scores
+
+from .conftest import CONTEXT
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ask_prints_answers(tiny_model, capsys, tmp_path):
+    code, out, _ = run(
+        capsys, "ask", "--model", str(tiny_model), "--question", "How large?", "--context", CONTEXT
+    )
+    assert code == 0 and "score" in out
+    context_file = tmp_path / "context.txt"
+    context_file.write_text(CONTEXT)
+    code, out, _ = run(
+        capsys,
+        "ask",
+        "--model",
+        str(tiny_model),
+        "--question",
+        "How large?",
+        "--context-file",
+        str(context_file),
+        "--top-k",
+        "3",
+        "--lengths",
+        "1,0.8,0.6,0.4",
+        "--json",
+    )
+    report = json.loads(out)
+    assert code == 0 and len(report["answers"]) == 3 and report["lengths"] == "1,0.8,0.6,0.4"
+    assert report["model"] == str(tiny_model)
+    for answer in report["answers"]:
+        assert CONTEXT[answer["start"] : answer["end"]] == answer["answer"]
+
+
+def test_eval_json_matches_the_official_metric_on_its_predictions(tiny_model, squad_file, capsys, tmp_path):
+    predictions = tmp_path / "predictions.json"
+    code, out, err = run(
+        capsys,
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(squad_file),
+        "--predictions",
+        str(predictions),
+        "--lengths",
+        "0.9,0.7,0.5,0.5",
+        "--json",
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert {"exact_match", "f1", "questions", "gflops_per_window", "seconds"} <= set(report)
+    written = json.loads(predictions.read_text())
+    examples = read_squad(squad_file)
+    official = squad_scores({e.id: list(e.answers) for e in examples}, written)
+    assert (report["exact_match"], report["f1"], report["questions"]) == (
+        official.exact_match,
+        official.f1,
+        2,
+    )
+    assert "window" in err  # the progress bar
+
+
+def test_eval_limit_takes_the_first_questions(tiny_model, squad_file, capsys, tmp_path):
+    predictions = tmp_path / "p.json"
+    code, out, _ = run(
+        capsys,
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(squad_file),
+        "--limit",
+        "1",
+        "--json",
+        "--quiet",
+        "--predictions",
+        str(predictions),
+    )
+    assert code == 0 and json.loads(out)["questions"] == 1
+    assert list(json.loads(predictions.read_text())) == ["q1"]
+
+
+def test_eval_prints_a_readable_report(tiny_model, squad_file, capsys):
+    code, out, _ = run(capsys, "eval", "--model", str(tiny_model), "--data", str(squad_file), "--quiet")
+    assert code == 0
+    for label in ("exact match", "F1", "questions", "GFLOPs per window", "wall seconds"):
+        assert label in out
+
+
+def _bad_inputs(tiny_model, squad_file, tmp_path):
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "config.json").write_text("{")
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text(
+        '{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "x1", "question": 3}]}]}]}'
+    )
+    ask = ["ask", "--question", "Why?", "--context", CONTEXT]
+    model = ["--model", str(tiny_model)]
+    return {
+        "missing model folder": [*ask, "--model", str(tmp_path / "nowhere")],
+        "folder without a model": [*ask, "--model", str(not_a_model)],
+        "invalid config": [*ask, "--model", str(broken)],
+        "missing data file": ["eval", *model, "--data", str(tmp_path / "none.json")],
+        "malformed data file": ["eval", *model, "--data", str(malformed)],
+        "lengths of the wrong count": [*ask, *model, "--lengths", "1,0.5"],
+        "a length above 1": [*ask, *model, "--lengths", "1.5,1,1,1"],
+        "a length of 0": [*ask, *model, "--lengths", "1,0.5,0.2,0"],
+        "increasing lengths": [*ask, *model, "--lengths", "1,0.5,0.7,0.2"],
+        "lengths that are not numbers": ["eval", *model, "--data", str(squad_file), "--lengths", "a,b,c,d"],
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing model folder",
+        "folder without a model",
+        "invalid config",
+        "missing data file",
+        "malformed data file",
+        "lengths of the wrong count",
+        "a length above 1",
+        "a length of 0",
+        "increasing lengths",
+        "lengths that are not numbers",
+    ],
+)
+def test_bad_input_exits_2_with_one_line(case, tiny_model, squad_file, tmp_path, capsys):
+    code, out, err = run(capsys, *_bad_inputs(tiny_model, squad_file, tmp_path)[case])
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dynamic-tinybert") and "error:" in lines[0], err
+    if case == "malformed data file":
+        assert "'x1'" in err
+
+
+def test_console_command_end_to_end(tiny_model, squad_file, tmp_path):
+    command = shutil.which("dynamic-tinybert") or None
+    argv = [command] if command else [sys.executable, "-m", "dynamic_tinybert"]
+    result = subprocess.run(
+        [*argv, "eval", "--model", str(tiny_model), "--data", str(squad_file), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["questions"] == 2
+    bad = subprocess.run(
+        [*argv, "ask", "--model", str(tmp_path / "nowhere"), "--question", "q", "--context", "c"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -1,0 +1,76 @@
+"""Reading SQuAD files, and batching by length."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dynamic_tinybert.data import SquadFormatError, batches_by_length, gold_answers, read_squad
+
+from .conftest import DEV, needs_dev
+
+
+def test_reads_questions_in_file_order(squad_file):
+    examples = read_squad(squad_file)
+    assert [e.id for e in examples] == ["q1", "q2"]
+    assert examples[1].answers == ("nine", "nine nations")
+    assert examples[0].context[examples[0].answer_starts[0] :].startswith(examples[0].answers[0])
+    assert gold_answers(examples) == {"q1": ["7,000,000 square kilometres"], "q2": ["nine", "nine nations"]}
+
+
+@needs_dev()
+def test_reads_squad_dev():
+    examples = read_squad(DEV)
+    assert len(examples) == 10570
+    assert examples[0].id == "56be4db0acb8001400a502ec"
+
+
+def _write(tmp_path, document) -> str:
+    path = tmp_path / "bad.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+def _doc(qa: dict) -> dict:
+    return {"data": [{"title": "t", "paragraphs": [{"context": "some text", "qas": [qa]}]}]}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ({"version": "1.1"}, "expected an object with a 'data' list"),
+        ({"data": [{"title": "t"}]}, r"data\[0\]: expected a 'paragraphs' list"),
+        ({"data": [{"paragraphs": [{"qas": []}]}]}, r"paragraphs\[0\]: expected a 'context' string"),
+        (_doc({"question": "q?", "answers": []}), r"qas\[0\]: expected an 'id'"),
+        (
+            _doc({"id": "abc", "question": "", "answers": []}),
+            "question 'abc': expected a non-empty 'question'",
+        ),
+        (
+            _doc({"id": "abc", "question": "q?", "answers": [{"text": "x"}]}),
+            "question 'abc': expected answers",
+        ),
+        (_doc({"id": "abc", "question": "q?", "answers": "x"}), "question 'abc': expected an 'answers' list"),
+    ],
+)
+def test_malformed_entries_are_named(tmp_path, document, message):
+    with pytest.raises(SquadFormatError, match=message):
+        read_squad(_write(tmp_path, document))
+
+
+def test_duplicate_ids_and_missing_files(tmp_path):
+    qa = {"id": "same", "question": "q?", "answers": []}
+    document = {"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [qa, qa]}]}]}
+    with pytest.raises(SquadFormatError, match="'same' appears twice"):
+        read_squad(_write(tmp_path, document))
+    with pytest.raises(SquadFormatError, match="does not exist"):
+        read_squad(tmp_path / "missing.json")
+
+
+def test_batches_by_length_sorts_longest_first_and_covers_everything():
+    lengths = [5, 9, 2, 7, 7, 1, 3]
+    batches = list(batches_by_length(lengths, 3))
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert [[lengths[i] for i in b] for b in batches] == [[9, 7, 7], [5, 3, 2], [1]]

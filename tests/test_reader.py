@@ -1,0 +1,77 @@
+"""The Python API: pipeline-style calls, many pairs at once, long contexts, evaluation."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.metrics import squad_scores
+
+from .conftest import CONTEXT
+from .test_tokenizer import LONG_CONTEXT
+
+
+@pytest.fixture(scope="module")
+def qa(tiny_model):
+    return QuestionAnswerer.from_pretrained(tiny_model)
+
+
+def test_pipeline_style_calls(qa):
+    one = qa(question="How large is the basin?", context=CONTEXT)
+    assert set(one) == {"score", "start", "end", "answer"}
+    assert CONTEXT[one["start"] : one["end"]] == one["answer"] != ""
+    assert qa({"question": "How large is the basin?", "context": CONTEXT}) == one
+    several = qa(question="How large is the basin?", context=CONTEXT, top_k=3)
+    assert len(several) == 3 and several[0] == one
+    assert [a["score"] for a in several] == sorted((a["score"] for a in several), reverse=True)
+    listed = qa([{"question": "How large is the basin?", "context": CONTEXT}] * 2)
+    assert listed == [one, one]
+
+
+def test_answers_in_later_windows_of_a_long_context_have_right_offsets(qa):
+    [answers] = qa.answer(["How long is the 55th river?"], [LONG_CONTEXT], top_k=20)
+    assert len(qa.tokenizer.encode_windows(["x"], [LONG_CONTEXT])[0]) > 2
+    assert any(a.start > len(LONG_CONTEXT) * 3 // 4 for a in answers)
+    for a in answers:
+        assert LONG_CONTEXT[a.start : a.end] == a.text
+
+
+@pytest.mark.parametrize("lengths", [None, (0.9, 0.7, 0.5, 0.3)])
+def test_many_pairs_at_once_equal_each_pair_alone(qa, lengths):
+    questions = ["How large is the basin?", "How long is the 12th river?", "Which nations?", "What is 42?"]
+    contexts = [CONTEXT, LONG_CONTEXT, CONTEXT, LONG_CONTEXT]
+    together = qa.answer(questions, contexts, top_k=2, lengths=lengths, batch_size=3)
+    for q, c, answers in zip(questions, contexts, together, strict=True):
+        [alone] = qa.answer([q], [c], top_k=2, lengths=lengths, batch_size=1)
+        assert [(a.text, a.start) for a in alone] == [(a.text, a.start) for a in answers]
+        assert [a.score for a in alone] == pytest.approx([a.score for a in answers], abs=1e-4)
+
+
+def test_max_answer_len_limits_answers(qa):
+    for answer in qa(question="Where?", context=LONG_CONTEXT, top_k=10, max_answer_len=2):
+        assert len(qa.tokenizer._questions.encode(answer["answer"], add_special_tokens=False).ids) <= 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"question": " ", "context": CONTEXT}, "question 0 is empty"),
+        ({"question": "Why?", "context": ""}, "context 0 is empty"),
+        ({"question": "Why?", "context": CONTEXT, "top_k": 0}, "top_k"),
+        ({"question": "Why?", "context": CONTEXT, "lengths": (1.0, 0.5)}, "4 layers"),
+    ],
+)
+def test_bad_calls_get_clear_errors(qa, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        qa(**kwargs)
+
+
+def test_evaluate_scores_its_own_predictions(qa, squad_file):
+    examples = read_squad(squad_file)
+    result = qa.evaluate(examples, lengths=(1.0, 0.8, 0.6, 0.4), batch_size=2)
+    assert set(result.predictions) == {"q1", "q2"}
+    expected = squad_scores({e.id: list(e.answers) for e in examples}, result.predictions)
+    assert (result.exact_match, result.f1, result.questions) == (expected.exact_match, expected.f1, 2)
+    assert result.windows == 2 and result.seconds > 0
+    full = qa.evaluate(examples)
+    assert result.gflops_per_window < full.gflops_per_window
