@@ -61,7 +61,8 @@ def lengths_for_ratio(config, windows, target: float):
             high = keep
         else:
             low = keep
-    return geometric_lengths(round((low + high) / 2, 3), config.num_hidden_layers)
+    shares = geometric_lengths((low + high) / 2, config.num_hidden_layers)
+    return tuple(round(share, 3) for share in shares)
 
 
 def main() -> int:

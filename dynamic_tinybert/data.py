@@ -110,3 +110,50 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[
     order = np.argsort(-np.asarray(lengths), kind="stable").tolist()
     for i in range(0, len(order), batch_size):
         yield order[i : i + batch_size]
+
+
+def answer_matches(example: Example) -> bool:
+    """Whether the first gold answer's text is found in the context at its answer_start."""
+    if not example.answers:
+        return False
+    start = example.answer_starts[0]
+    return example.context[start : start + len(example.answers[0])] == example.answers[0]
+
+
+def label_window(
+    offsets: np.ndarray, context_mask: np.ndarray, start_char: int, end_char: int
+) -> tuple[int, int]:
+    """Token positions of the first and last token of the answer [start_char, end_char) in one
+    window, or (0, 0) ([CLS]) when the answer is not wholly inside the window's context.
+
+    Example: context tokens with offsets (0,3) (4,7) (8,11) and the answer "cat sat" at
+    characters 4..11 give the positions of the tokens (4,7) and (8,11).
+    """
+    context = np.flatnonzero(context_mask)
+    if len(context) == 0 or offsets[context[0], 0] > start_char or offsets[context[-1], 1] < end_char:
+        return 0, 0
+    # as in the transformers examples: the last token starting at or before the answer's start,
+    # and the first token ending at or after its end
+    start = context[np.flatnonzero(offsets[context, 0] <= start_char)[-1]]
+    end = context[np.flatnonzero(offsets[context, 1] >= end_char)[0]]
+    return int(start), int(end)
+
+
+def split_heldout(
+    examples: Sequence[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Cut one file's examples into training and held-out parts by article (title), with a
+    fixed seed; a file of a single article is cut by paragraph instead.
+
+    >>> ex = [Example(str(i), "q", "c", title=f"t{i % 4}") for i in range(8)]
+    >>> train, held = split_heldout(ex, 0.25, seed=0)
+    >>> len(held), len({e.title for e in held})
+    (2, 1)
+    """
+    titles = sorted({e.title for e in examples})
+    key = (lambda e: e.title) if len(titles) > 1 else (lambda e: e.paragraph)
+    groups = sorted({key(e) for e in examples})
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(groups))[: max(1, round(fraction * len(groups)))] if groups else []
+    heldout = {groups[i] for i in chosen}
+    return [e for e in examples if key(e) not in heldout], [e for e in examples if key(e) in heldout]

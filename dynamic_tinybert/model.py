@@ -50,10 +50,69 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    def forward(self, input_ids: Tensor, positions: Tensor, token_type_ids: Tensor) -> Tensor:
+        """Any shape of ids, with their position and segment ids of the same shape."""
         h = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
         return self.dropout(self.norm(h))
+
+
+class Tokens:
+    """The tokens still present in a batch, packed row after row with no padding.
+
+    Linear layers run on the packed (N, d) tensor, so no work is spent on padding; attention runs
+    on a padded view (B, width, .) in which each row's tokens come first.
+    Example: rows of 3 and 1 real tokens pack into N = 4 tokens; their padded view has width 3,
+    and `slots` = [0, 1, 2, 3] places them at (0, 0), (0, 1), (0, 2), (1, 0).
+    """
+
+    def __init__(self, counts: list[int], origin: Tensor, size: int, identity: bool = False):
+        self.counts = counts
+        self.size = size  # B * T, the slots of the input
+        self.origin = origin  # (N,) index b * T + t of each token in the (B, T) input
+        self.identity = identity  # the input had no padding and nothing was dropped yet
+        self.width = max(counts)
+        self.full = all(c == self.width for c in counts)  # no padding in the padded view
+        device = origin.device
+        self.valid = (
+            torch.arange(self.width, device=device)[None, :] < torch.tensor(counts, device=device)[:, None]
+        )
+        self.slots = None if self.full else self.valid.flatten().nonzero().squeeze(1)  # (N,)
+        self.key_mask = None if self.full else self.valid[:, None, None, :]  # (B, 1, 1, width)
+
+    @classmethod
+    def of_input(cls, attention_mask: Tensor) -> Tokens:
+        valid = attention_mask.bool()
+        origin = valid.flatten().nonzero().squeeze(1)
+        return cls(valid.sum(1).tolist(), origin, valid.numel(), identity=bool(valid.all()))
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(N, k) -> (B, width, k), zeros at padding."""
+        B, k = len(self.counts), x.shape[-1]
+        if self.full:
+            return x.view(B, self.width, k)
+        return x.new_zeros(B * self.width, k).index_copy_(0, self.slots, x).view(B, self.width, k)
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """(B, width, k) -> (N, k)."""
+        x = x.reshape(-1, x.shape[-1])
+        return x if self.full else x.index_select(0, self.slots)
+
+    def keep(self, index: Tensor, valid: Tensor) -> tuple[Tensor, Tokens]:
+        """The packed positions of the kept tokens, from select_tokens' (B, K) slot indices, and
+        the new token set."""
+        starts = torch.tensor([0, *self.counts[:-1]], device=index.device).cumsum(0)
+        chosen = (starts[:, None] + index)[valid]
+        return chosen, Tokens(valid.sum(1).tolist(), self.origin[chosen], self.size)
+
+    def restore(self, x: Tensor, into: Tensor | None = None) -> Tensor:
+        """x (N, k) placed at these tokens' places in the input layout (B * T, k): written into
+        `into` in place when given, else into zeros (or x itself, when these tokens are the
+        whole input in order)."""
+        if into is None:
+            if self.identity:
+                return x
+            into = x.new_zeros(self.size, x.shape[-1])
+        return into.index_copy_(0, self.origin, x)
 
 
 class Layer(nn.Module):
@@ -73,35 +132,34 @@ class Layer(nn.Module):
         self.attn_dropout = config.attention_probs_dropout_prob
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def attend(self, h: Tensor, valid: Tensor, output: str = "none") -> tuple[Tensor, Tensor | None]:
-        """Self-attention block over all tokens of h (B, T, d); padding keys (valid False) are masked.
+    def attend(self, x: Tensor, tokens: Tokens, output: str = "none") -> tuple[Tensor, Tensor | None]:
+        """Self-attention block over the packed tokens x (N, d) of each row.
 
-        Returns the block's output (B, T, d) and, by `output`:
+        Returns the block's output (N, d) and, by `output`:
           "none": nothing more, using fused attention;
-          "significance": (B, T) the attention each token receives, summed over heads and real
-            query positions (PoWER-BERT's score), before dropout;
-          "probs": (B, H, T, T) the attention probabilities before dropout.
+          "significance": (B, width) the attention each token receives, summed over heads and
+            real query positions (PoWER-BERT's score), before dropout;
+          "probs": (B, H, width, width) the attention probabilities before dropout.
         """
-        B, T, d = h.shape
-        q, k, v = (
-            p(h).view(B, T, self.num_heads, -1).transpose(1, 2) for p in (self.query, self.key, self.value)
-        )
-        # (B, H, T, dh) each
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        qkv = tokens.pad(F.linear(x, weight, bias))  # (B, W, 3d)
+        B, W, _ = qkv.shape
+        q, k, v = qkv.view(B, W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, W, dh) each
         dropout_p = self.attn_dropout if self.training else 0.0
-        key_mask = None if bool(valid.all()) else valid[:, None, None, :]  # (B, 1, 1, T)
         extra = None
         if output == "none":
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=tokens.key_mask, dropout_p=dropout_p)
         else:
-            context, extra = _explicit_attention(q, k, v, valid, key_mask, dropout_p, output == "probs")
-        context = context.transpose(1, 2).reshape(B, T, d)
-        return self.attn_norm(h + self.dropout(self.attn_out(context))), extra
+            context, extra = _explicit_attention(q, k, v, tokens, dropout_p, output == "probs")
+        context = tokens.unpad(context.transpose(1, 2).reshape(B, W, -1))  # (N, d)
+        return self.attn_norm(x + self.dropout(self.attn_out(context))), extra
 
     def feed_forward(self, a: Tensor) -> Tensor:
         return self.ffn_norm(a + self.dropout(self.ffn_out(self.act(self.ffn_in(a)))))
 
-    def forward(self, h: Tensor, valid: Tensor) -> Tensor:
-        return self.feed_forward(self.attend(h, valid)[0])
+    def forward(self, x: Tensor, tokens: Tokens) -> Tensor:
+        return self.feed_forward(self.attend(x, tokens)[0])
 
 
 # elements of one block of attention scores (8 MB in fp32): blocks that stay in cache keep the
@@ -110,30 +168,21 @@ _SCORE_BLOCK = 2**21
 
 
 def _explicit_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    valid: Tensor,
-    key_mask: Tensor | None,
-    dropout_p: float,
-    keep_probs: bool,
+    q: Tensor, k: Tensor, v: Tensor, tokens: Tokens, dropout_p: float, keep_probs: bool
 ) -> tuple[Tensor, Tensor]:
     """softmax(q k^T / sqrt(dh)) v, computed a few batch rows at a time, with either the
-    probabilities (B, H, T, T) or the significance of each key (B, T) beside it."""
-    B, H, T, dh = q.shape
+    probabilities (B, H, W, W) or the significance of each key (B, W) beside it."""
+    B, H, W, dh = q.shape
     q = q * dh**-0.5
-    bias = (
-        None
-        if key_mask is None
-        else torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill(
-            ~key_mask, torch.finfo(q.dtype).min
-        )
-    )
-    real_queries = valid.to(q.dtype)[:, None, None, :]  # (B, 1, 1, T)
-    step = B if keep_probs else max(1, _SCORE_BLOCK // (H * T * T))
+    bias = None
+    if tokens.key_mask is not None:
+        bias = torch.zeros(tokens.key_mask.shape, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill(~tokens.key_mask, torch.finfo(q.dtype).min)  # (B, 1, 1, W)
+    real_queries = tokens.valid.to(q.dtype)[:, None, None, :]  # (B, 1, 1, W)
+    step = B if keep_probs else max(1, _SCORE_BLOCK // (H * W * W))
     contexts, extras = [], []
     for rows in (slice(i, i + step) for i in range(0, B, step)):
-        scores = q[rows] @ k[rows].transpose(-1, -2)  # (b, H, T, T)
+        scores = q[rows] @ k[rows].transpose(-1, -2)  # (b, H, W, W)
         if bias is not None:
             scores = scores + bias[rows]
         probs = scores.softmax(dim=-1)
@@ -158,11 +207,6 @@ def select_tokens(significance: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     return index.masked_fill(~valid, 0), valid
 
 
-def _gather(x: Tensor, index: Tensor) -> Tensor:
-    """x (B, T, d) at index (B, K) -> (B, K, d)."""
-    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[-1]))
-
-
 class DynamicBertForQuestionAnswering(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -182,13 +226,22 @@ class DynamicBertForQuestionAnswering(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def keep_plan(self, n_tokens: Tensor, lengths: Lengths | None) -> list[Tensor | None]:
-        """Per layer, the tokens each row keeps (B,), or None where the layer keeps them all."""
+    def keep_plan(
+        self, counts: list[int], lengths: Lengths | None, skip: Sequence[bool] | None = None
+    ) -> list[Tensor | None]:
+        """Per layer, the tokens each row keeps (B,), or None where the layer keeps them all.
+
+        counts: real tokens per row; skip: layers left out (LayerDrop), which keep everything.
+        """
         plan: list[Tensor | None] = []
-        previous = n_tokens.tolist()
-        for share in lengths or (1.0,) * self.config.num_hidden_layers:
-            keep = [kept_tokens(n, share) for n in n_tokens.tolist()]
-            plan.append(None if keep == previous else torch.tensor(keep, device=n_tokens.device))
+        previous = counts
+        for i, share in enumerate(lengths or (1.0,) * self.config.num_hidden_layers):
+            keep = (
+                previous
+                if skip and skip[i]
+                else [min(p, kept_tokens(n, share)) for p, n in zip(previous, counts, strict=True)]
+            )
+            plan.append(None if keep == previous else torch.tensor(keep))
             previous = keep
         return plan
 
@@ -198,52 +251,51 @@ class DynamicBertForQuestionAnswering(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         lengths: Sequence[float] | None = None,
+        skip: Sequence[bool] | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> QAOutput:
         """Start and end logits (B, T) for every input position.
 
         lengths: one share per layer (see lengths.py); None runs the full model.
+        skip: per layer, True to leave it out (LayerDrop in training).
         """
         lengths = validate_lengths(lengths, self.config.num_hidden_layers)
-        if lengths is not None and (output_hidden_states or output_attentions):
-            raise ValueError("hidden states and attentions are only returned at full length")
+        if (lengths is not None or skip) and (output_hidden_states or output_attentions):
+            raise ValueError("hidden states and attentions are only returned for the full model")
         B, T = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        valid = attention_mask.bool()  # (B, T): which slots hold real tokens
 
-        h = self.embeddings(input_ids, token_type_ids)  # (B, T, d)
-        hidden_states = [h] if output_hidden_states else None
+        tokens = Tokens.of_input(attention_mask)
+        positions = torch.arange(T, device=input_ids.device).repeat(B)
+        x = self.embeddings(*(t.flatten()[tokens.origin] for t in (input_ids, positions, token_type_ids)))
+        final = None  # from the first drop on: every token's latest state in the input layout (B * T, d)
+        hidden_states = [tokens.restore(x).view(B, T, -1)] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        plan = self.keep_plan(valid.sum(1), lengths)
-        restored = positions = None
-        if any(keep is not None for keep in plan):
-            # restored holds every token's latest state at its original position; one extra
-            # column T takes the writes of padding slots, and is cut off at the end
-            restored = h.new_zeros(B, T + 1, h.shape[-1])
-            positions = torch.arange(T, device=h.device).expand(B, T).masked_fill(~valid, T)
 
-        for layer, keep in zip(self.layers, plan, strict=True):
-            if keep is None:
-                if output_attentions:
-                    attended, probs = layer.attend(h, valid, output="probs")
-                    attentions.append(probs)
-                    h = layer.feed_forward(attended)
-                else:
-                    h = layer(h, valid)
+        plan = self.keep_plan(tokens.counts, lengths, skip)
+        for i, (layer, keep) in enumerate(zip(self.layers, plan, strict=True)):
+            if skip and skip[i]:
+                continue
+            if keep is None and not output_attentions:
+                x = layer(x, tokens)
+            elif keep is None:
+                attended, probs = layer.attend(x, tokens, output="probs")
+                attentions.append(probs)
+                x = layer.feed_forward(attended)
             else:
-                attended, significance = layer.attend(h, valid, output="significance")
-                index, valid = select_tokens(significance.masked_fill(~valid, -math.inf), keep)
-                restored = restored.scatter(1, positions[:, :, None].expand_as(h), h)
-                positions = positions.gather(1, index).masked_fill(~valid, T)
-                h = layer.feed_forward(_gather(attended, index))
+                attended, significance = layer.attend(x, tokens, output="significance")
+                significance = significance.masked_fill(~tokens.valid, -math.inf)
+                # the dropped tokens keep the state they came with
+                final = tokens.restore(x, final if final is not None else x.new_zeros(B * T, x.shape[-1]))
+                chosen, tokens = tokens.keep(*select_tokens(significance, keep.to(x.device)))
+                x = layer.feed_forward(attended[chosen])
             if output_hidden_states:
-                hidden_states.append(h)
+                hidden_states.append(tokens.restore(x).view(B, T, -1))
 
-        if restored is not None:
-            h = restored.scatter(1, positions[:, :, None].expand_as(h), h)[:, :T]
-        start_logits, end_logits = self.qa_head(h).unbind(dim=-1)
+        logits = self.qa_head(tokens.restore(x, final)).view(B, T, 2)
+        start_logits, end_logits = logits.unbind(dim=-1)
         return QAOutput(start_logits, end_logits, hidden_states, attentions)

@@ -68,7 +68,7 @@ def test_dropping_layers_feed_forward_only_the_kept_tokens(tiny_model):
     n, lengths = 50, (0.9, 0.7, 0.7, 0.2)
     seen = []
     hooks = [
-        layer.ffn_in.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1])) for layer in net.layers
+        layer.ffn_in.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0])) for layer in net.layers
     ]
     with torch.no_grad():
         net(**random_batch(net.config.vocab_size, [n]), lengths=lengths)
