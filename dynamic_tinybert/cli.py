@@ -7,6 +7,7 @@ Bad input (a missing or invalid model folder, a missing or malformed data file, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -58,7 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", type=Path, help="write {id: answer} here (official format)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=run_eval)
+
+    from .train import TrainSettings
+
+    train = commands.add_parser("train", help="one stage of the training recipe (see train.py)")
+    add_dataclass_options(train, TrainSettings)
+    train.set_defaults(run=run_train)
     return parser
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, settings_class) -> None:
+    """One option per dataclass field, named after it, with the help, choices and nargs of its
+    metadata; the type follows the field's annotation."""
+    for f in dataclasses.fields(settings_class):
+        meta = dict(f.metadata)
+        flag = "--" + f.name.replace("_", "-")
+        options = {"dest": f.name, "help": meta.get("help"), "required": meta.get("required", False)}
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_true", **options)
+            continue
+        kind = int if f.type.startswith("int") else float if f.type.startswith("float") else str
+        options.update(type=kind, default=None if options["required"] else f.default)
+        for key in ("choices", "nargs"):
+            if key in meta:
+                options[key] = meta[key]
+        parser.add_argument(flag, **options)
 
 
 def _load(args: argparse.Namespace):
@@ -141,11 +166,29 @@ def run_eval(args: argparse.Namespace) -> None:
     print(f"wall seconds       {result.seconds:.2f}")
 
 
+def run_train(args: argparse.Namespace) -> None:
+    from .train import TrainSettings, train
+
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    output = train(TrainSettings(**{k: v for k, v in vars(args).items() if k in names}))
+    print(output)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .train import TrainingError
+    from .transformers_qa import VocabularyError
+
     try:
         args.run(args)
-    except (UsageError, CheckpointError, SquadFormatError, LengthsError) as error:
+    except (
+        UsageError,
+        CheckpointError,
+        SquadFormatError,
+        LengthsError,
+        TrainingError,
+        VocabularyError,
+    ) as error:
         print(f"dynamic-tinybert {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

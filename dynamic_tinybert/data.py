@@ -157,3 +157,23 @@ def split_heldout(
     chosen = rng.permutation(len(groups))[: max(1, round(fraction * len(groups)))] if groups else []
     heldout = {groups[i] for i in chosen}
     return [e for e in examples if key(e) not in heldout], [e for e in examples if key(e) in heldout]
+
+
+def training_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches: shuffled, then grouped by length within pools of 50 batches so that
+    padding stays small, in shuffled order; incomplete batches are left out so that every
+    batch splits evenly across processes. The same (seed, epoch) always gives the same batches.
+
+    >>> batches = training_batches([3, 1, 2, 5, 4, 6], 2, seed=0, epoch=0)
+    >>> sorted(len(b) for b in batches), sorted(i for b in batches for i in b)
+    ([2, 2, 2], [0, 1, 2, 3, 4, 5])
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    pool = 50 * batch_size
+    batches = []
+    for i in range(0, len(order), pool):
+        chunk = sorted(order[i : i + pool].tolist(), key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    batches = [b for b in batches if len(b) == batch_size]
+    return [batches[i] for i in rng.permutation(len(batches))]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from .config import ModelConfig
 
 Lengths = tuple[float, ...]
@@ -133,3 +135,30 @@ def constant_ratio(share: float, num_layers: int) -> Lengths | None:
     (0.5, 0.5, 0.5)
     """
     return validate_lengths([share] * num_layers, num_layers)
+
+
+def sample_lengths(rng: np.random.Generator, num_layers: int, low: float = 0.8) -> Lengths:
+    """A random configuration for LengthDrop: each layer keeps between `low` and all of the
+    tokens the previous layer kept.
+
+    >>> shares = sample_lengths(np.random.default_rng(0), 4)
+    >>> all(0.8 * a <= b <= a for a, b in zip((1.0,) + shares, shares))
+    True
+    """
+    shares, share = [], 1.0
+    for _ in range(num_layers):
+        share *= rng.uniform(low, 1.0)
+        shares.append(share)
+    return tuple(shares)
+
+
+def sample_layer_skips(rng: np.random.Generator, num_layers: int, p: float) -> list[bool]:
+    """LayerDrop: each layer left out with probability p, but never all of them.
+
+    >>> sample_layer_skips(np.random.default_rng(0), 3, 0.0)
+    [False, False, False]
+    """
+    skips = (rng.random(num_layers) < p).tolist()
+    if all(skips):
+        skips[int(rng.integers(num_layers))] = False
+    return skips

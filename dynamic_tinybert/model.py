@@ -141,11 +141,12 @@ class Layer(nn.Module):
             real query positions (PoWER-BERT's score), before dropout;
           "probs": (B, H, width, width) the attention probabilities before dropout.
         """
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = tokens.pad(F.linear(x, weight, bias))  # (B, W, 3d)
-        B, W, _ = qkv.shape
-        q, k, v = qkv.view(B, W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, W, dh) each
+        B, W = len(tokens.counts), tokens.width
+        # (B, H, W, dh) each
+        q, k, v = (
+            tokens.pad(p(x)).view(B, W, self.num_heads, -1).transpose(1, 2)
+            for p in (self.query, self.key, self.value)
+        )
         dropout_p = self.attn_dropout if self.training else 0.0
         extra = None
         if output == "none":

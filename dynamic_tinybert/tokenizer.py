@@ -65,15 +65,27 @@ class QATokenizer:
         if "tokenizer.json" not in files and "vocab.txt" not in files:
             raise TokenizerError(f"{folder} has no tokenizer.json or vocab.txt")
         try:
+            options = json.loads(files.get("tokenizer_config.json", b"{}"))
             if "tokenizer.json" in files:
                 backend = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
             else:
-                backend = _wordpiece(
-                    folder / "vocab.txt", json.loads(files.get("tokenizer_config.json", b"{}"))
-                )
+                backend = _wordpiece(folder / "vocab.txt", options)
+            cls_token, sep_token = (
+                _special(options, "cls_token", "[CLS]"),
+                _special(options, "sep_token", "[SEP]"),
+            )
+            _single_separator(backend, cls_token, sep_token)
         except Exception as error:  # the tokenizers library raises plain Exception on bad files
             raise TokenizerError(f"cannot read the tokenizer in {folder}: {error}") from None
         return cls(backend, files, settings)
+
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        return self._questions.get_vocab()
+
+    def encode_text(self, text: str) -> list[int]:
+        """The ids of the text's wordpieces, no special tokens."""
+        return self._questions.encode(text, add_special_tokens=False).ids
 
     def save(self, folder: str | Path) -> None:
         for name, content in self.files.items():
@@ -99,15 +111,16 @@ class QATokenizer:
         return question if len(offsets) <= limit else question[: offsets[limit - 1][1]]
 
 
+def _special(options: dict, name: str, default: str) -> str:
+    """A special token of tokenizer_config.json: a string, or {"content": ...} in older files."""
+    value = options.get(name) or default
+    return value["content"] if isinstance(value, dict) else str(value)
+
+
 def _wordpiece(vocab: Path, options: dict) -> Tokenizer:
     """A BERT tokenizer from vocab.txt and the options of tokenizer_config.json, built as
     transformers builds a fast tokenizer from a slow one."""
-
-    def special(name: str, default: str) -> str:  # a string, or {"content": ...} in older files
-        value = options.get(name) or default
-        return value["content"] if isinstance(value, dict) else str(value)
-
-    tokenizer = Tokenizer(WordPiece.from_file(str(vocab), unk_token=special("unk_token", "[UNK]")))
+    tokenizer = Tokenizer(WordPiece.from_file(str(vocab), unk_token=_special(options, "unk_token", "[UNK]")))
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True,
         handle_chinese_chars=options.get("tokenize_chinese_chars", True),
@@ -115,14 +128,18 @@ def _wordpiece(vocab: Path, options: dict) -> Tokenizer:
         lowercase=options.get("do_lower_case", True),
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    cls, sep = special("cls_token", "[CLS]"), special("sep_token", "[SEP]")
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return tokenizer
+
+
+def _single_separator(tokenizer: Tokenizer, cls: str, sep: str) -> None:
+    """[CLS] question [SEP] context [SEP], BERT's layout, whatever the tokenizer's own: a
+    teacher with RoBERTa-style pairs (<s> q </s></s> c </s>) then reads what the student reads."""
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{cls}:0 $A:0 {sep}:0",
         pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
         special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
     )
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    return tokenizer
 
 
 def _window(encoding) -> Window:

@@ -1,0 +1,222 @@
+"""Training: every stage overfits 16 questions, resuming after SIGKILL, two processes, teachers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dynamic_tinybert import QuestionAnswerer, checkpoint, read_squad
+from dynamic_tinybert.distill import layer_map
+from dynamic_tinybert.train import StepContext, Trainee, TrainingError, intermediate_step, prediction_step
+from dynamic_tinybert.transformers_qa import VocabularyError
+
+from .conftest import FIXTURES, SHARED_DATA, make_checkpoint
+
+TRAIN_FILE = SHARED_DATA / "train" / "squadshifts_new_wiki.json"
+PRETRAINED = Path(os.environ.get("DYNAMIC_TINYBERT_PRETRAINED", Path(__file__).parents[1] / ".pretrained"))
+
+pytestmark = pytest.mark.skipif(not TRAIN_FILE.is_file(), reason=f"training data not found at {TRAIN_FILE}")
+
+
+@pytest.fixture(scope="module")
+def sixteen(tmp_path_factory) -> Path:
+    """16 questions of the training data whose answers match their contexts, as a SQuAD file."""
+    document = json.loads(TRAIN_FILE.read_text())
+    article = document["data"][0]
+    paragraphs, count = [], 0
+    for paragraph in article["paragraphs"]:
+        qas = [q for q in paragraph["qas"] if paragraph["context"].find(q["answers"][0]["text"]) >= 0][: 16 - count]
+        if qas:
+            paragraphs.append({"context": paragraph["context"], "qas": qas})
+            count += len(qas)
+        if count == 16:
+            break
+    path = tmp_path_factory.mktemp("data") / "sixteen.json"
+    path.write_text(json.dumps({"data": [{"title": article["title"], "paragraphs": paragraphs}]}))
+    return path
+
+
+def train(*args: str) -> Path:
+    """Run `dynamic-tinybert train` in-process; returns the output folder."""
+    from dynamic_tinybert.cli import main
+
+    assert main(["train", "--quiet", *args]) == 0
+    return Path(args[args.index("--output") + 1])
+
+
+def exact_match(folder: Path, data: Path, lengths=None) -> float:
+    return QuestionAnswerer.from_pretrained(folder).evaluate(read_squad(data), lengths=lengths).exact_match
+
+
+def common(data: Path, output: Path, steps: int, lr: float = 1e-3) -> list[str]:
+    return ["--data", str(data), "--heldout", str(data), "--output", str(output), "--max-steps", str(steps),
+            "--batch-size", "8", "--lr", str(lr), "--warmup", "0.05", "--save-steps", str(steps), "--dropout", "0"]
+
+
+@pytest.fixture(scope="module")
+def teacher(sixteen, tmp_path_factory) -> Path:
+    start = make_checkpoint(tmp_path_factory.mktemp("teacher-start"), seed=5)
+    return train("--stage", "finetune", "--model", str(start), *common(sixteen, tmp_path_factory.mktemp("teacher") / "out", 120))
+
+
+def test_finetune_overfits(teacher, sixteen):
+    assert exact_match(teacher, sixteen) == 100.0
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher, sixteen, tmp_path_factory) -> tuple[Path, Path]:
+    """A narrower, shallower student after intermediate-layer, then prediction-layer distillation."""
+    start = make_checkpoint(tmp_path_factory.mktemp("student"), seed=7, hidden_size=32, num_attention_heads=2,
+                            num_hidden_layers=2, intermediate_size=64)
+    base = tmp_path_factory.mktemp("distilled")
+    intermediate = train("--stage", "intermediate", "--model", str(start), "--teacher", str(teacher),
+                         *common(sixteen, base / "id", 300, lr=3e-3))
+    prediction = train("--stage", "prediction", "--model", str(intermediate), "--teacher", str(teacher),
+                       *common(sixteen, base / "pd", 100))
+    return intermediate, prediction
+
+
+def test_intermediate_distillation_overfits(distilled, sixteen):
+    intermediate, _ = distilled
+    # the student's head is the teacher's, through the learned projection
+    assert exact_match(intermediate, sixteen) == 100.0
+    assert not any("projection" in k for k in load_file(intermediate / "model.safetensors"))
+
+
+def test_prediction_distillation_overfits(distilled, sixteen):
+    assert exact_match(distilled[1], sixteen) == 100.0
+
+
+def test_lengthdrop_overfits_at_full_length_and_when_dropping(distilled, sixteen, tmp_path):
+    out = train("--stage", "lengthdrop", "--model", str(distilled[1]), *common(sixteen, tmp_path / "ld", 80))
+    assert exact_match(out, sixteen) == 100.0
+    assert exact_match(out, sixteen, lengths=(0.9, 0.8)) == 100.0
+
+
+def test_distillation_losses_are_zero_when_the_student_is_the_teacher(teacher, sixteen):
+    model, tokenizer, _ = checkpoint.load(teacher)
+    windows = [w for ws in tokenizer.encode_windows(*zip(*[(e.question, e.context) for e in read_squad(sixteen)])) for w in ws]
+    from dynamic_tinybert.reader import collate
+    from dynamic_tinybert.train import TrainSettings
+
+    batch = collate(windows[:8], torch.device("cpu"))
+    settings = TrainSettings(stage="prediction", model="", data=[], output="")
+    ctx = StepContext(settings, model, layer_map(4, 4), rng=None)
+    with torch.no_grad():
+        assert float(intermediate_step(Trainee(model), batch, {}, ctx)) == 0.0
+        assert float(prediction_step(Trainee(model), batch, {}, ctx)) == 0.0
+
+
+def test_saved_student_loads_in_transformers_with_the_core_logits(distilled):
+    from transformers import AutoModelForQuestionAnswering
+
+    ours, _, _ = checkpoint.load(distilled[1])
+    theirs = AutoModelForQuestionAnswering.from_pretrained(distilled[1]).eval()
+    ids = torch.randint(5, ours.config.vocab_size, (2, 40))
+    with torch.no_grad():
+        a, b = ours(ids), theirs(input_ids=ids)
+    assert torch.allclose(a.start_logits, b.start_logits, atol=1e-4)
+    assert torch.allclose(a.end_logits, b.end_logits, atol=1e-4)
+
+
+def _command(start: Path, data: Path, output: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dynamic_tinybert", "train", "--quiet", "--stage", "lengthdrop", "--model", str(start),
+            "--data", str(data), "--heldout", str(data), "--output", str(output), "--max-steps", "24",
+            "--batch-size", "4", "--lr", "1e-3", "--save-steps", "4", "--seed", "3", *extra]
+
+
+def _final_weights(output: Path) -> dict[str, torch.Tensor]:
+    [state] = sorted((output / "trainer").glob("step-*"))
+    return load_file(state / "trainee.safetensors")
+
+
+def test_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_model, sixteen, tmp_path):
+    whole = tmp_path / "whole"
+    subprocess.run(_command(tiny_model, sixteen, whole), check=True, timeout=600)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_command(tiny_model, sixteen, killed))
+    deadline = time.time() + 300
+    while not list((killed / "trainer").glob("step-0000001[2-9]")) and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "trainer" / "step-00000024").exists()
+    subprocess.run(_command(tiny_model, sixteen, killed), check=True, timeout=600)
+    expected, got = _final_weights(whole), _final_weights(killed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert (whole / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes()
+    # the same command once more finds the run finished
+    result = subprocess.run(_command(tiny_model, sixteen, killed), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "already finished" in result.stderr
+
+
+def test_two_processes_agree_with_one_on_the_same_global_batch(tiny_model, sixteen, tmp_path):
+    extra = ["--dropout", "0", "--stage", "finetune", "--max-steps", "4", "--batch-size", "8"]
+    one = tmp_path / "one"
+    subprocess.run(_command(tiny_model, sixteen, one, *extra), check=True, timeout=600)
+    two = tmp_path / "two"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = _command(tiny_model, sixteen, two, *extra)
+    subprocess.run([*launcher, *command[1:]], check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    ranks = [r for r in log if r.get("event") == "ranks"]
+    assert ranks and ranks[0]["agree"] and ranks[0]["world"] == 2
+    expected, got = _final_weights(one), _final_weights(two)
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-5), name
+
+
+def test_unalignable_teacher_is_refused_before_training(tiny_model, sixteen, tmp_path):
+    other = make_checkpoint(tmp_path / "other-vocab")
+    vocab = (FIXTURES / "vocab.txt").read_text().splitlines()
+    (other / "vocab.txt").write_text("\n".join(vocab[:5] + vocab[5:][::-1]) + "\n")
+    (other / "tokenizer.json").unlink()
+    with pytest.raises(VocabularyError, match="different vocabularies"):
+        train("--stage", "prediction", "--model", str(tiny_model), "--teacher", str(other), *common(sixteen, tmp_path / "o", 2))
+    assert not (tmp_path / "o").exists()
+
+
+def test_settings_errors(tiny_model, sixteen, tmp_path):
+    from dynamic_tinybert.cli import main
+
+    assert main(["train", "--stage", "prediction", "--model", str(tiny_model), "--data", str(sixteen),
+                 "--output", str(tmp_path / "x")]) == 2
+    with pytest.raises(TrainingError, match="SQuAD 1.1 dev"):
+        from dynamic_tinybert.train import load_examples
+
+        load_examples(str(SHARED_DATA / "squad" / "dev-v1.1.json"))
+
+
+@pytest.mark.skipif(not (PRETRAINED / "all-mpnet-base-v2").is_dir(), reason="run scripts/fetch_pretrained.py first")
+def test_mpnet_teacher_sees_the_students_wordpieces_on_real_text():
+    from transformers import AutoTokenizer
+
+    from dynamic_tinybert.tokenizer import QATokenizer
+    from dynamic_tinybert.train import align
+
+    student = QATokenizer.from_folder(PRETRAINED / "all-MiniLM-L6-v2")
+    teacher_tokenizer = AutoTokenizer.from_pretrained(PRETRAINED / "all-mpnet-base-v2")
+    vocabulary = align(student, PRETRAINED / "all-mpnet-base-v2")
+    teacher_windows = QATokenizer.from_folder(PRETRAINED / "all-mpnet-base-v2")
+    examples = read_squad(TRAIN_FILE)[:200]
+    questions, contexts = [e.question for e in examples], [e.context for e in examples]
+    for ours, theirs in zip(student.encode_windows(questions, contexts), teacher_windows.encode_windows(questions, contexts), strict=True):
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            assert vocabulary(torch.from_numpy(a.input_ids)).tolist() == b.input_ids.tolist()
+            assert (a.offsets == b.offsets).all()
+    # one separator between question and context, for both
+    window = teacher_windows.encode_windows(["who?"], ["me"])[0][0]
+    assert teacher_tokenizer.convert_ids_to_tokens(window.input_ids.tolist()) == ["<s>", "who", "?", "</s>", "me", "</s>"]
