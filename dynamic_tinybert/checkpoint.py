@@ -204,6 +204,37 @@ def load(
     return model.to(dtype).eval(), tokenizer, folder
 
 
+def load_qa_model(
+    name_or_path: str | Path, attentions: bool = False
+) -> tuple[torch.nn.Module, QATokenizer, Path]:
+    """Our model for a BERT checkpoint; any other model type (an MPNet teacher, say) runs
+    through transformers' AutoModelForQuestionAnswering, at full length only, on our windows."""
+    from .transformers_qa import TransformersQA, load_transformers_qa
+
+    folder = resolve(name_or_path)
+    kind = _model_type(folder)
+    if kind is None or kind == "bert":
+        return load(folder)
+    try:
+        model = TransformersQA(load_transformers_qa(folder, attentions))
+        tokenizer = QATokenizer.from_folder(
+            folder, WindowSettings().fit(model.config.max_position_embeddings - 2)
+        )
+    except (OSError, ValueError, ImportError) as error:
+        raise CheckpointError(
+            f"{folder} holds a {kind} model, and transformers cannot load it: {error}"
+        ) from None
+    return model.eval(), tokenizer, folder
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        kind = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 def save(
     model: DynamicBertForQuestionAnswering,
     tokenizer: QATokenizer,

@@ -58,9 +58,10 @@ class QuestionAnswerer:
     def from_pretrained(
         cls, name_or_path: str | Path, device: str | None = None, dtype: torch.dtype = torch.float32
     ) -> QuestionAnswerer:
-        """Load a transformers-layout BERT QA checkpoint from a folder or a Hub id."""
-        model, tokenizer, folder = checkpoint.load(name_or_path, dtype=dtype)
-        return cls(model, tokenizer, folder, device or "cpu")
+        """Load a transformers-layout QA checkpoint from a folder or a Hub id: BERT runs in our
+        length-adaptive model, other types (a teacher) through transformers at full length."""
+        model, tokenizer, folder = checkpoint.load_qa_model(name_or_path)
+        return cls(model.to(dtype), tokenizer, folder, device or "cpu")
 
     @property
     def num_layers(self) -> int:

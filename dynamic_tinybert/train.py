@@ -43,14 +43,7 @@ from .lengths import geometric_lengths, sample_layer_skips, sample_lengths
 from .model import DynamicBertForQuestionAnswering, QAOutput
 from .reader import QuestionAnswerer, collate
 from .tokenizer import QATokenizer, Window
-from .transformers_qa import (
-    PROBE_TEXT,
-    TransformersQA,
-    VocabularyError,
-    VocabularyMap,
-    load_transformers_qa,
-    model_type,
-)
+from .transformers_qa import PROBE_TEXT, TransformersQA, VocabularyError, VocabularyMap
 
 STAGES = ("finetune", "intermediate", "prediction", "lengthdrop")
 NEEDS_TEACHER = ("intermediate", "prediction")
@@ -233,22 +226,6 @@ def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingDat
 # --- models ------------------------------------------------------------------------------------
 
 
-def load_model(folder: str, attentions: bool = False) -> tuple[nn.Module, QATokenizer, Path]:
-    """Our model for a BERT folder; a transformers model (full length only) for anything else."""
-    path = checkpoint.resolve(folder)
-    if model_type(path) == "bert":
-        model, tokenizer, path = checkpoint.load(path)
-        return model, tokenizer, path
-    try:
-        model = TransformersQA(load_transformers_qa(path, attentions))
-        tokenizer = QATokenizer.from_folder(path)
-    except (OSError, ValueError) as error:
-        raise checkpoint.CheckpointError(
-            f"cannot load {path} as a question-answering model: {error}"
-        ) from None
-    return model, tokenizer, path
-
-
 def align(student: QATokenizer, teacher_folder: Path) -> VocabularyMap:
     """The map from the student's token ids to the teacher's, checked on real text."""
     from transformers import AutoTokenizer
@@ -264,7 +241,9 @@ def align(student: QATokenizer, teacher_folder: Path) -> VocabularyMap:
 def load_teacher(settings: TrainSettings, student_tokenizer: QATokenizer) -> nn.Module | None:
     if not settings.teacher:
         return None
-    teacher, tokenizer, folder = load_model(settings.teacher, attentions=settings.stage == "intermediate")
+    teacher, tokenizer, folder = checkpoint.load_qa_model(
+        settings.teacher, attentions=settings.stage == "intermediate"
+    )
     if isinstance(teacher, TransformersQA):
         teacher.vocabulary = align(student_tokenizer, folder)
     elif tokenizer.vocabulary != student_tokenizer.vocabulary:
@@ -523,7 +502,7 @@ def train(settings: TrainSettings) -> Path:
             return output
 
     torch.manual_seed(settings.seed)
-    model, tokenizer, _ = load_model(settings.model)
+    model, tokenizer, _ = checkpoint.load_qa_model(settings.model)
     if settings.stage != "finetune" and not isinstance(model, DynamicBertForQuestionAnswering):
         raise TrainingError(f"--stage {settings.stage} trains a BERT student; {settings.model} is not one")
     teacher = load_teacher(settings, tokenizer)
@@ -657,7 +636,7 @@ def _optimizer_step(trainee, optimizer, batch_ids, data, ctx, procs, bf16, lr) -
         ):
             loss = trainee(batch, labels, ctx) * (len(ids) / len(share))
         loss.backward()
-        total += float(loss)
+        total += loss.item()
     torch.nn.utils.clip_grad_norm_(trainee.parameters(), ctx.settings.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

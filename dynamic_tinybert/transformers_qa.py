@@ -12,7 +12,6 @@ bert-base-uncased's wordpieces with ids shifted by 4 and its own special tokens:
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 
 import torch
@@ -151,11 +150,3 @@ def load_transformers_qa(folder: Path, attentions: bool = False) -> nn.Module:
         ) from None
     options = {"attn_implementation": "eager"} if attentions else {}
     return AutoModelForQuestionAnswering.from_pretrained(folder, **options)
-
-
-def model_type(folder: Path) -> str | None:
-    path = Path(folder) / "config.json"
-    try:
-        return json.loads(path.read_text()).get("model_type")
-    except (OSError, ValueError):
-        return None

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 from dynamic_tinybert import QuestionAnswerer, checkpoint, read_squad
 from dynamic_tinybert.distill import layer_map
 from dynamic_tinybert.train import StepContext, Trainee, TrainingError, intermediate_step, prediction_step
-from dynamic_tinybert.transformers_qa import VocabularyError
 
 from .conftest import FIXTURES, SHARED_DATA, make_checkpoint
 
@@ -29,12 +28,21 @@ pytestmark = pytest.mark.skipif(not TRAIN_FILE.is_file(), reason=f"training data
 
 @pytest.fixture(scope="module")
 def sixteen(tmp_path_factory) -> Path:
-    """16 questions of the training data whose answers match their contexts, as a SQuAD file."""
+    """16 questions of the training data with short answers that match their contexts."""
     document = json.loads(TRAIN_FILE.read_text())
     article = document["data"][0]
     paragraphs, count = [], 0
+
+    def usable(qa: dict, context: str) -> bool:
+        answer = qa["answers"][0]
+        start = answer["answer_start"]
+        return (
+            context[start : start + len(answer["text"])] == answer["text"]
+            and len(answer["text"].split()) <= 6
+        )
+
     for paragraph in article["paragraphs"]:
-        qas = [q for q in paragraph["qas"] if paragraph["context"].find(q["answers"][0]["text"]) >= 0][: 16 - count]
+        qas = [q for q in paragraph["qas"] if usable(q, paragraph["context"])][: 16 - count]
         if qas:
             paragraphs.append({"context": paragraph["context"], "qas": qas})
             count += len(qas)
@@ -58,14 +66,38 @@ def exact_match(folder: Path, data: Path, lengths=None) -> float:
 
 
 def common(data: Path, output: Path, steps: int, lr: float = 1e-3) -> list[str]:
-    return ["--data", str(data), "--heldout", str(data), "--output", str(output), "--max-steps", str(steps),
-            "--batch-size", "8", "--lr", str(lr), "--warmup", "0.05", "--save-steps", str(steps), "--dropout", "0"]
+    return [
+        "--data",
+        str(data),
+        "--heldout",
+        str(data),
+        "--output",
+        str(output),
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        "8",
+        "--lr",
+        str(lr),
+        "--warmup",
+        "0.05",
+        "--save-steps",
+        str(steps),
+        "--dropout",
+        "0",
+    ]
 
 
 @pytest.fixture(scope="module")
 def teacher(sixteen, tmp_path_factory) -> Path:
     start = make_checkpoint(tmp_path_factory.mktemp("teacher-start"), seed=5)
-    return train("--stage", "finetune", "--model", str(start), *common(sixteen, tmp_path_factory.mktemp("teacher") / "out", 120))
+    return train(
+        "--stage",
+        "finetune",
+        "--model",
+        str(start),
+        *common(sixteen, tmp_path_factory.mktemp("teacher") / "out", 120),
+    )
 
 
 def test_finetune_overfits(teacher, sixteen):
@@ -75,13 +107,33 @@ def test_finetune_overfits(teacher, sixteen):
 @pytest.fixture(scope="module")
 def distilled(teacher, sixteen, tmp_path_factory) -> tuple[Path, Path]:
     """A narrower, shallower student after intermediate-layer, then prediction-layer distillation."""
-    start = make_checkpoint(tmp_path_factory.mktemp("student"), seed=7, hidden_size=32, num_attention_heads=2,
-                            num_hidden_layers=2, intermediate_size=64)
+    start = make_checkpoint(
+        tmp_path_factory.mktemp("student"),
+        seed=7,
+        hidden_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=64,
+    )
     base = tmp_path_factory.mktemp("distilled")
-    intermediate = train("--stage", "intermediate", "--model", str(start), "--teacher", str(teacher),
-                         *common(sixteen, base / "id", 300, lr=3e-3))
-    prediction = train("--stage", "prediction", "--model", str(intermediate), "--teacher", str(teacher),
-                       *common(sixteen, base / "pd", 100))
+    intermediate = train(
+        "--stage",
+        "intermediate",
+        "--model",
+        str(start),
+        "--teacher",
+        str(teacher),
+        *common(sixteen, base / "id", 300, lr=3e-3),
+    )
+    prediction = train(
+        "--stage",
+        "prediction",
+        "--model",
+        str(intermediate),
+        "--teacher",
+        str(teacher),
+        *common(sixteen, base / "pd", 100),
+    )
     return intermediate, prediction
 
 
@@ -103,10 +155,13 @@ def test_lengthdrop_overfits_at_full_length_and_when_dropping(distilled, sixteen
 
 
 def test_distillation_losses_are_zero_when_the_student_is_the_teacher(teacher, sixteen):
-    model, tokenizer, _ = checkpoint.load(teacher)
-    windows = [w for ws in tokenizer.encode_windows(*zip(*[(e.question, e.context) for e in read_squad(sixteen)])) for w in ws]
     from dynamic_tinybert.reader import collate
     from dynamic_tinybert.train import TrainSettings
+
+    model, tokenizer, _ = checkpoint.load(teacher)
+    examples = read_squad(sixteen)
+    encoded = tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    windows = [w for ws in encoded for w in ws]
 
     batch = collate(windows[:8], torch.device("cpu"))
     settings = TrainSettings(stage="prediction", model="", data=[], output="")
@@ -129,9 +184,34 @@ def test_saved_student_loads_in_transformers_with_the_core_logits(distilled):
 
 
 def _command(start: Path, data: Path, output: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dynamic_tinybert", "train", "--quiet", "--stage", "lengthdrop", "--model", str(start),
-            "--data", str(data), "--heldout", str(data), "--output", str(output), "--max-steps", "24",
-            "--batch-size", "4", "--lr", "1e-3", "--save-steps", "4", "--seed", "3", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "dynamic_tinybert",
+        "train",
+        "--quiet",
+        "--stage",
+        "lengthdrop",
+        "--model",
+        str(start),
+        "--data",
+        str(data),
+        "--heldout",
+        str(data),
+        "--output",
+        str(output),
+        "--max-steps",
+        "24",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--save-steps",
+        "4",
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
 def _final_weights(output: Path) -> dict[str, torch.Tensor]:
@@ -158,7 +238,9 @@ def test_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_model, sixteen
         assert torch.equal(expected[name], got[name]), name
     assert (whole / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes()
     # the same command once more finds the run finished
-    result = subprocess.run(_command(tiny_model, sixteen, killed), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        _command(tiny_model, sixteen, killed), capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0 and "already finished" in result.stderr
 
 
@@ -169,37 +251,69 @@ def test_two_processes_agree_with_one_on_the_same_global_batch(tiny_model, sixte
     two = tmp_path / "two"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command = _command(tiny_model, sixteen, two, *extra)
-    subprocess.run([*launcher, *command[1:]], check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        [*launcher, *command[1:]], check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     log = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     ranks = [r for r in log if r.get("event") == "ranks"]
     assert ranks and ranks[0]["agree"] and ranks[0]["world"] == 2
     expected, got = _final_weights(one), _final_weights(two)
-    for name in expected:
+    # The span loss does not change when all of a row's logits shift together, so the QA head's
+    # bias, and the last layer norm's bias through it, get gradients that are zero but for
+    # rounding; Adam scales that rounding up to steps of the learning rate's size. They are
+    # compared through what they compute instead.
+    invariant = {"model.qa_head.bias", "model.layers.3.ffn_norm.bias"}
+    for name in expected.keys() - invariant:
         assert torch.allclose(expected[name], got[name], atol=1e-5), name
+    models = [checkpoint.load(folder)[0] for folder in (one, two)]
+    ids = torch.randint(5, models[0].config.vocab_size, (3, 50))
+    with torch.no_grad():
+        a, b = (m(ids) for m in models)
+    assert torch.allclose(a.start_logits.log_softmax(-1), b.start_logits.log_softmax(-1), atol=1e-4)
+    assert torch.allclose(a.end_logits.log_softmax(-1), b.end_logits.log_softmax(-1), atol=1e-4)
 
 
-def test_unalignable_teacher_is_refused_before_training(tiny_model, sixteen, tmp_path):
+def test_unalignable_teacher_is_refused_before_training(tiny_model, sixteen, tmp_path, capsys):
+    from dynamic_tinybert.cli import main
+
     other = make_checkpoint(tmp_path / "other-vocab")
     vocab = (FIXTURES / "vocab.txt").read_text().splitlines()
     (other / "vocab.txt").write_text("\n".join(vocab[:5] + vocab[5:][::-1]) + "\n")
     (other / "tokenizer.json").unlink()
-    with pytest.raises(VocabularyError, match="different vocabularies"):
-        train("--stage", "prediction", "--model", str(tiny_model), "--teacher", str(other), *common(sixteen, tmp_path / "o", 2))
+    argv = ["train", "--stage", "prediction", "--model", str(tiny_model), "--teacher", str(other)]
+    assert main([*argv, *common(sixteen, tmp_path / "o", 2)]) == 2
+    assert "different vocabularies" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_settings_errors(tiny_model, sixteen, tmp_path):
     from dynamic_tinybert.cli import main
 
-    assert main(["train", "--stage", "prediction", "--model", str(tiny_model), "--data", str(sixteen),
-                 "--output", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--stage",
+                "prediction",
+                "--model",
+                str(tiny_model),
+                "--data",
+                str(sixteen),
+                "--output",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     with pytest.raises(TrainingError, match="SQuAD 1.1 dev"):
         from dynamic_tinybert.train import load_examples
 
         load_examples(str(SHARED_DATA / "squad" / "dev-v1.1.json"))
 
 
-@pytest.mark.skipif(not (PRETRAINED / "all-mpnet-base-v2").is_dir(), reason="run scripts/fetch_pretrained.py first")
+@pytest.mark.skipif(
+    not (PRETRAINED / "all-mpnet-base-v2").is_dir(), reason="run scripts/fetch_pretrained.py first"
+)
 def test_mpnet_teacher_sees_the_students_wordpieces_on_real_text():
     from transformers import AutoTokenizer
 
@@ -212,11 +326,94 @@ def test_mpnet_teacher_sees_the_students_wordpieces_on_real_text():
     teacher_windows = QATokenizer.from_folder(PRETRAINED / "all-mpnet-base-v2")
     examples = read_squad(TRAIN_FILE)[:200]
     questions, contexts = [e.question for e in examples], [e.context for e in examples]
-    for ours, theirs in zip(student.encode_windows(questions, contexts), teacher_windows.encode_windows(questions, contexts), strict=True):
+    for ours, theirs in zip(
+        student.encode_windows(questions, contexts),
+        teacher_windows.encode_windows(questions, contexts),
+        strict=True,
+    ):
         assert len(ours) == len(theirs)
         for a, b in zip(ours, theirs, strict=True):
             assert vocabulary(torch.from_numpy(a.input_ids)).tolist() == b.input_ids.tolist()
             assert (a.offsets == b.offsets).all()
     # one separator between question and context, for both
     window = teacher_windows.encode_windows(["who?"], ["me"])[0][0]
-    assert teacher_tokenizer.convert_ids_to_tokens(window.input_ids.tolist()) == ["<s>", "who", "?", "</s>", "me", "</s>"]
+    assert teacher_tokenizer.convert_ids_to_tokens(window.input_ids.tolist()) == [
+        "<s>",
+        "who",
+        "?",
+        "</s>",
+        "me",
+        "</s>",
+    ]
+
+
+def make_mpnet(folder: Path, seed: int = 11) -> Path:
+    """A tiny random MPNet whose vocabulary is the test vocabulary shifted by 4 behind MPNet's
+    own special tokens, as all-mpnet-base-v2's is bert-base-uncased's."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import MPNetConfig, MPNetForQuestionAnswering, MPNetTokenizerFast
+
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", *(FIXTURES / "vocab.txt").read_text().splitlines(), "<mask>"]
+    backend = Tokenizer(WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0))
+    MPNetTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="[UNK]",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    ).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = MPNetConfig(
+        vocab_size=len(pieces),
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+    )
+    MPNetForQuestionAnswering(config).save_pretrained(folder)
+    return folder
+
+
+def test_mpnet_teacher_fine_tunes_and_teaches_a_bert_student(tiny_model, sixteen, tmp_path):
+    teacher = train(
+        "--stage",
+        "finetune",
+        "--model",
+        str(make_mpnet(tmp_path / "mpnet")),
+        *common(sixteen, tmp_path / "teacher", 120),
+    )
+    # evaluated through transformers, on our windows; a tiny random MPNet learns less readily
+    # than a tiny BERT, so this asks for most, not all, of the answers
+    examples = read_squad(sixteen)
+    taught = QuestionAnswerer.from_pretrained(teacher).evaluate(examples)
+    assert taught.exact_match >= 75.0
+    intermediate = train(
+        "--stage",
+        "intermediate",
+        "--model",
+        str(tiny_model),
+        "--teacher",
+        str(teacher),
+        *common(sixteen, tmp_path / "id", 60, lr=3e-3),
+    )
+    student = train(
+        "--stage",
+        "prediction",
+        "--model",
+        str(intermediate),
+        "--teacher",
+        str(teacher),
+        *common(sixteen, tmp_path / "pd", 150),
+    )
+    learned = QuestionAnswerer.from_pretrained(student).evaluate(examples)
+    same = sum(learned.predictions[e.id] == taught.predictions[e.id] for e in examples)
+    # where the teacher splits its belief between two spans, the student may pick the other one
+    assert same >= 13, f"the student answers {same} of 16 questions as its teacher does"
+    assert learned.exact_match >= taught.exact_match - 12.5
