@@ -14,7 +14,10 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .data import SquadFormatError, read_squad
+from .frontier import BudgetError
 from .lengths import LengthsError, format_lengths, parse_lengths
+from .train import TrainingError
+from .transformers_qa import VocabularyError
 
 EXIT_USAGE = 2
 
@@ -23,11 +26,32 @@ class UsageError(Exception):
     """Bad input from the command line; printed as one line, exit code 2."""
 
 
+# what bad input raises; each is printed as one line, with exit code 2
+USER_ERRORS = (
+    UsageError,
+    CheckpointError,
+    SquadFormatError,
+    LengthsError,
+    BudgetError,
+    TrainingError,
+    VocabularyError,
+)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder, or a Hugging Face Hub id")
-    parser.add_argument(
+    cost = parser.add_mutually_exclusive_group()
+    cost.add_argument(
         "--lengths",
         help="per layer, the share of the input's tokens it keeps; non-increasing, e.g. 1,0.8,0.6,0.5",
+    )
+    cost.add_argument(
+        "--budget",
+        type=float,
+        help="the most accurate frontier point within this share of the full FLOPs (0, 1]",
+    )
+    cost.add_argument(
+        "--speedup", type=float, help="the most accurate frontier point at least this much faster (measured)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
     parser.add_argument(
@@ -95,7 +119,8 @@ def _load(args: argparse.Namespace):
         raise UsageError(f"--max-answer-len must be at least 1, got {args.max_answer_len}")
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device)
     lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths else None
-    return qa, lengths
+    lengths, point = qa.choose(lengths, args.budget, args.speedup)
+    return qa, lengths, point
 
 
 def run_ask(args: argparse.Namespace) -> None:
@@ -111,7 +136,7 @@ def run_ask(args: argparse.Namespace) -> None:
         raise UsageError("--question is empty")
     if not context.strip():
         raise UsageError("the context is empty")
-    qa, lengths = _load(args)
+    qa, lengths, point = _load(args)
     [answers] = qa.answer(
         [args.question], [context], args.top_k, args.max_answer_len, lengths, args.batch_size
     )
@@ -121,6 +146,7 @@ def run_ask(args: argparse.Namespace) -> None:
                 {
                     "model": str(qa.folder),
                     "lengths": format_lengths(lengths, qa.num_layers),
+                    "frontier_point": _point(point),
                     "answers": [a.to_dict() for a in answers],
                 }
             )
@@ -140,7 +166,7 @@ def run_eval(args: argparse.Namespace) -> None:
         examples = examples[: args.limit]
     if not examples:
         raise UsageError(f"{args.data} holds no questions")
-    qa, lengths = _load(args)
+    qa, lengths, point = _load(args)
     result = qa.evaluate(examples, lengths, args.batch_size, args.max_answer_len, progress=not args.quiet)
     if args.predictions is not None:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +180,7 @@ def run_eval(args: argparse.Namespace) -> None:
         "windows": result.windows,
         "gflops_per_window_at_384": result.gflops_per_window_at_384,
         "lengths": format_lengths(lengths, qa.num_layers),
+        "frontier_point": _point(point),
         "model": str(qa.folder),
     }
     if args.json:
@@ -164,6 +191,18 @@ def run_eval(args: argparse.Namespace) -> None:
     print(f"questions          {result.questions}")
     print(f"GFLOPs per window  {result.gflops_per_window:.3f}  (mean over {result.windows} windows)")
     print(f"wall seconds       {result.seconds:.2f}")
+    if point is not None:
+        print(
+            f"frontier point     {format_lengths(lengths, qa.num_layers)}: "
+            f"held-out F1 {point.heldout_f1:.2f}, {point.flops_ratio:.2f} of the full FLOPs"
+        )
+
+
+def _point(point) -> dict | None:
+    """The frontier point a budget picked, as reported in --json output."""
+    if point is None:
+        return None
+    return dataclasses.asdict(point) | {"lengths": list(point.lengths)}
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -176,19 +215,9 @@ def run_train(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .train import TrainingError
-    from .transformers_qa import VocabularyError
-
     try:
         args.run(args)
-    except (
-        UsageError,
-        CheckpointError,
-        SquadFormatError,
-        LengthsError,
-        TrainingError,
-        VocabularyError,
-    ) as error:
+    except USER_ERRORS as error:
         print(f"dynamic-tinybert {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .answers import NO_ANSWER, Answer, rank_answers, window_spans
 from .data import Example, batches_by_length, gold_answers
+from .frontier import BudgetError, Frontier, Point
 from .lengths import Lengths, encoder_gflops, validate_lengths
 from .metrics import squad_scores
 from .model import DynamicBertForQuestionAnswering
@@ -39,6 +40,8 @@ class Evaluation:
     gflops_per_window_at_384: float  # the padded convention of the papers
     seconds: float  # wall time of tokenising, running and post-processing
     predictions: dict[str, str]  # id -> answer text, the official format
+    lengths: Lengths | None = None  # the configuration that ran
+    point: Point | None = None  # the frontier point a budget picked
 
 
 class QuestionAnswerer:
@@ -53,6 +56,7 @@ class QuestionAnswerer:
         self.tokenizer = tokenizer
         self.folder = folder
         self.device = torch.device(device)
+        self.frontier = Frontier.load(folder) if folder is not None else None
 
     @classmethod
     def from_pretrained(
@@ -67,6 +71,25 @@ class QuestionAnswerer:
     def num_layers(self) -> int:
         return self.model.config.num_hidden_layers
 
+    def choose(
+        self,
+        lengths: Sequence[float] | None = None,
+        budget: float | None = None,
+        speedup: float | None = None,
+    ) -> tuple[Lengths | None, Point | None]:
+        """The length configuration to run: given, or the frontier point a budget picks."""
+        if budget is None and speedup is None:
+            return validate_lengths(lengths, self.num_layers), None
+        if lengths is not None:
+            raise ValueError("give lengths, or a budget or speedup, not both")
+        if self.frontier is None:
+            raise BudgetError(
+                f"the model {self.folder} has no frontier ({'frontier.json'}); run `dynamic-tinybert search` "
+                "on it first, or give --lengths"
+            )
+        point = self.frontier.pick(budget=budget, speedup=speedup)
+        return point.config, point
+
     def __call__(
         self,
         *args,
@@ -75,6 +98,8 @@ class QuestionAnswerer:
         top_k: int = 1,
         max_answer_len: int = 30,
         lengths: Sequence[float] | None = None,
+        budget: float | None = None,
+        speedup: float | None = None,
         batch_size: int = 32,
     ) -> dict | list:
         """qa(question=..., context=...), qa({"question", "context"}) or qa([{...}, ...])."""
@@ -92,6 +117,7 @@ class QuestionAnswerer:
             single = isinstance(question, str)
             questions = [question] if single else list(question)
             contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+        lengths, _ = self.choose(lengths, budget, speedup)
         results = self.answer(questions, contexts, top_k, max_answer_len, lengths, batch_size)
         shaped = [
             (answers[0] if answers else NO_ANSWER).to_dict() if top_k == 1 else [a.to_dict() for a in answers]
@@ -117,7 +143,7 @@ class QuestionAnswerer:
 
     def _answer_windows(
         self,
-        windows: list[list[Window]],
+        windows: Sequence[Sequence[Window]],
         contexts: Sequence[str],
         top_k: int,
         max_answer_len: int,
@@ -163,12 +189,31 @@ class QuestionAnswerer:
         batch_size: int = 32,
         max_answer_len: int = 30,
         progress: bool = False,
+        budget: float | None = None,
+        speedup: float | None = None,
     ) -> Evaluation:
         """Answer every example and score the answers with the official SQuAD metric."""
-        lengths = validate_lengths(lengths, self.num_layers)
+        lengths, point = self.choose(lengths, budget, speedup)
         began = time.perf_counter()
-        questions, contexts = [e.question for e in examples], [e.context for e in examples]
-        windows = self.tokenizer.encode_windows(questions, contexts)
+        windows = self.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+        result = self.evaluate_windows(examples, windows, lengths, batch_size, max_answer_len, progress)
+        result.seconds = time.perf_counter() - began
+        result.point = point
+        return result
+
+    def evaluate_windows(
+        self,
+        examples: Sequence[Example],
+        windows: Sequence[Sequence[Window]],
+        lengths: Lengths | None,
+        batch_size: int = 32,
+        max_answer_len: int = 30,
+        progress: bool = False,
+    ) -> Evaluation:
+        """evaluate() on examples already cut into windows (the search runs many configurations
+        on the same windows); seconds counts running and post-processing only."""
+        began = time.perf_counter()
+        contexts = [e.context for e in examples]
         results = self._answer_windows(windows, contexts, 1, max_answer_len, lengths, batch_size, progress)
         seconds = time.perf_counter() - began
         predictions = {
@@ -188,6 +233,7 @@ class QuestionAnswerer:
             gflops_per_window_at_384=encoder_gflops(config, 384, lengths),
             seconds=seconds,
             predictions=predictions,
+            lengths=lengths,
         )
 
 
