@@ -16,6 +16,7 @@ from .checkpoint import CheckpointError
 from .data import SquadFormatError, read_squad
 from .frontier import BudgetError
 from .lengths import LengthsError, format_lengths, parse_lengths
+from .search import SearchError
 from .train import TrainingError
 from .transformers_qa import VocabularyError
 
@@ -35,6 +36,7 @@ USER_ERRORS = (
     BudgetError,
     TrainingError,
     VocabularyError,
+    SearchError,
 )
 
 
@@ -89,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="one stage of the training recipe (see train.py)")
     add_dataclass_options(train, TrainSettings)
     train.set_defaults(run=run_train)
+
+    from .search import SearchSettings
+
+    search = commands.add_parser("search", help="the accuracy/cost frontier of length configurations")
+    add_dataclass_options(search, SearchSettings)
+    search.set_defaults(run=run_search)
+
+    plot = commands.add_parser("plot", help="a PNG of a model's frontier (needs matplotlib)")
+    plot.add_argument("--model", required=True, help="a model folder with a frontier.json")
+    plot.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    plot.set_defaults(run=run_plot)
+
+    from .server import add_serve_command
+
+    add_serve_command(commands)
     return parser
 
 
@@ -202,15 +219,37 @@ def _point(point) -> dict | None:
     """The frontier point a budget picked, as reported in --json output."""
     if point is None:
         return None
-    return dataclasses.asdict(point) | {"lengths": list(point.lengths)}
+    return point.to_dict()
+
+
+def settings_from(args: argparse.Namespace, settings_class):
+    """The settings dataclass filled from the options add_dataclass_options made."""
+    names = {f.name for f in dataclasses.fields(settings_class)}
+    return settings_class(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def run_train(args: argparse.Namespace) -> None:
     from .train import TrainSettings, train
 
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    output = train(TrainSettings(**{k: v for k, v in vars(args).items() if k in names}))
-    print(output)
+    print(train(settings_from(args, TrainSettings)))
+
+
+def run_search(args: argparse.Namespace) -> None:
+    from .search import SearchSettings, search
+
+    search(settings_from(args, SearchSettings))
+
+
+def run_plot(args: argparse.Namespace) -> None:
+    from .checkpoint import resolve
+    from .frontier import Frontier
+    from .plot import plot_frontier
+
+    folder = resolve(args.model)
+    frontier = Frontier.load(folder)
+    if frontier is None:
+        raise UsageError(f"{folder} has no frontier.json; run `dynamic-tinybert search` first")
+    print(plot_frontier(frontier, args.out, title=folder.name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,9 @@ class Point:
         """The lengths in the form the model takes (None for the full model)."""
         return validate_lengths(self.lengths, len(self.lengths))
 
+    def to_dict(self) -> dict:
+        return asdict(self) | {"lengths": list(self.lengths)}
+
 
 def flops_ratio(config: ModelConfig, lengths: Lengths | None) -> float:
     """FLOPs of a configuration against the full model's, the largest over window lengths.
@@ -70,6 +73,7 @@ class Frontier:
     objective: str = "flops"
     heldout: dict = field(default_factory=dict)  # what the accuracy was measured on
     machine: str = ""  # where latency and throughput were measured
+    constant_ratio: list[Point] = field(default_factory=list)  # every layer keeps one share: for comparison
 
     @property
     def full(self) -> Point:
@@ -109,13 +113,25 @@ class Frontier:
             "objective": self.objective,
             "heldout": self.heldout,
             "machine": self.machine,
-            "points": [asdict(p) | {"lengths": list(p.lengths)} for p in self.points],
+            "points": [p.to_dict() for p in self.points],
+            "constant_ratio": [p.to_dict() for p in self.constant_ratio],
         }
 
     @classmethod
     def from_dict(cls, raw: dict) -> Frontier:
-        points = [Point(**(p | {"lengths": tuple(p["lengths"])})) for p in raw["points"]]
-        return cls(points, raw.get("objective", "flops"), raw.get("heldout", {}), raw.get("machine", ""))
+        def points(key: str) -> list[Point]:
+            return [Point(**(p | {"lengths": tuple(p["lengths"])})) for p in raw.get(key, [])]
+
+        frontier = cls(
+            points("points"),
+            raw.get("objective", "flops"),
+            raw.get("heldout", {}),
+            raw.get("machine", ""),
+            points("constant_ratio"),
+        )
+        if not frontier.points or not frontier.full.is_full:
+            raise ValueError("the points must end with the full model")
+        return frontier
 
     def save(self, folder: str | Path) -> Path:
         """Write frontier.json into the model folder (atomically)."""

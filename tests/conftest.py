@@ -6,8 +6,14 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# tiny models gain nothing from threads, and spinning OpenMP threads slow everything down when
+# the cores are busy; subprocesses of the tests inherit this too
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(os.environ.get("DYNAMIC_TINYBERT_DATA", Path(__file__).parents[2] / "shared" / "data"))

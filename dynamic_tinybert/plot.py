@@ -1,0 +1,71 @@
+"""A picture of a frontier: held-out F1 against GFLOPs and against measured latency, the searched
+frontier next to constant-ratio configurations and the full model (needs matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .frontier import Frontier
+
+
+def plot_frontier(frontier: Frontier, out: str | Path, title: str = "") -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
+
+    axes_of = [
+        (
+            "gflops_at_mean_length",
+            f"GFLOPs per window at the held-out mean length "
+            f"({frontier.heldout.get('mean_window_length', 0):.0f} tokens)",
+        ),
+        ("latency_ms_batch1", "latency of one window, ms (measured)"),
+    ]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for axis, (key, label) in zip(axes, axes_of, strict=True):
+        points = [p for p in frontier.points if getattr(p, key) is not None]
+        constant = [p for p in frontier.constant_ratio if getattr(p, key) is not None]
+        if constant:
+            axis.scatter(
+                [getattr(p, key) for p in constant],
+                [p.heldout_f1 for p in constant],
+                marker="s",
+                color="tab:gray",
+                label="constant ratio (every layer keeps one share)",
+            )
+        axis.plot(
+            [getattr(p, key) for p in points],
+            [p.heldout_f1 for p in points],
+            "o-",
+            color="tab:blue",
+            label="searched frontier",
+        )
+        if points:
+            full = frontier.full
+            axis.scatter(
+                [getattr(full, key)],
+                [full.heldout_f1],
+                marker="*",
+                s=250,
+                color="tab:red",
+                label="full model",
+                zorder=3,
+            )
+        axis.set_xlabel(label)
+        axis.set_ylabel("held-out F1")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right")
+    held = frontier.heldout
+    figure.suptitle(
+        f"{title}: {held.get('questions', '?')} held-out questions; {frontier.machine}", fontsize=9
+    )
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

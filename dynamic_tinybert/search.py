@@ -1,0 +1,331 @@
+"""Evolutionary search of length configurations (DESIGN.md section 4), as in the Length-Adaptive
+Transformer: start from constant-ratio configurations spread between the smallest and the full
+one; each iteration mutates and crosses frontier members and keeps the Pareto frontier of
+held-out F1 against cost (FLOPs, or latency measured on this machine).
+
+Configurations live on a grid of shares (multiples of `grid`, 0.05 by default), so that each is
+evaluated once and the search is reproducible with a seed. The state (every evaluation, the
+random generator, the iteration) is written after each iteration: stopped and started again with
+the same command, a search continues where it stopped and ends with the same frontier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data import read_squad
+from .frontier import Frontier, Point, flops_ratio, pareto
+from .lengths import encoder_gflops, format_lengths, validate_lengths
+from .model import DynamicBertForQuestionAnswering
+from .reader import QuestionAnswerer
+from .timing import latency_ms, machine, throughput
+
+Units = tuple[int, ...]  # a configuration in grid steps: share of layer i = units[i] * grid
+
+
+class SearchError(ValueError):
+    """Settings or data a search cannot run with."""
+
+
+def _opt(help: str, **kwargs):
+    return field(default=kwargs.pop("default", None), metadata={"help": help, **kwargs})
+
+
+@dataclass
+class SearchSettings:
+    """Every setting of `dynamic-tinybert search`; the command line is built from these fields."""
+
+    model: str = _opt("the model folder; its frontier.json is written there", required=True)
+    data: list[str] = _opt(
+        "held-out SQuAD-format file(s) to select on (never SQuAD dev)", nargs="+", required=True
+    )
+    objective: str = _opt(
+        "cost to trade F1 against: flops, or latency measured here",
+        default="flops",
+        choices=("flops", "latency"),
+    )
+    population: int = _opt("initial constant-ratio configurations", default=20)
+    iterations: int = _opt("evolution iterations", default=30)
+    mutations: int = _opt("mutations per iteration", default=30)
+    crossovers: int = _opt("crossovers per iteration", default=30)
+    mutation_prob: float = _opt("chance that a mutation changes a layer", default=0.5)
+    limit: int | None = _opt("only the first N questions of the data")
+    seed: int = _opt("seed of the search", default=0)
+    grid: float = _opt("step of the per-layer shares", default=0.05)
+    smallest: float = _opt(
+        "the smallest initial configuration keeps this share of the previous layer's tokens "
+        "in each layer (LengthDrop's smallest)",
+        default=0.8,
+    )
+    batch_size: int = _opt("windows per forward pass", default=32)
+    latency_windows: int = _opt("windows timed one at a time for a latency", default=32)
+    state: str | None = _opt("state file to resume from (default: search_state.json in the model folder)")
+    json: bool = _opt("print the frontier as a JSON list on stdout", default=False)
+    quiet: bool = _opt("no progress bar", default=False)
+
+    def check(self) -> None:
+        for name in ("population", "iterations", "mutations", "crossovers", "batch_size", "latency_windows"):
+            if getattr(self, name) < (0 if name in ("iterations", "mutations", "crossovers") else 1):
+                raise SearchError(f"--{name.replace('_', '-')} is too small: {getattr(self, name)}")
+        if not 0 <= self.mutation_prob <= 1:
+            raise SearchError("--mutation-prob must be between 0 and 1")
+        if not 0 < self.grid <= 0.5 or abs(round(1 / self.grid) * self.grid - 1) > 1e-9:
+            raise SearchError("--grid must divide 1 into equal steps, e.g. 0.05 or 0.1")
+        if self.limit is not None and self.limit < 1:
+            raise SearchError("--limit must be at least 1")
+
+    def key(self) -> dict:
+        """What a resumed search must share with the one it continues."""
+        keep = (
+            "data",
+            "objective",
+            "population",
+            "iterations",
+            "mutations",
+            "crossovers",
+            "mutation_prob",
+            "limit",
+            "seed",
+            "grid",
+            "smallest",
+        )
+        return {k: getattr(self, k) for k in keep}
+
+
+# --- the operators (pure) ------------------------------------------------------------------------
+
+
+def initial_population(num_layers: int, size: int, steps: int, smallest: float) -> list[Units]:
+    """`size` constant-ratio configurations from the smallest one's last share up to the full model.
+
+    >>> initial_population(2, 3, 10, 0.5)
+    [(3, 3), (7, 7), (10, 10)]
+    """
+    low = smallest**num_layers
+    shares = np.linspace(low, 1.0, size) if size > 1 else [1.0]
+    return list(dict.fromkeys((max(1, math.ceil(s * steps - 1e-9)),) * num_layers for s in shares))
+
+
+def mutate(parent: Units, rng: np.random.Generator, prob: float, steps: int) -> Units:
+    """Each layer, with probability prob, takes a random share (1..steps grid steps) no larger
+    than the previous layer's; the others keep theirs, lowered where needed to stay
+    non-increasing.
+
+    >>> mutate((10, 8, 6), np.random.default_rng(0), 0.0, 10)
+    (10, 8, 6)
+    """
+    child, upper = [], steps
+    for units in parent:
+        value = int(rng.integers(1, upper + 1)) if rng.random() < prob else min(units, upper)
+        child.append(value)
+        upper = value
+    return tuple(child)
+
+
+def crossover(a: Units, b: Units) -> Units:
+    """The element-wise mean, rounded up (still non-increasing).
+
+    >>> crossover((10, 8, 5), (9, 6, 2))
+    (10, 7, 4)
+    """
+    return tuple(math.ceil((x + y) / 2) for x, y in zip(a, b, strict=True))
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+
+class Search:
+    def __init__(self, qa: QuestionAnswerer, settings: SearchSettings):
+        self.qa, self.settings = qa, settings
+        self.steps = round(1 / settings.grid)
+        self.layers = qa.num_layers
+        examples = []
+        for source in settings.data:
+            if Path(source).name == "dev-v1.1.json":
+                raise ValueError(
+                    f"{source} is SQuAD 1.1 dev, the test set: search on a held-out split instead"
+                )
+            examples += read_squad(source)
+        self.examples = examples[: settings.limit] if settings.limit else examples
+        self.windows = qa.tokenizer.encode_windows(
+            [e.question for e in self.examples], [e.context for e in self.examples]
+        )
+        self.flat = [w for ws in self.windows for w in ws]
+        rng = np.random.default_rng(settings.seed)
+        self.timed = [
+            self.flat[i]
+            for i in sorted(
+                rng.choice(len(self.flat), min(len(self.flat), settings.latency_windows), replace=False)
+            )
+        ]
+        self.mean_length = float(np.mean([len(w) for w in self.flat]))
+        self.rng = np.random.default_rng([settings.seed, 1])
+        self.evaluated: dict[str, dict] = {}  # units as "20,16,..." -> measurements
+        self.iteration = -1  # -1: the initial population is not evaluated yet
+        self.state_path = Path(settings.state) if settings.state else qa.folder / "search_state.json"
+
+    def shares(self, units: Units) -> tuple[float, ...]:
+        return tuple(round(u / self.steps, 6) for u in units)
+
+    def evaluate(self, units: Units) -> dict:
+        """F1, EM and cost of one configuration, computed once."""
+        key = ",".join(map(str, units))
+        if key not in self.evaluated:
+            lengths = validate_lengths(self.shares(units), self.layers)
+            result = self.qa.evaluate_windows(self.examples, self.windows, lengths, self.settings.batch_size)
+            record = {"exact_match": result.exact_match, "f1": result.f1}
+            if self.settings.objective == "latency":
+                record["latency_ms"] = latency_ms(self.qa.model, self.timed, lengths, self.qa.device)
+            self.evaluated[key] = record
+        return self.evaluated[key]
+
+    def point(self, units: Units) -> Point:
+        record = self.evaluate(units)
+        lengths = validate_lengths(self.shares(units), self.layers)
+        config = self.qa.model.config
+        return Point(
+            lengths=self.shares(units),
+            flops_ratio=flops_ratio(config, lengths),
+            gflops_at_384=encoder_gflops(config, 384, lengths),
+            gflops_at_mean_length=encoder_gflops(config, round(self.mean_length), lengths),
+            heldout_exact_match=record["exact_match"],
+            heldout_f1=record["f1"],
+            latency_ms_batch1=record.get("latency_ms"),
+            throughput_batch32=record.get("throughput"),
+        )
+
+    def _cost(self, point: Point) -> float:
+        return point.latency_ms_batch1 if self.settings.objective == "latency" else point.flops_ratio
+
+    def frontier_units(self) -> list[Units]:
+        full = (self.steps,) * self.layers
+        points = {self._units_of(key): self.point(self._units_of(key)) for key in self.evaluated}
+        best = pareto(list(points.values()), points[full], cost=self._cost)
+        chosen = {id(p) for p in best}
+        return [u for u, p in sorted(points.items(), key=lambda item: self._cost(item[1])) if id(p) in chosen]
+
+    @staticmethod
+    def _units_of(key: str) -> Units:
+        return tuple(int(x) for x in key.split(","))
+
+    def run(self) -> Frontier:
+        self._resume()
+        full = (self.steps,) * self.layers
+        population = initial_population(
+            self.layers, self.settings.population, self.steps, self.settings.smallest
+        )
+        bar = tqdm(
+            total=self.settings.iterations + 1,
+            initial=self.iteration + 1,
+            unit="iteration",
+            disable=self.settings.quiet,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        with bar:
+            if self.iteration < 0:
+                for units in [full, *population]:
+                    self.evaluate(units)
+                self.iteration = 0
+                self._save()
+                bar.update(1)
+            while self.iteration < self.settings.iterations:
+                parents = self.frontier_units()
+                children = [
+                    mutate(
+                        parents[self.rng.integers(len(parents))],
+                        self.rng,
+                        self.settings.mutation_prob,
+                        self.steps,
+                    )
+                    for _ in range(self.settings.mutations)
+                ]
+                for _ in range(self.settings.crossovers):
+                    a, b = self.rng.integers(len(parents), size=2)
+                    children.append(crossover(parents[a], parents[b]))
+                for child in children:
+                    self.evaluate(child)
+                self.iteration += 1
+                self._save()
+                bar.update(1)
+                bar.set_postfix(frontier=len(parents), evaluated=len(self.evaluated))
+        return self.finish(population)
+
+    def finish(self, population: list[Units]) -> Frontier:
+        """Time every frontier point and constant-ratio configuration; write frontier.json."""
+        frontier = self.frontier_units()
+        for units in dict.fromkeys([*frontier, *population]):
+            record = self.evaluated[",".join(map(str, units))]
+            lengths = validate_lengths(self.shares(units), self.layers)
+            if "throughput" not in record:
+                record.setdefault(
+                    "latency_ms", latency_ms(self.qa.model, self.timed, lengths, self.qa.device)
+                )
+                record["throughput"] = throughput(self.qa.model, self.flat[:256], lengths, self.qa.device)
+        self._save()
+        result = Frontier(
+            points=[self.point(u) for u in frontier],
+            objective=self.settings.objective,
+            heldout={
+                "files": list(self.settings.data),
+                "questions": len(self.examples),
+                "windows": len(self.flat),
+                "mean_window_length": self.mean_length,
+                "search": asdict(self.settings) | {"json": None, "quiet": None},
+            },
+            machine=machine(),
+            constant_ratio=[self.point(u) for u in population],
+        )
+        result.save(self.qa.folder)
+        return result
+
+    def _save(self) -> None:
+        state = {
+            "settings": self.settings.key(),
+            "iteration": self.iteration,
+            "rng": self.rng.bit_generator.state,
+            "evaluated": self.evaluated,
+        }
+        staging = self.state_path.with_name(f".{self.state_path.name}.tmp")
+        staging.write_text(json.dumps(state))
+        os.replace(staging, self.state_path)
+
+    def _resume(self) -> None:
+        if not self.state_path.is_file():
+            return
+        try:
+            state = json.loads(self.state_path.read_text())
+        except ValueError:
+            state = {}
+        if state.get("settings") != json.loads(json.dumps(self.settings.key())):
+            print(f"{self.state_path} is from a search with other settings; starting afresh", file=sys.stderr)
+            return
+        self.iteration = state["iteration"]
+        self.rng.bit_generator.state = state["rng"]
+        self.evaluated = state["evaluated"]
+
+
+def search(settings: SearchSettings) -> Frontier:
+    settings.check()
+    qa = QuestionAnswerer.from_pretrained(settings.model)
+    if not isinstance(qa.model, DynamicBertForQuestionAnswering):
+        raise SearchError(f"{settings.model} is not a BERT model: only BERT models drop tokens")
+    frontier = Search(qa, settings).run()
+    if settings.json:
+        print(json.dumps([p.to_dict() for p in frontier.points]))
+    else:
+        for p in frontier.points:
+            print(
+                f"{format_lengths(p.config, qa.num_layers):>40}  FLOPs {p.flops_ratio:.3f}  "
+                f"held-out F1 {p.heldout_f1:.2f}  EM {p.heldout_exact_match:.2f}  "
+                f"{p.latency_ms_batch1:.1f} ms  {p.throughput_batch32:.1f} windows/s"
+            )
+    return frontier

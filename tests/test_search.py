@@ -1,0 +1,184 @@
+"""The frontier search, budgets, and the frontier file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.cli import main
+from dynamic_tinybert.frontier import BudgetError, Frontier, Point, flops_ratio
+from dynamic_tinybert.search import Search, crossover, initial_population, mutate
+
+from .conftest import SHARED_DATA
+
+HELDOUT = SHARED_DATA / "train" / "tydiqa_goldp_en_train.json"
+pytestmark = pytest.mark.skipif(not HELDOUT.is_file(), reason=f"data not found at {HELDOUT}")
+SMALL = [
+    "--limit",
+    "30",
+    "--population",
+    "5",
+    "--iterations",
+    "3",
+    "--mutations",
+    "6",
+    "--crossovers",
+    "6",
+    "--latency-windows",
+    "4",
+    "--seed",
+    "7",
+    "--quiet",
+]
+
+
+def run_search(capsys, folder, *extra: str) -> list[dict]:
+    assert main(["search", "--model", str(folder), "--data", str(HELDOUT), *SMALL, "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("searched") / "model"
+    shutil.copytree(tiny_model, folder)
+    assert main(["search", "--model", str(folder), "--data", str(HELDOUT), *SMALL]) == 0
+    return folder
+
+
+def _essentials(points: list[dict]) -> list[tuple]:
+    """What the search decides: configurations, their cost and accuracy (not the timings)."""
+    return [
+        (tuple(p["lengths"]), p["flops_ratio"], p["heldout_f1"], p["heldout_exact_match"]) for p in points
+    ]
+
+
+def test_frontier_is_monotone_holds_the_full_model_and_is_reproducible(
+    searched, tiny_model, tmp_path, capsys
+):
+    frontier = Frontier.load(searched)
+    costs = [p.flops_ratio for p in frontier.points]
+    f1s = [p.heldout_f1 for p in frontier.points]
+    assert costs == sorted(costs) and f1s == sorted(f1s)
+    assert frontier.full.is_full and frontier.full.flops_ratio == 1.0
+    assert all(p.latency_ms_batch1 > 0 and p.throughput_batch32 > 0 for p in frontier.points)
+    assert frontier.constant_ratio and all(len(set(p.lengths)) == 1 for p in frontier.constant_ratio)
+    # again, from scratch in another copy, with the same seed
+    again = tmp_path / "again"
+    shutil.copytree(tiny_model, again)
+    assert _essentials(run_search(capsys, again)) == _essentials([p.to_dict() for p in frontier.points])
+
+
+def test_search_stopped_and_resumed_gives_the_same_frontier(
+    searched, tiny_model, tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "stopped"
+    shutil.copytree(tiny_model, folder)
+    saves = []
+    original = Search._save
+
+    def save_then_stop(self):
+        original(self)
+        saves.append(self.iteration)
+        if self.iteration == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Search, "_save", save_then_stop)
+    assert main(["search", "--model", str(folder), "--data", str(HELDOUT), *SMALL]) == 130
+    assert json.loads((folder / "search_state.json").read_text())["iteration"] == 2
+    assert not (folder / "frontier.json").exists()
+    monkeypatch.setattr(Search, "_save", original)
+    resumed = run_search(capsys, folder)
+    assert _essentials(resumed) == _essentials([p.to_dict() for p in Frontier.load(searched).points])
+
+
+def test_eval_with_a_budget_runs_the_best_point_within_it(searched, capsys, tmp_path):
+    data = tmp_path / "questions.json"
+    document = json.loads(HELDOUT.read_text())
+    document["data"] = document["data"][40:60]
+    data.write_text(json.dumps(document))
+    assert main(["eval", "--model", str(searched), "--data", str(data), "--json", "--quiet"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert (
+        main(["eval", "--model", str(searched), "--data", str(data), "--json", "--quiet", "--budget", "0.5"])
+        == 0
+    )
+    half = json.loads(capsys.readouterr().out)
+    assert half["gflops_per_window"] <= 0.5 * full["gflops_per_window"]
+    frontier = Frontier.load(searched)
+    expected = frontier.pick(budget=0.5)
+    assert half["frontier_point"]["heldout_f1"] == expected.heldout_f1
+    assert half["lengths"] == ",".join(f"{s:g}" for s in expected.lengths)
+
+
+def test_budgets_in_the_python_api(searched):
+    qa = QuestionAnswerer.from_pretrained(searched)
+    example = read_squad(HELDOUT)[0]
+    cheapest = qa.frontier.points[0]
+    answer = qa(question=example.question, context=example.context, budget=cheapest.flops_ratio)
+    assert answer == qa(question=example.question, context=example.context, lengths=cheapest.config)
+    with pytest.raises(BudgetError, match="beyond the cheapest"):
+        qa(question=example.question, context=example.context, budget=cheapest.flops_ratio / 2)
+    with pytest.raises(BudgetError, match="outside"):
+        qa(question=example.question, context=example.context, budget=1.5)
+
+
+def test_a_model_without_a_frontier_refuses_budgets(tiny_model, squad_file, capsys):
+    assert main(["eval", "--model", str(tiny_model), "--data", str(squad_file), "--budget", "0.5"]) == 2
+    assert "has no frontier" in capsys.readouterr().err
+
+
+def _point(lengths, f1, ratio, throughput=None) -> Point:
+    return Point(tuple(lengths), ratio, 1.0, 1.0, f1 - 5, f1, 1.0, throughput)
+
+
+def test_pick_takes_the_most_accurate_point_that_fits():
+    frontier = Frontier(
+        [
+            _point((0.3, 0.3), 60, 0.3, 300),
+            _point((0.6, 0.5), 75, 0.55, 170),
+            _point((1, 0.7), 80, 0.8, 120),
+            _point((1, 1), 82, 1.0, 100),
+        ]
+    )
+    assert frontier.pick(budget=0.6).lengths == (0.6, 0.5)
+    assert frontier.pick(budget=1.0).is_full
+    assert frontier.pick(speedup=1.5).lengths == (0.6, 0.5)
+    assert frontier.pick(speedup=3).lengths == (0.3, 0.3)
+    with pytest.raises(BudgetError, match="beyond the cheapest"):
+        frontier.pick(budget=0.2)
+    with pytest.raises(BudgetError, match="beyond"):
+        frontier.pick(speedup=4)
+
+
+def test_flops_ratio_is_the_largest_over_window_lengths(tiny_model):
+    config = QuestionAnswerer.from_pretrained(tiny_model).model.config
+    from dynamic_tinybert.lengths import encoder_macs
+
+    ratio = flops_ratio(config, (0.5, 0.5, 0.5, 0.5))
+    for n in (40, 100, 250, 384):
+        assert encoder_macs(config, n, (0.5, 0.5, 0.5, 0.5)) <= ratio * encoder_macs(config, n) + 1e-6
+
+
+def test_operators_stay_on_the_grid_and_non_increasing():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        parent = tuple(sorted(rng.integers(1, 21, size=6), reverse=True))
+        child = mutate(parent, rng, 0.5, 20)
+        assert all(1 <= u <= 20 for u in child) and list(child) == sorted(child, reverse=True)
+        other = tuple(sorted(rng.integers(1, 21, size=6), reverse=True))
+        mixed = crossover(parent, other)
+        assert list(mixed) == sorted(mixed, reverse=True)
+    population = initial_population(6, 20, 20, 0.8)
+    assert population[-1] == (20,) * 6 and all(len(set(p)) == 1 for p in population)
+    assert population[0][0] == 6  # ceil(0.8 ** 6 * 20)
+
+
+def test_plot_writes_a_png(searched, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "frontier.png"
+    assert main(["plot", "--model", str(searched), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
