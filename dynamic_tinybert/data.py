@@ -96,6 +96,30 @@ def _expect(condition: bool, where: str, what: str) -> None:
         raise SquadFormatError(f"{where}: expected {what}")
 
 
+def write_squad(examples: Sequence[Example], path: str | Path) -> Path:
+    """Write examples as a SQuAD 1.1 file, questions grouped by article and paragraph."""
+    articles: dict[str, dict[tuple[int, str], list[dict]]] = {}
+    for e in examples:
+        qa = {
+            "id": e.id,
+            "question": e.question,
+            "answers": [
+                {"text": t, "answer_start": s} for t, s in zip(e.answers, e.answer_starts, strict=True)
+            ],
+        }
+        articles.setdefault(e.title, {}).setdefault((e.paragraph, e.context), []).append(qa)
+    data = [
+        {
+            "title": title,
+            "paragraphs": [{"context": context, "qas": qas} for (_, context), qas in paragraphs.items()],
+        }
+        for title, paragraphs in articles.items()
+    ]
+    path = Path(path)
+    path.write_text(json.dumps({"version": "1.1", "data": data}, ensure_ascii=False))
+    return path
+
+
 def gold_answers(examples: Sequence[Example]) -> dict[str, list[str]]:
     """id -> gold texts, the form the metric takes."""
     return {e.id: list(e.answers) for e in examples}

@@ -37,7 +37,15 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import checkpoint
-from .data import Example, answer_matches, label_window, read_squad, split_heldout, training_batches
+from .data import (
+    Example,
+    answer_matches,
+    label_window,
+    read_squad,
+    split_heldout,
+    training_batches,
+    write_squad,
+)
 from .distill import attention_loss, hidden_loss, layer_map, prediction_loss, span_loss
 from .lengths import geometric_lengths, sample_layer_skips, sample_lengths
 from .model import DynamicBertForQuestionAnswering, QAOutput
@@ -185,7 +193,7 @@ class TrainingData:
     windows: list[Window]
     starts: np.ndarray  # gold token positions per window; 0 ([CLS]) when the answer is elsewhere
     ends: np.ndarray
-    heldout: list[Example]
+    heldout: list[Example]  # the whole held-out split
     skipped: list[str]  # ids of questions whose answer does not match the context
 
 
@@ -220,10 +228,13 @@ def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingDat
             windows.append(window)
             starts.append(start)
             ends.append(end)
-    # a sample of every held-out file, not the first file's questions
-    sample = np.random.default_rng(settings.seed).permutation(len(heldout))[: settings.heldout_limit]
-    heldout = [heldout[i] for i in sorted(sample)]
     return TrainingData(windows, np.array(starts), np.array(ends), heldout, skipped)
+
+
+def heldout_sample(heldout: list[Example], settings: TrainSettings) -> list[Example]:
+    """The held-out questions evaluated at each save: a sample of every file, not the first file's."""
+    sample = np.random.default_rng(settings.seed).permutation(len(heldout))[: settings.heldout_limit]
+    return [heldout[i] for i in sorted(sample)]
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -550,14 +561,17 @@ def train(settings: TrainSettings) -> Path:
     if settings.batch_size % (procs.world * settings.grad_accum):
         raise TrainingError("--batch-size must divide evenly over processes and --grad-accum passes")
     log = _Log(output / "metrics.jsonl", procs.main)
+    heldout = heldout_sample(data.heldout, settings)
     if procs.main and step == 0:
         output.mkdir(parents=True, exist_ok=True)
+        # the split that selects checkpoints, for the search to select length configurations on
+        write_squad(data.heldout, output / "heldout.json")
         log.write(
             {
                 "event": "start",
                 "settings": dataclasses.asdict(settings),
                 "windows": len(data.windows),
-                "heldout_questions": len(data.heldout),
+                "heldout_questions": len(heldout),
                 "steps": total,
             }
         )
@@ -619,7 +633,7 @@ def train(settings: TrainSettings) -> Path:
             if settings.stage == "intermediate":
                 compose_head(_unwrap(trainee).model, teacher, projection)
             _evaluate_and_publish(
-                _unwrap(trainee).model, tokenizer, data.heldout, output, step, progress, procs, log
+                _unwrap(trainee).model, tokenizer, heldout, output, step, progress, procs, log
             )
             progress.update(settings=_settings_key(settings), finished=step == total)
             save_state(output, trainee, optimizer, step, progress, procs)

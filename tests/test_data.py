@@ -74,3 +74,25 @@ def test_batches_by_length_sorts_longest_first_and_covers_everything():
     batches = list(batches_by_length(lengths, 3))
     assert sorted(i for b in batches for i in b) == list(range(7))
     assert [[lengths[i] for i in b] for b in batches] == [[9, 7, 7], [5, 3, 2], [1]]
+
+
+def test_write_squad_round_trips(squad_file, tmp_path):
+    from dynamic_tinybert.data import write_squad
+
+    examples = read_squad(squad_file)
+    again = read_squad(write_squad(examples, tmp_path / "copy.json"))
+    assert [(e.id, e.question, e.context, e.answers, e.answer_starts, e.title) for e in again] == [
+        (e.id, e.question, e.context, e.answers, e.answer_starts, e.title) for e in examples
+    ]
+
+
+def test_heldout_split_is_by_article_and_fixed_by_the_seed():
+    from dynamic_tinybert.data import Example, split_heldout
+
+    examples = [Example(str(i), "q", f"c{i // 3}", title=f"t{i // 6}", paragraph=i // 3) for i in range(60)]
+    train, held = split_heldout(examples, 0.2, seed=1)
+    assert {e.title for e in train}.isdisjoint({e.title for e in held})
+    assert len(held) == 12 and split_heldout(examples, 0.2, seed=1) == (train, held)
+    single = [Example(str(i), "q", f"c{i // 3}", title="one", paragraph=i // 3) for i in range(30)]
+    train, held = split_heldout(single, 0.2, seed=1)  # one article: cut by paragraph
+    assert held and {e.paragraph for e in train}.isdisjoint({e.paragraph for e in held})

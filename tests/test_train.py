@@ -102,6 +102,8 @@ def teacher(sixteen, tmp_path_factory) -> Path:
 
 def test_finetune_overfits(teacher, sixteen):
     assert exact_match(teacher, sixteen) == 100.0
+    # the split checkpoints were selected on is kept for the search
+    assert [e.id for e in read_squad(teacher / "heldout.json")] == [e.id for e in read_squad(sixteen)]
 
 
 @pytest.fixture(scope="module")
