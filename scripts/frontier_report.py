@@ -1,0 +1,103 @@
+"""Markdown tables about a model's searched frontier (not a test).
+
+1. On the held-out split: each constant-ratio configuration (every layer keeps the same share)
+   against the frontier's most accurate point at no more FLOPs.
+2. On SQuAD dev: the points that budgets pick, with dev EM/F1 and their measured speed.
+
+    python scripts/frontier_report.py --model M --dev ../shared/data/squad/dev-v1.1.json \
+        [--budgets 1,0.75,0.5,0.33,0.25] [--dev-limit N] [--plot frontier.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.frontier import BudgetError
+from dynamic_tinybert.lengths import format_lengths
+
+
+def shares(point) -> str:
+    return format_lengths(point.config, len(point.lengths))
+
+
+def heldout_table(frontier) -> list[str]:
+    rows = [
+        "| constant share | FLOPs | held-out F1 | frontier point, no more FLOPs | its FLOPs | its F1 "
+        "| gain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for constant in frontier.constant_ratio:
+        if constant.is_full:
+            continue
+        try:
+            best = frontier.pick(budget=constant.flops_ratio)
+        except BudgetError:
+            rows.append(
+                f"| {constant.lengths[0]:g} | {constant.flops_ratio:.3f} | {constant.heldout_f1:.2f} | "
+                "(none that cheap) | | | |"
+            )
+            continue
+        rows.append(
+            f"| {constant.lengths[0]:g} | {constant.flops_ratio:.3f} | {constant.heldout_f1:.2f} | "
+            f"{shares(best)} | {best.flops_ratio:.3f} | {best.heldout_f1:.2f} | "
+            f"{best.heldout_f1 - constant.heldout_f1:+.2f} |"
+        )
+    return rows
+
+
+def dev_table(qa: QuestionAnswerer, examples, budgets: list[float]) -> list[str]:
+    rows = [
+        "| budget | lengths | FLOPs | held-out F1 | dev EM | dev F1 | dev GFLOPs/window | latency b1 (ms) "
+        "| windows/s b32 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for budget in budgets:
+        try:
+            point = qa.frontier.pick(budget=budget)
+        except BudgetError as error:
+            rows.append(f"| {budget:g} | {error} | | | | | | | |")
+            continue
+        result = qa.evaluate(examples, budget=budget, progress=True)
+        rows.append(
+            f"| {budget:g} | {shares(point)} | {point.flops_ratio:.3f} | {point.heldout_f1:.2f} | "
+            f"{result.exact_match:.2f} | {result.f1:.2f} | {result.gflops_per_window:.2f} | "
+            f"{point.latency_ms_batch1:.1f} | {point.throughput_batch32:.1f} |"
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dev", required=True)
+    parser.add_argument("--budgets", default="1,0.75,0.5,0.33,0.25")
+    parser.add_argument("--dev-limit", type=int)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    qa = QuestionAnswerer.from_pretrained(args.model)
+    if qa.frontier is None:
+        print(f"{args.model} has no frontier.json; run dynamic-tinybert search first", file=sys.stderr)
+        return 2
+    held = qa.frontier.heldout
+    print(
+        f"Held-out split: {held.get('questions')} questions of {', '.join(held.get('files', []))}; "
+        f"machine: {qa.frontier.machine}\n"
+    )
+    print("\n".join(heldout_table(qa.frontier)))
+    examples = read_squad(args.dev)[: args.dev_limit] if args.dev_limit else read_squad(args.dev)
+    print(f"\nSQuAD dev: {len(examples)} questions\n")
+    print("\n".join(dev_table(qa, examples, [float(b) for b in args.budgets.split(",")])))
+    if args.plot:
+        from dynamic_tinybert.plot import plot_frontier
+
+        print(f"\nplot: {plot_frontier(qa.frontier, args.plot, title=Path(args.model).name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The whole Dynamic-TinyBERT recipe, end to end (DESIGN.md section 3):
+
+    teacher fine-tuning -> intermediate-layer distillation -> prediction-layer distillation
+    -> LengthDrop -> search (on the held-out split the stages selected on)
+
+    python scripts/recipe.py --teacher .pretrained/all-mpnet-base-v2 --student .pretrained/all-MiniLM-L6-v2 \
+        --data ../shared/data/train/*.json --out runs/recipe [--processes N] [--smoke]
+
+Each stage is one `dynamic-tinybert train` run writing its own folder under --out; a stage that
+has finished is skipped, one that was interrupted resumes, so the same command can simply be run
+again. The defaults are Intel's settings; --smoke runs every stage for a few steps on a few
+questions, to check the chain before a real run. LengthDrop is kept only if it improves the
+held-out frontier (the mean F1 of the frontier points that budgets 0.25..1 pick); the chosen
+model is written to --out/final.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# (stage, epochs, learning rate, batch size): DESIGN.md section 3, after Intel
+STAGES = [
+    ("finetune", 2, 3e-5, 8),
+    ("intermediate", 20, 5e-5, 16),
+    ("prediction", 10, 3e-5, 16),
+    ("lengthdrop", 10, 2e-5, 16),
+]
+BUDGETS = (1.0, 0.75, 0.5, 0.33, 0.25)
+
+
+def dynamic_tinybert(processes: int) -> list[str]:
+    if processes > 1:
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            "-m",
+            "dynamic_tinybert",
+        ]
+    return [sys.executable, "-m", "dynamic_tinybert"]
+
+
+def run(command: list[str]) -> None:
+    print("+ " + " ".join(command), file=sys.stderr, flush=True)
+    subprocess.run(command, check=True)
+
+
+def score(folder: Path) -> float:
+    """Mean held-out F1 of the frontier points the budgets pick."""
+    from dynamic_tinybert.frontier import BudgetError, Frontier
+
+    frontier = Frontier.load(folder)
+    picked = []
+    for budget in BUDGETS:
+        try:
+            picked.append(frontier.pick(budget=budget).heldout_f1)
+        except BudgetError:
+            picked.append(0.0)
+    return sum(picked) / len(picked)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--teacher", required=True, help="the teacher's starting folder (e.g. all-mpnet-base-v2)"
+    )
+    parser.add_argument(
+        "--student", required=True, help="the student's starting folder (e.g. all-MiniLM-L6-v2)"
+    )
+    parser.add_argument("--data", nargs="+", required=True, help="training SQuAD-format files")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--processes", type=int, default=1, help="processes per stage (torchrun)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps of every stage on a few questions")
+    parser.add_argument("--skip-lengthdrop", action="store_true")
+    parser.add_argument("--search-limit", type=int, default=1000, help="held-out questions the search uses")
+    args = parser.parse_args()
+
+    base = dynamic_tinybert(args.processes)
+    folders = {"teacher": Path(args.teacher), "student": Path(args.student)}
+    starts = {
+        "finetune": "teacher",
+        "intermediate": "student",
+        "prediction": "intermediate",
+        "lengthdrop": "prediction",
+    }
+    for stage, epochs, lr, batch in STAGES:
+        if stage == "lengthdrop" and args.skip_lengthdrop:
+            continue
+        output = args.out / stage
+        command = [
+            *base,
+            "train",
+            "--stage",
+            stage,
+            "--model",
+            str(folders[starts[stage]]),
+            "--data",
+            *args.data,
+            "--output",
+            str(output),
+            "--lr",
+            str(lr),
+            "--quiet",
+        ]
+        if stage != "finetune":
+            command += ["--teacher", str(folders["finetune"])]
+        if args.smoke:
+            command += [
+                "--max-steps",
+                "3",
+                "--save-steps",
+                "3",
+                "--limit",
+                "64",
+                "--heldout-limit",
+                "16",
+                "--batch-size",
+                str(2 * args.processes),
+            ]
+        else:
+            command += ["--epochs", str(epochs), "--batch-size", str(batch)]
+        run(command)
+        folders[stage] = output
+
+    search = (
+        [
+            "--limit",
+            "24",
+            "--iterations",
+            "2",
+            "--population",
+            "4",
+            "--mutations",
+            "4",
+            "--crossovers",
+            "4",
+            "--latency-windows",
+            "4",
+        ]
+        if args.smoke
+        else ["--limit", str(args.search_limit)]
+    )
+    candidates = [folders["prediction"]] + ([folders["lengthdrop"]] if "lengthdrop" in folders else [])
+    for folder in candidates:
+        run(
+            [
+                sys.executable,
+                "-m",
+                "dynamic_tinybert",
+                "search",
+                "--model",
+                str(folder),
+                "--data",
+                str(folder / "heldout.json"),
+                "--quiet",
+                *search,
+            ]
+        )
+    scores = {folder: score(folder) for folder in candidates}
+    chosen = max(candidates, key=lambda f: (scores[f], f == candidates[0]))
+    final = args.out / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(chosen, final, ignore=shutil.ignore_patterns("trainer", "search_state.json"))
+    summary = {"chosen": str(chosen), "mean_heldout_f1_at_budgets": {str(k): v for k, v in scores.items()}}
+    (args.out / "recipe.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
