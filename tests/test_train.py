@@ -419,3 +419,43 @@ def test_mpnet_teacher_fine_tunes_and_teaches_a_bert_student(tiny_model, sixteen
     # where the teacher splits its belief between two spans, the student may pick the other one
     assert same >= 13, f"the student answers {same} of 16 questions as its teacher does"
     assert learned.exact_match >= taught.exact_match - 12.5
+
+
+def test_questions_whose_answer_does_not_match_are_skipped_and_logged(sixteen, tiny_model, tmp_path):
+    document = json.loads(sixteen.read_text())
+    broken = document["data"][0]["paragraphs"][0]["qas"][0]
+    broken["answers"][0]["answer_start"] += 1
+    data = tmp_path / "broken.json"
+    data.write_text(json.dumps(document))
+    out = train("--stage", "finetune", "--model", str(tiny_model), *common(data, tmp_path / "run", 2))
+    skipped = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r for r in skipped if r.get("event") == "skipped"]
+    assert skipped and skipped[0]["ids"] == [broken["id"]] and skipped[0]["count"] == 1
+
+
+def test_datasets_by_name_become_examples(monkeypatch):
+    import types
+
+    from dynamic_tinybert.train import load_examples
+
+    rows = [
+        {
+            "id": "a1",
+            "title": "T",
+            "context": "The cat sat.",
+            "question": "Who sat?",
+            "answers": {"text": ["The cat"], "answer_start": [0]},
+        }
+    ]
+    asked = []
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda name, split: asked.append((name, split)) or rows
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    [example] = load_examples("rajpurkar/squad:train")
+    assert asked == [("rajpurkar/squad", "train")]
+    assert (example.id, example.answers, example.answer_starts, example.title) == (
+        "a1",
+        ("The cat",),
+        (0,),
+        "T",
+    )
