@@ -50,6 +50,8 @@ _LAYER = {
     "ffn_out": "output.dense",
     "ffn_norm": "output.LayerNorm",
 }
+# the trained model `dynamic-tinybert` uses when no --model is given
+DEFAULT_MODEL = Path(__file__).parent / "default_model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -87,8 +89,15 @@ def from_hf_names(state: dict[str, Tensor], names: Iterable[str]) -> dict[str, T
     return out
 
 
-def resolve(name_or_path: str | Path) -> Path:
-    """A local model folder, or the folder a Hub id downloads to."""
+def resolve(name_or_path: str | Path | None = None) -> Path:
+    """A local model folder, the folder a Hub id downloads to, or (None) the default model that
+    ships inside the package."""
+    if name_or_path is None:
+        if not (DEFAULT_MODEL / "config.json").is_file():
+            raise CheckpointError(
+                "no default model is installed with this package; give --model FOLDER or a Hub id"
+            )
+        return DEFAULT_MODEL
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -167,7 +176,7 @@ def _read_weight_file(path: Path) -> dict[str, Tensor]:
 
 
 def load(
-    name_or_path: str | Path, dtype: torch.dtype = torch.float32, require_qa_head: bool = False
+    name_or_path: str | Path | None = None, dtype: torch.dtype = torch.float32, require_qa_head: bool = False
 ) -> tuple[DynamicBertForQuestionAnswering, QATokenizer, Path]:
     """Model (in eval mode), tokenizer and the folder they came from.
 
@@ -205,7 +214,7 @@ def load(
 
 
 def load_qa_model(
-    name_or_path: str | Path, attentions: bool = False
+    name_or_path: str | Path | None = None, attentions: bool = False
 ) -> tuple[torch.nn.Module, QATokenizer, Path]:
     """Our model for a BERT checkpoint; any other model type (an MPNet teacher, say) runs
     through transformers' AutoModelForQuestionAnswering, at full length only, on our windows."""

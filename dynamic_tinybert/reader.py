@@ -60,10 +60,14 @@ class QuestionAnswerer:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path, device: str | None = None, dtype: torch.dtype = torch.float32
+        cls,
+        name_or_path: str | Path | None = None,
+        device: str | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> QuestionAnswerer:
-        """Load a transformers-layout QA checkpoint from a folder or a Hub id: BERT runs in our
-        length-adaptive model, other types (a teacher) through transformers at full length."""
+        """Load a transformers-layout QA checkpoint from a folder or a Hub id (None: the default
+        model that ships with the package): BERT runs in our length-adaptive model, other types
+        (a teacher) through transformers at full length."""
         model, tokenizer, folder = checkpoint.load_qa_model(name_or_path)
         return cls(model.to(dtype), tokenizer, folder, device or "cpu")
 
