@@ -11,6 +11,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+
+def option(help: str, **metadata: Any):
+    """A settings field that is also a command-line option: `help`, and optionally `default`,
+    `required`, `choices` and `nargs` (see cli.add_dataclass_options)."""
+    return field(default=metadata.pop("default", None), metadata={"help": help, **metadata})
+
+
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 
 

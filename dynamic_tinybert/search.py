@@ -15,12 +15,13 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from .config import option
 from .data import read_squad
 from .frontier import Frontier, Point, flops_ratio, pareto
 from .lengths import encoder_gflops, format_lengths, validate_lengths
@@ -35,41 +36,37 @@ class SearchError(ValueError):
     """Settings or data a search cannot run with."""
 
 
-def _opt(help: str, **kwargs):
-    return field(default=kwargs.pop("default", None), metadata={"help": help, **kwargs})
-
-
 @dataclass
 class SearchSettings:
     """Every setting of `dynamic-tinybert search`; the command line is built from these fields."""
 
-    model: str = _opt("the model folder; its frontier.json is written there", required=True)
-    data: list[str] = _opt(
+    model: str = option("the model folder; its frontier.json is written there", required=True)
+    data: list[str] = option(
         "held-out SQuAD-format file(s) to select on (never SQuAD dev)", nargs="+", required=True
     )
-    objective: str = _opt(
+    objective: str = option(
         "cost to trade F1 against: flops, or latency measured here",
         default="flops",
         choices=("flops", "latency"),
     )
-    population: int = _opt("initial constant-ratio configurations", default=20)
-    iterations: int = _opt("evolution iterations", default=30)
-    mutations: int = _opt("mutations per iteration", default=30)
-    crossovers: int = _opt("crossovers per iteration", default=30)
-    mutation_prob: float = _opt("chance that a mutation changes a layer", default=0.5)
-    limit: int | None = _opt("only the first N questions of the data")
-    seed: int = _opt("seed of the search", default=0)
-    grid: float = _opt("step of the per-layer shares", default=0.05)
-    smallest: float = _opt(
+    population: int = option("initial constant-ratio configurations", default=20)
+    iterations: int = option("evolution iterations", default=30)
+    mutations: int = option("mutations per iteration", default=30)
+    crossovers: int = option("crossovers per iteration", default=30)
+    mutation_prob: float = option("chance that a mutation changes a layer", default=0.5)
+    limit: int | None = option("only the first N questions of the data")
+    seed: int = option("seed of the search", default=0)
+    grid: float = option("step of the per-layer shares", default=0.05)
+    smallest: float = option(
         "the smallest initial configuration keeps this share of the previous layer's tokens "
         "in each layer (LengthDrop's smallest)",
         default=0.8,
     )
-    batch_size: int = _opt("windows per forward pass", default=32)
-    latency_windows: int = _opt("windows timed one at a time for a latency", default=32)
-    state: str | None = _opt("state file to resume from (default: search_state.json in the model folder)")
-    json: bool = _opt("print the frontier as a JSON list on stdout", default=False)
-    quiet: bool = _opt("no progress bar", default=False)
+    batch_size: int = option("windows per forward pass", default=32)
+    latency_windows: int = option("windows timed one at a time for a latency", default=32)
+    state: str | None = option("state file to resume from (default: search_state.json in the model folder)")
+    json: bool = option("print the frontier as a JSON list on stdout", default=False)
+    quiet: bool = option("no progress bar", default=False)
 
     def check(self) -> None:
         for name in ("population", "iterations", "mutations", "crossovers", "batch_size", "latency_windows"):

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import checkpoint
+from .config import option
 from .data import (
     Example,
     answer_matches,
@@ -62,54 +63,50 @@ class TrainingError(ValueError):
     """Settings or inputs that cannot be trained on; reported before any training starts."""
 
 
-def _opt(help: str, **kwargs):
-    return field(default=kwargs.pop("default", None), metadata={"help": help, **kwargs})
-
-
 @dataclass
 class TrainSettings:
     """Every setting of `dynamic-tinybert train`; the command line is built from these fields."""
 
-    stage: str = _opt("finetune, intermediate, prediction or lengthdrop", choices=STAGES, required=True)
-    model: str = _opt("the model folder to start from", required=True)
-    data: list[str] = _opt(
+    stage: str = option("finetune, intermediate, prediction or lengthdrop", choices=STAGES, required=True)
+    model: str = option("the model folder to start from", required=True)
+    data: list[str] = option(
         "SQuAD-format JSON files, or dataset names for `datasets`", nargs="+", required=True
     )
-    output: str = _opt("the folder to write", required=True)
-    teacher: str | None = _opt("teacher model folder (intermediate, prediction; optional for lengthdrop)")
-    epochs: float | None = _opt("passes over the training data (default 2)")
-    max_steps: int | None = _opt("optimizer steps; instead of --epochs")
-    batch_size: int = _opt("examples per optimizer step, over all processes", default=16)
-    grad_accum: int = _opt("split each process's share of a batch into this many passes", default=1)
-    lr: float = _opt("peak learning rate", default=3e-5)
-    warmup: float = _opt("share of the steps with a rising learning rate", default=0.1)
-    weight_decay: float = _opt("AdamW weight decay (not on biases and norms)", default=0.01)
-    max_grad_norm: float = _opt("gradient clipping", default=1.0)
-    seed: int = _opt("seed of the data order, initialisation and dropout", default=42)
-    save_steps: int = _opt(
+    output: str = option("the folder to write", required=True)
+    teacher: str | None = option("teacher model folder (intermediate, prediction; optional for lengthdrop)")
+    epochs: float | None = option("passes over the training data (default 2)")
+    max_steps: int | None = option("optimizer steps; instead of --epochs")
+    batch_size: int = option("examples per optimizer step, over all processes", default=16)
+    grad_accum: int = option("split each process's share of a batch into this many passes", default=1)
+    lr: float = option("peak learning rate", default=3e-5)
+    warmup: float = option("share of the steps with a rising learning rate", default=0.1)
+    weight_decay: float = option("AdamW weight decay (not on biases and norms)", default=0.01)
+    max_grad_norm: float = option("gradient clipping", default=1.0)
+    seed: int = option("seed of the data order, initialisation and dropout", default=42)
+    save_steps: int = option(
         "evaluate on the held-out split and save a resumable state every K steps", default=500
     )
-    log_steps: int = _opt("write training metrics every K steps", default=20)
-    heldout: list[str] | None = _opt(
+    log_steps: int = option("write training metrics every K steps", default=20)
+    heldout: list[str] | None = option(
         "held-out files for selection (default: cut from --data by article)", nargs="+"
     )
-    heldout_fraction: float = _opt("share of each file's articles held out", default=0.05)
-    heldout_limit: int = _opt("held-out questions evaluated at each save", default=1000)
-    limit: int | None = _opt("use only the first N training questions (smoke runs)")
-    temperature: float = _opt("distillation temperature", default=1.0)
-    layerdrop: float = _opt("LengthDrop: probability of leaving a layer out of a sub-model", default=0.2)
-    length_ratio: float = _opt(
+    heldout_fraction: float = option("share of each file's articles held out", default=0.05)
+    heldout_limit: int = option("held-out questions evaluated at each save", default=1000)
+    limit: int | None = option("use only the first N training questions (smoke runs)")
+    temperature: float = option("distillation temperature", default=1.0)
+    layerdrop: float = option("LengthDrop: probability of leaving a layer out of a sub-model", default=0.2)
+    length_ratio: float = option(
         "LengthDrop: least share of the previous layer's tokens a layer keeps", default=0.8
     )
-    random_configs: int = _opt("LengthDrop: random sub-models per step", default=2)
-    dropout: float | None = _opt("override the model's dropout probabilities")
-    precision: str = _opt(
+    random_configs: int = option("LengthDrop: random sub-models per step", default=2)
+    dropout: float | None = option("override the model's dropout probabilities")
+    precision: str = option(
         "auto (bf16 where the hardware has it), fp32 or bf16",
         default="auto",
         choices=("auto", "fp32", "bf16"),
     )
-    device: str = _opt("auto, cpu or cuda", default="auto")
-    quiet: bool = _opt("no progress bar", default=False)
+    device: str = option("auto, cpu or cuda", default="auto")
+    quiet: bool = option("no progress bar", default=False)
 
     def check(self) -> None:
         if self.stage in NEEDS_TEACHER and not self.teacher:
