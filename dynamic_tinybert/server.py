@@ -1,0 +1,836 @@
+"""The HTTP server, `dynamic-tinybert serve`: a thin adapter over reader.py.
+
+    POST /v1/answer -> validate (4xx) -> queue -> micro-batch -> model thread -> answers
+
+POST /v1/answer takes the question-answering schema of the Hugging Face inference API:
+
+    {"inputs": {"question": "...", "context": "..."},            (or a list of such objects)
+     "parameters": {"top_k": 1, "max_answer_len": 30, "budget": 0.5}}
+
+and answers {"answers": [{"answer", "score", "start", "end"}, ...] (a list of such lists for a
+list of inputs), "lengths", "gflops_per_window", "frontier_point", "seconds", "batch_size"}.
+
+Requests wait in one queue on the event loop. One worker task takes the oldest of them, up to
+`max_batch` questions or until the oldest has waited `max_wait_ms`, groups those that run the
+same length configuration, and answers each group with one `QuestionAnswerer.answer` call in a
+single model thread: the event loop never runs the model. With `latency_slo`, `SloController`
+picks the frontier point of each micro-batch from the queue it sees; a request's own budget is a
+ceiling it never exceeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Annotated, NamedTuple
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from starlette.exceptions import HTTPException
+
+from .answers import Answer
+from .cli import UsageError, add_dataclass_options
+from .config import option
+from .frontier import BudgetError, Point
+from .lengths import Lengths, LengthsError, encoder_gflops
+from .reader import QuestionAnswerer
+
+# The controller aims below the target: its predictions leave out HTTP time and noise, and the
+# target is a 95th percentile rather than a mean.
+DOWN_AT = 0.8  # move down to a point whose predicted latency is under this share of the SLO
+UP_AT = 0.6  # move one point up only when that point predicts under this share
+RECENT_BATCHES = 32  # the slowdown is a high percentile over this many micro-batches
+SLOWDOWN_PERCENTILE = 90
+
+WARMUP_QUESTION = "How many tokens does each layer keep?"
+WARMUP_CONTEXT = (
+    "A length configuration says, for every layer of the encoder, which share of the input's "
+    "tokens that layer keeps and passes on to the next one. The first layers usually keep almost "
+    "every token, and later layers keep fewer, because the question and the words around the "
+    "answer draw most of the attention by then. Tokens that a layer drops keep the hidden state "
+    "they had when they entered it, and all of them are restored before the output layer, so "
+    "every token of the passage still receives a start and an end score."
+)
+WARMUP_PAIRS = 8
+
+
+class ServeError(ValueError):
+    """Server settings that cannot work."""
+
+
+@dataclass
+class ServeSettings:
+    """Every setting of `dynamic-tinybert serve`; the command line is built from these fields."""
+
+    model: str | None = option(
+        "model folder, or a Hugging Face Hub id (default: the model that ships with the package)"
+    )
+    host: str = option("address to listen on; loopback unless you mean to expose it", default="127.0.0.1")
+    port: int = option("port to listen on; 0 picks a free one", default=8000)
+    device: str = option("torch device, e.g. cpu or cuda", default="cpu")
+    max_batch: int = option("most questions answered in one micro-batch", default=16)
+    max_wait_ms: float = option("how long the oldest queued request waits for others to join it", default=5.0)
+    latency_slo: float | None = option(
+        "target p95 latency in milliseconds: under load, move down the model's frontier to meet it"
+    )
+    request_timeout: float = option("seconds before a request gets 503 and leaves the queue", default=30.0)
+    max_body_bytes: int = option("largest request body; larger ones get 413", default=1_000_000)
+    max_context_chars: int = option("longest context in characters; longer ones get 413", default=50_000)
+    max_inputs: int = option("most (question, context) pairs in one request; more get 413", default=64)
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_body_bytes", "max_context_chars", "max_inputs"):
+            if getattr(self, name) < 1:
+                raise ServeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ServeError(f"--port must be between 0 and 65535, got {self.port}")
+        if not self.max_wait_ms >= 0:
+            raise ServeError(f"--max-wait-ms must not be negative, got {self.max_wait_ms}")
+        if not self.request_timeout > 0:
+            raise ServeError(f"--request-timeout must be positive, got {self.request_timeout}")
+        if self.latency_slo is not None and not self.latency_slo > 0:
+            raise ServeError(f"--latency-slo must be positive milliseconds, got {self.latency_slo}")
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+
+class QAInput(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    question: str = Field(min_length=1, description="the question")
+    context: str = Field(min_length=1, description="the passage to find the answer in")
+
+    @field_validator("question", "context")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be blank")
+        return text
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    top_k: int = Field(1, ge=1, le=20, description="answers per input, best first")
+    max_answer_len: int = Field(30, ge=1, le=512, description="longest answer in tokens")
+    budget: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="the most accurate frontier point within this share of the full model's FLOPs",
+    )
+    speedup: float | None = Field(
+        None,
+        ge=1,
+        allow_inf_nan=False,
+        description="the most accurate frontier point at least this much faster than the full model",
+    )
+    lengths: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="an explicit length configuration: per layer, the share of tokens it keeps",
+    )
+
+    @model_validator(mode="after")
+    def _one_cost(self) -> Parameters:
+        if sum(value is not None for value in (self.budget, self.speedup, self.lengths)) > 1:
+            raise ValueError("give at most one of budget, speedup and lengths")
+        return self
+
+
+def _kind(inputs: object) -> str:
+    return "list" if isinstance(inputs, list) else "object"
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    inputs: Annotated[
+        Annotated[QAInput, Tag("object")] | Annotated[list[QAInput], Field(min_length=1), Tag("list")],
+        Discriminator(_kind),
+    ] = Field(description="one question and its context, or a list of them")
+    parameters: Parameters = Field(default_factory=Parameters)
+    options: dict | None = Field(
+        None, description="accepted for compatibility with the inference API; unused"
+    )
+
+
+class AnswerOut(BaseModel):
+    answer: str
+    score: float = Field(description="probability among the input's 20 best candidate spans")
+    start: int = Field(description="character offsets in the context: context[start:end] == answer")
+    end: int
+
+
+class PointOut(BaseModel):
+    index: int = Field(description="position in the model's frontier, 0 the cheapest")
+    lengths: list[float]
+    flops_ratio: float
+    heldout_f1: float
+    heldout_exact_match: float
+
+
+class AnswerResponse(BaseModel):
+    answers: list[AnswerOut] | list[list[AnswerOut]] = Field(
+        description="for one input, its answers best first; for a list of inputs, a list of those "
+        "(empty where no span qualifies)"
+    )
+    lengths: list[float] = Field(description="the length configuration that ran; all ones is the full model")
+    gflops_per_window: float = Field(description="encoder GFLOPs per window of this request, mean")
+    frontier_point: PointOut | None = Field(
+        description="the frontier point that ran; null for explicit lengths or a model without a frontier"
+    )
+    seconds: float = Field(description="time from arrival to answer, in the queue and in the model")
+    batch_size: int = Field(description="questions in the micro-batch this request ran in")
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+# --- micro-batching ----------------------------------------------------------------------------
+
+
+def pack(pairs: Sequence[int], max_batch: int) -> list[int]:
+    """The micro-batch each queued request goes into, oldest first: whole requests, at most
+    max_batch questions together, unless one request alone holds more.
+
+    >>> pack([4, 4, 8, 1, 20, 2], 8)
+    [0, 0, 1, 2, 3, 4]
+    """
+    batch, filled, out = 0, 0, []
+    for n in pairs:
+        if filled and filled + n > max_batch:
+            batch, filled = batch + 1, 0
+        filled += n
+        out.append(batch)
+    return out
+
+
+@dataclass(frozen=True)
+class QueuedWork:
+    """What the SLO controller sees of one queued request."""
+
+    waited: float  # seconds in the queue so far
+    pairs: int  # (question, context) pairs
+    chars: int  # characters of questions and contexts, the unit of work
+
+
+class Cost(NamedTuple):
+    """Model seconds of one micro-batch at a frontier point: per_batch + per_char * characters."""
+
+    per_batch: float
+    per_char: float
+
+
+class SloController:
+    """Chooses the frontier point of each micro-batch so that latency stays under a target.
+
+    It predicts, for each point, when the last of the queued requests would be answered if the
+    whole queue ran at that point in FIFO micro-batches: that request's wait so far plus the
+    model time of every batch up to its own, from the point's cost measured at warm-up times how
+    much slower the machine runs now than then (a high percentile over the recent micro-batches,
+    so that the slow ones count, not the typical one). It moves down at once to the most accurate point
+    predicted under DOWN_AT of the target, and up one point at a time while the next one predicts
+    under UP_AT: as load falls it climbs back, one micro-batch at a time.
+
+    >>> c = SloController([Cost(0.0, 1e-4), Cost(0.0, 2e-4), Cost(0.0, 4e-4)], slo=1.0, max_batch=4)
+    >>> c.choose([QueuedWork(0.0, 1, 1000)] * 8)  # 8000 characters: 3.2 s at full, 1.6 s, 0.8 s
+    0
+    >>> c.choose([QueuedWork(0.0, 1, 1000)]), c.choose([QueuedWork(0.0, 1, 1000)])
+    (1, 2)
+    """
+
+    def __init__(self, costs: Sequence[Cost], slo: float, max_batch: int):
+        # a more accurate point is never predicted to run faster than a cheaper one
+        per_batch = np.maximum.accumulate([c.per_batch for c in costs])
+        per_char = np.maximum.accumulate([c.per_char for c in costs])
+        self.costs = [Cost(float(a), float(b)) for a, b in zip(per_batch, per_char, strict=True)]
+        self.slo = slo  # seconds
+        self.max_batch = max_batch
+        self.level = len(costs) - 1  # the index of the point in use; starts at the full model
+        self.recent: deque[float] = deque(maxlen=RECENT_BATCHES)  # model time against the prediction
+        self.slowdown = 1.0
+
+    def predict(self, level: int, queue: Sequence[QueuedWork]) -> float:
+        """Seconds until the last of the queued requests would be answered at this point."""
+        batches = pack([w.pairs for w in queue], self.max_batch)
+        chars = np.bincount(batches, weights=[w.chars for w in queue]) if queue else np.zeros(0)
+        cost = self.costs[level]
+        ends = np.cumsum(cost.per_batch + cost.per_char * chars) * self.slowdown  # seconds from now
+        return max((w.waited + ends[b] for w, b in zip(queue, batches, strict=True)), default=0.0)
+
+    def choose(self, queue: Sequence[QueuedWork]) -> int:
+        fits = [i for i in range(len(self.costs)) if self.predict(i, queue) <= DOWN_AT * self.slo]
+        best = max(fits, default=0)
+        if best < self.level:
+            self.level = best
+        elif best > self.level and self.predict(self.level + 1, queue) <= UP_AT * self.slo:
+            self.level += 1
+        return self.level
+
+    def observe(self, level: int, chars: int, seconds: float) -> None:
+        """A micro-batch ran at this point: follow how fast the machine runs now."""
+        cost = self.costs[level]
+        self.recent.append(seconds / max(cost.per_batch + cost.per_char * chars, 1e-9))
+        self.slowdown = float(np.percentile(self.recent, SLOWDOWN_PERCENTILE))
+
+
+@dataclass(eq=False)
+class Job:
+    """One request in the queue."""
+
+    questions: list[str]
+    contexts: list[str]
+    top_k: int
+    max_answer_len: int
+    lengths: Lengths | None  # the configuration to run when `ceiling` is None
+    ceiling: int | None  # else: the most costly frontier point allowed (a budget, or the full model)
+    arrived: float
+    future: asyncio.Future
+
+    @property
+    def pairs(self) -> int:
+        return len(self.questions)
+
+    @property
+    def chars(self) -> int:
+        return sum(map(len, self.questions)) + sum(map(len, self.contexts))
+
+
+@dataclass
+class Outcome:
+    answers: list[list[Answer]]  # per pair, best first
+    lengths: Lengths | None
+    point: int | None  # the frontier index that ran
+    gflops_per_window: float
+    batch_size: int
+
+
+class Metrics:
+    """The Prometheus series of one server, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter(
+            "dynamic_tinybert_requests",
+            "POST /v1/answer requests by status code",
+            ["code"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "dynamic_tinybert_errors",
+            "POST /v1/answer requests that failed, by status code",
+            ["code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "dynamic_tinybert_request_seconds",
+            "time to answer a POST /v1/answer request (answered ones)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "dynamic_tinybert_batch_size",
+            "questions per micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "dynamic_tinybert_batch_seconds",
+            "model time of one length configuration's share of a micro-batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.queued = Gauge(
+            "dynamic_tinybert_queue_size", "questions waiting in the queue", registry=registry
+        )
+        self.point = Gauge(
+            "dynamic_tinybert_frontier_point",
+            "index of the frontier point that requests without their own budget run at (-1: no frontier)",
+            registry=registry,
+        )
+        self.point_flops = Gauge(
+            "dynamic_tinybert_frontier_point_flops_ratio",
+            "FLOPs of that point against the full model's",
+            registry=registry,
+        )
+        self.slowdown = Gauge(
+            "dynamic_tinybert_slowdown",
+            "SLO mode: model time now against at warm-up, 90th percentile of recent micro-batches",
+            registry=registry,
+        )
+
+
+class Batcher:
+    """The queue, the worker task that forms micro-batches, and the model thread."""
+
+    def __init__(self, qa: QuestionAnswerer, settings: ServeSettings, metrics: Metrics):
+        self.qa = qa
+        self.settings = settings
+        self.metrics = metrics
+        self.points: list[Point] = qa.frontier.points if qa.frontier is not None else []
+        self.queue: deque[Job] = deque()
+        self.wakeup = asyncio.Event()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynamic-tinybert-model")
+        self.controller: SloController | None = None
+        self.ready = False
+        self.task: asyncio.Task | None = None
+        self._set_point(len(self.points) - 1)
+
+    def route(self, parameters: Parameters) -> tuple[Lengths | None, int | None]:
+        """(lengths, ceiling) of a request, checked before it joins the queue: explicit lengths
+        run as given; with a frontier, a budget caps the point and no budget allows the full model."""
+        lengths, point = self.qa.choose(parameters.lengths, parameters.budget, parameters.speedup)
+        if point is not None:
+            return lengths, next(i for i, p in enumerate(self.points) if p is point)
+        if parameters.lengths is None and self.points:
+            return None, len(self.points) - 1
+        return lengths, None
+
+    async def submit(self, job: Job, timeout: float) -> Outcome:
+        """Queue a job and wait for its answers; on timeout it leaves the queue."""
+        self.queue.append(job)
+        self._count_queue()
+        self.wakeup.set()
+        try:
+            return await asyncio.wait_for(job.future, timeout)
+        except asyncio.TimeoutError:
+            if job in self.queue:
+                self.queue.remove(job)
+                self._count_queue()
+            raise
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._work())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def healthy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        costs = await loop.run_in_executor(self.executor, self._warm_up)
+        if self.settings.latency_slo is not None:
+            self.controller = SloController(costs, self.settings.latency_slo / 1000, self.settings.max_batch)
+        self.ready = True
+        while True:
+            await self._gather()
+            level = self._choose_level()
+            jobs = self._take()
+            self.metrics.batch_size.observe(sum(j.pairs for j in jobs))
+            groups: dict[tuple, list[Job]] = {}
+            for job in jobs:
+                point = None if job.ceiling is None else min(level, job.ceiling)
+                lengths = job.lengths if point is None else self.points[point].config
+                groups.setdefault((lengths, point, job.max_answer_len), []).append(job)
+            batch_size = sum(j.pairs for j in jobs)
+            for (lengths, point, max_answer_len), group in groups.items():
+                await self._run(group, lengths, point, max_answer_len, batch_size)
+
+    async def _gather(self) -> None:
+        """Wait for a request, then until max_batch questions wait or the oldest has waited max_wait_ms."""
+        while True:
+            while not self.queue:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            remaining = self.queue[0].arrived + self.settings.max_wait_ms / 1000 - time.perf_counter()
+            if sum(j.pairs for j in self.queue) >= self.settings.max_batch or remaining <= 0:
+                return
+            self.wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), remaining)
+
+    def _choose_level(self) -> int:
+        """The frontier point for requests without their own budget (-1 without a frontier)."""
+        if self.controller is None:
+            return len(self.points) - 1
+        now = time.perf_counter()
+        level = self.controller.choose([QueuedWork(now - j.arrived, j.pairs, j.chars) for j in self.queue])
+        self._set_point(level)
+        return level
+
+    def _take(self) -> list[Job]:
+        """The oldest requests, as many as fit one micro-batch."""
+        first = pack([j.pairs for j in self.queue], self.settings.max_batch).count(0)
+        jobs = [self.queue.popleft() for _ in range(first)]
+        self._count_queue()
+        return jobs
+
+    async def _run(
+        self,
+        jobs: list[Job],
+        lengths: Lengths | None,
+        point: int | None,
+        max_answer_len: int,
+        batch_size: int,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        jobs = [j for j in jobs if not j.future.done()]  # timed out while this batch ran
+        if not jobs:
+            return
+        began = time.perf_counter()
+        try:
+            answers, gflops = await loop.run_in_executor(
+                self.executor, self._answer, jobs, lengths, max_answer_len
+            )
+        except Exception as error:  # a failure of the model fails its group, not the server
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        seconds = time.perf_counter() - began  # all it took, tokenising and handing over included
+        self.metrics.batch_seconds.observe(seconds)
+        if self.controller is not None and point is not None:
+            self.controller.observe(point, sum(j.chars for j in jobs), seconds)
+            self.metrics.slowdown.set(self.controller.slowdown)
+        for job, job_answers, job_gflops in zip(jobs, answers, gflops, strict=True):
+            if not job.future.done():
+                job.future.set_result(Outcome(job_answers, lengths, point, job_gflops, batch_size))
+
+    def _answer(
+        self, jobs: list[Job], lengths: Lengths | None, max_answer_len: int
+    ) -> tuple[list[list[list[Answer]]], list[float]]:
+        """In the model thread: one answer() call for a group; per job its answers and mean GFLOPs
+        per window."""
+        questions = [q for j in jobs for q in j.questions]
+        contexts = [c for j in jobs for c in j.contexts]
+        # top_k only cuts the ranked list (scores are taken over the 20 best spans whatever
+        # top_k <= 20 is), so one call with the largest serves every job
+        answers = self.qa.answer(questions, contexts, max(j.top_k for j in jobs), max_answer_len, lengths)
+        windows = self.qa.tokenizer.encode_windows(questions, contexts)  # token counts for the cost report
+        config = self.qa.model.config
+        per_job, per_gflops, i = [], [], 0
+        for job in jobs:
+            mine = slice(i, i + job.pairs)
+            per_job.append([pair[: job.top_k] for pair in answers[mine]])
+            costs = [encoder_gflops(config, len(w), lengths) for ws in windows[mine] for w in ws]
+            per_gflops.append(float(np.mean(costs)))
+            i += job.pairs
+        return per_job, per_gflops
+
+    def _warm_up(self) -> list[Cost]:
+        """In the model thread, before the server reports ready: run the model once, and in SLO
+        mode measure each frontier point's cost on one warm-up pair and on WARMUP_PAIRS of them."""
+        self.qa.answer([WARMUP_QUESTION] * WARMUP_PAIRS, [WARMUP_CONTEXT] * WARMUP_PAIRS)
+        if self.settings.latency_slo is None:
+            return []
+        chars = len(WARMUP_QUESTION) + len(WARMUP_CONTEXT)
+
+        def seconds(lengths: Lengths | None, pairs: int) -> float:
+            # the faster of two runs: the slower one has more of whatever else the machine does
+            times = []
+            for _ in range(2):
+                began = time.perf_counter()
+                self.qa.answer([WARMUP_QUESTION] * pairs, [WARMUP_CONTEXT] * pairs, lengths=lengths)
+                times.append(time.perf_counter() - began)
+            return min(times)
+
+        costs = []
+        for point in self.points:
+            one, many = seconds(point.config, 1), seconds(point.config, WARMUP_PAIRS)
+            per_char = max(many - one, 1e-9) / ((WARMUP_PAIRS - 1) * chars)
+            costs.append(Cost(max(one - per_char * chars, 0.0), per_char))
+        return costs
+
+    def _count_queue(self) -> None:
+        self.metrics.queued.set(sum(j.pairs for j in self.queue))
+
+    def _set_point(self, level: int) -> None:
+        self.metrics.point.set(level)
+        self.metrics.point_flops.set(self.points[level].flops_ratio if level >= 0 else 1.0)
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving one model; the worker starts with the app's lifespan."""
+    settings = settings or ServeSettings()
+    if settings.latency_slo is not None and qa.frontier is None:
+        raise BudgetError(
+            f"--latency-slo moves along the model's frontier, and {qa.folder} has none (frontier.json); "
+            "run `dynamic-tinybert search` on it first"
+        )
+    metrics = Metrics()
+    batcher = Batcher(qa, settings, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="Dynamic-TinyBERT",
+        description="Extractive question answering at a per-request compute budget.",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.add_middleware(_JsonBody, limit=settings.max_body_bytes)
+    app.add_middleware(_CountRequests, metrics=metrics)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    errors = {code: {"model": ErrorOut} for code in (400, 413, 422, 503)}
+
+    @app.post("/v1/answer", response_model=AnswerResponse, responses=errors)
+    async def answer(request: AnswerRequest) -> AnswerResponse:
+        """Answer one question about a context, or a list of them."""
+        arrived = time.perf_counter()
+        single = isinstance(request.inputs, QAInput)
+        inputs = [request.inputs] if single else request.inputs
+        if len(inputs) > settings.max_inputs:
+            raise HTTPException(413, f"{len(inputs)} inputs is more than the limit of {settings.max_inputs}")
+        for i, pair in enumerate(inputs):
+            if len(pair.context) > settings.max_context_chars:
+                raise HTTPException(
+                    413,
+                    f"context {i} has {len(pair.context)} characters, more than the limit of "
+                    f"{settings.max_context_chars}",
+                )
+        parameters = request.parameters
+        try:
+            lengths, ceiling = batcher.route(parameters)
+        except (BudgetError, LengthsError) as error:
+            raise HTTPException(400, str(error)) from None
+        job = Job(
+            [p.question for p in inputs],
+            [p.context for p in inputs],
+            parameters.top_k,
+            parameters.max_answer_len,
+            lengths,
+            ceiling,
+            arrived,
+            asyncio.get_running_loop().create_future(),
+        )
+        try:
+            outcome = await batcher.submit(job, settings.request_timeout)
+        except asyncio.TimeoutError:
+            raise HTTPException(
+                503, f"not answered within the request timeout of {settings.request_timeout:g} s; try again"
+            ) from None
+        answers = [[AnswerOut(**a.to_dict()) for a in pair] for pair in outcome.answers]
+        return AnswerResponse(
+            answers=answers[0] if single else answers,
+            lengths=list(outcome.lengths or (1.0,) * qa.num_layers),
+            gflops_per_window=outcome.gflops_per_window,
+            frontier_point=_point_out(batcher.points, outcome.point),
+            seconds=time.perf_counter() - arrived,
+            batch_size=outcome.batch_size,
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """The process is up and its worker runs."""
+        return JSONResponse(
+            {"status": "ok" if batcher.healthy else "worker stopped"}, 200 if batcher.healthy else 503
+        )
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready once the model is loaded and warmed up."""
+        ready = batcher.ready and batcher.healthy
+        body = {"ready": ready, "model": str(qa.folder), "frontier_points": len(batcher.points)}
+        return JSONResponse(body, 200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _point_out(points: Sequence[Point], index: int | None) -> PointOut | None:
+    if index is None:
+        return None
+    p = points[index]
+    return PointOut(
+        index=index,
+        lengths=list(p.lengths),
+        flops_ratio=p.flops_ratio,
+        heldout_f1=p.heldout_f1,
+        heldout_exact_match=p.heldout_exact_match,
+    )
+
+
+async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """Invalid JSON is a 400; JSON that does not fit the schema a 422 naming each problem."""
+    problems = error.errors()
+    for problem in problems:
+        if problem["type"] == "json_invalid":
+            reason = problem.get("ctx", {}).get("error", problem["msg"])
+            return JSONResponse({"error": f"invalid JSON: {reason}"}, 400)
+    message = "; ".join(f"{_where(p['loc'])}: {p['msg'].removeprefix('Value error, ')}" for p in problems)
+    return JSONResponse({"error": message}, 422)
+
+
+def _where(loc: Sequence[str | int]) -> str:
+    """A readable place in the body: ("body", "inputs", "list", 0, "question") -> inputs[0].question."""
+    parts = [p for p in loc if p not in ("body", "object", "list")]
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    return text or "body"
+
+
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
+
+
+class _JsonBody:
+    """ASGI middleware: a body over the limit gets 413 before the app reads it, and every body is
+    read as JSON, whatever its content type says (curl -d labels JSON as a form)."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        declared = dict(headers).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._too_large(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        scope = scope | {"headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        message = f"the request body is larger than the limit of {self.limit} bytes"
+        await JSONResponse({"error": message}, 413)(scope, receive, send)
+
+
+class _CountRequests:
+    """ASGI middleware: requests, errors and latency of POST /v1/answer."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/answer":
+            return await self.app(scope, receive, send)
+        began, status = time.perf_counter(), 500
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.requests.labels(code=str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(code=str(status)).inc()
+            else:
+                self.metrics.latency.observe(time.perf_counter() - began)
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def add_serve_command(commands) -> None:
+    """Register `dynamic-tinybert serve` on the CLI's subcommands."""
+    serve = commands.add_parser(
+        "serve", help="an HTTP API: POST /v1/answer, /healthz, /readyz, /metrics, /docs"
+    )
+    add_dataclass_options(serve, ServeSettings)
+    serve.set_defaults(run=run_serve)
+
+
+def listen(app: FastAPI, settings: ServeSettings) -> tuple[uvicorn.Server, socket.socket]:
+    """A uvicorn server for the app and the socket it will serve on, bound now: a port in use is
+    an error here, and port 0 has its number."""
+    host, port = settings.host, settings.port
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as error:
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        # requests in flight end within their timeout; shutdown waits for them and no longer
+        timeout_graceful_shutdown=int(settings.request_timeout) + 5,
+    )
+    return uvicorn.Server(config), sock
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    names = {f.name for f in dataclasses.fields(ServeSettings)}
+    try:
+        settings = ServeSettings(**{k: v for k, v in vars(args).items() if k in names})
+    except ServeError as error:
+        raise UsageError(str(error)) from None
+    qa = QuestionAnswerer.from_pretrained(settings.model, device=settings.device)
+    try:
+        server, sock = listen(create_app(qa, settings), settings)
+    except ServeError as error:
+        raise UsageError(str(error)) from None
+    host, port = sock.getsockname()[:2]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    print(
+        f"dynamic-tinybert serve: {qa.folder} on {url} (GET /readyz answers 200 once warmed up)",
+        file=sys.stderr,
+        flush=True,
+    )
+    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again with the
+    # handler found at start: a no-op, so that a graceful shutdown exits with status 0
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

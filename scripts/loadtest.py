@@ -1,0 +1,296 @@
+"""Load-test `dynamic-tinybert serve` on loopback: throughput and p50/p95/p99 latency at fixed
+budgets and in SLO mode, as a markdown table.
+
+    python scripts/loadtest.py --model M --data ../shared/data/squad/dev-v1.1.json --latency-slo 300
+    python scripts/loadtest.py --url http://127.0.0.1:8000 [--slo-url http://127.0.0.1:8001]
+
+With --model it starts two servers of its own on free loopback ports, one plain and one with
+--latency-slo, and stops them at the end; with --url it tests servers already running. Only
+loopback addresses are accepted. Each row is a closed loop: --concurrency clients, each sending
+its next request when the last one is answered, until --requests requests or --seconds seconds,
+whichever comes first. Latency is measured by the client, HTTP included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ipaddress
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+MAX_REQUESTS = 100_000
+MAX_SECONDS = 3600
+
+# used without --data: a few short passages, each with its questions
+BUILT_IN = [
+    (
+        "The Amazon rainforest covers much of the Amazon basin of South America. The basin covers "
+        "7,000,000 square kilometres, of which 5,500,000 square kilometres are covered by the "
+        "rainforest. The region includes territory belonging to nine nations.",
+        ["How large is the basin?", "How many nations does the region include?", "What covers the basin?"],
+    ),
+    (
+        "The first transcontinental railroad in the United States was completed in 1869, when the "
+        "Central Pacific and Union Pacific lines met at Promontory Summit in Utah. The journey from "
+        "coast to coast fell from months to about a week.",
+        [
+            "When was the railroad completed?",
+            "Where did the two lines meet?",
+            "How long did the journey take?",
+        ],
+    ),
+]
+
+
+class LoadTestError(Exception):
+    pass
+
+
+@dataclass
+class Row:
+    mode: str
+    latencies: list[float] = field(default_factory=list)  # seconds, answered requests
+    errors: Counter = field(default_factory=Counter)  # status -> count
+    points: Counter = field(default_factory=Counter)  # frontier index -> count
+    gflops: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def markdown(self) -> str:
+        answered = len(self.latencies)
+        p50, p95, p99 = (np.percentile(self.latencies, [50, 95, 99]) * 1000) if answered else (np.nan,) * 3
+        errors = sum(self.errors.values())
+        points = ", ".join(f"{i}: {n}" for i, n in sorted(self.points.items(), key=lambda kv: str(kv[0])))
+        gflops = f"{np.mean(self.gflops):.3f}" if self.gflops else "-"
+        return (
+            f"| {self.mode} | {answered + errors} | {errors} | {answered / self.seconds:.1f} | "
+            f"{p50:.0f} | {p95:.0f} | {p99:.0f} | {gflops} | {points or '-'} |"
+        )
+
+
+HEADER = (
+    "| mode | requests | errors | answered/s | p50 ms | p95 ms | p99 ms | GFLOPs/window | points used |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+)
+
+
+def loopback(url: str) -> tuple[str, int]:
+    """(host, port) of an http URL on this machine; anything else is refused."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname is None or parts.port is None:
+        raise LoadTestError(f"{url} is not of the form http://127.0.0.1:PORT")
+    host = parts.hostname
+    if host != "localhost" and not _is_loopback_ip(host):
+        raise LoadTestError(
+            f"{host} is not a loopback address: this script only loads servers on this machine"
+        )
+    return host, parts.port
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_pairs(data: Path | None, limit: int) -> list[tuple[str, str]]:
+    if data is None:
+        return [(q, c) for c, questions in BUILT_IN for q in questions]
+    from dynamic_tinybert import read_squad
+
+    return [(e.question, e.context) for e in read_squad(data)[:limit]]
+
+
+def get_json(url: str, path: str) -> tuple[int, dict]:
+    host, port = loopback(url)
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def wait_ready(url: str, seconds: float = 300) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            status, body = get_json(url, "/readyz")
+            if status == 200:
+                return body
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise LoadTestError(f"{url} was not ready within {seconds:.0f} s")
+
+
+def start_server(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    """`dynamic-tinybert serve` on a free loopback port; its URL from the line it prints."""
+    command = [sys.executable, "-m", "dynamic_tinybert", "serve", "--model", model, "--host", "127.0.0.1"]
+    process = subprocess.Popen([*command, "--port", "0", *extra], stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in process.stderr:  # warnings may come first
+        match = re.search(r"http://127\.0\.0\.1:\d+", line)
+        if match is not None:
+            threading.Thread(target=process.stderr.read, daemon=True).start()  # keep its pipe drained
+            return process, match.group(0)
+        said.append(line.strip())
+    process.wait()
+    raise LoadTestError(f"the server did not start: {' '.join(said)}")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def run_row(
+    url: str,
+    mode: str,
+    pairs: list[tuple[str, str]],
+    parameters: dict,
+    concurrency: int,
+    requests: int,
+    seconds: float,
+) -> Row:
+    """A closed loop of `concurrency` clients until `requests` are sent or `seconds` pass."""
+    host, port = loopback(url)
+    row, lock, sent = Row(mode), threading.Lock(), [0]
+    deadline = time.monotonic() + seconds
+
+    def client(number: int) -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=max(seconds, 30) + 30)
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    if sent[0] >= requests:
+                        return
+                    i = sent[0]
+                    sent[0] += 1
+                question, context = pairs[(i * 7919 + number) % len(pairs)]
+                body = json.dumps(
+                    {"inputs": {"question": question, "context": context}, "parameters": parameters}
+                )
+                began = time.perf_counter()
+                connection.request("POST", "/v1/answer", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                reply = json.loads(response.read())
+                took = time.perf_counter() - began
+                with lock:
+                    if response.status != 200:
+                        if not row.errors:
+                            print(f"{mode}: {response.status} {reply.get('error')}", file=sys.stderr)
+                        row.errors[response.status] += 1
+                        continue
+                    row.latencies.append(took)
+                    row.gflops.append(reply["gflops_per_window"])
+                    point = reply["frontier_point"]
+                    row.points[point["index"] if point else "lengths"] += 1
+        finally:
+            connection.close()
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(client, range(concurrency)))
+    row.seconds = time.perf_counter() - began
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model", help="start servers for this model folder (on loopback)")
+    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--slo-url", help="with --url: a running server in SLO mode, for the SLO row")
+    parser.add_argument("--latency-slo", type=float, help="with --model: the SLO row's target, milliseconds")
+    parser.add_argument(
+        "--budgets", default="1,0.5,0.33", help="fixed budgets, one row each (1: the full model)"
+    )
+    parser.add_argument(
+        "--data", type=Path, help="SQuAD-format file to take questions from (default: built in)"
+    )
+    parser.add_argument(
+        "--questions", type=int, default=500, help="how many questions of --data to cycle through"
+    )
+    parser.add_argument("--concurrency", type=int, default=32, help="clients sending at once")
+    parser.add_argument("--requests", type=int, default=400, help="most requests per row")
+    parser.add_argument("--seconds", type=float, default=60, help="most seconds per row")
+    parser.add_argument("--max-batch", type=int, help="with --model: passed to the servers")
+    parser.add_argument("--max-wait-ms", type=float, help="with --model: passed to the servers")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except LoadTestError as error:
+        print(f"loadtest: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.requests <= MAX_REQUESTS or not 0 < args.seconds <= MAX_SECONDS:
+        raise LoadTestError(f"--requests must be in 1..{MAX_REQUESTS} and --seconds in (0, {MAX_SECONDS}]")
+    if args.concurrency < 1:
+        raise LoadTestError("--concurrency must be at least 1")
+    for url in (args.url, args.slo_url):
+        if url is not None:
+            loopback(url)
+    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    pairs = read_pairs(args.data, args.questions)
+    extra = [
+        *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
+        *(["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []),
+    ]
+    started: list[subprocess.Popen] = []
+    try:
+        url, slo_url = args.url, args.slo_url
+        if args.model is not None:
+            process, url = start_server(args.model, extra)
+            started.append(process)
+            if args.latency_slo is not None:
+                process, slo_url = start_server(args.model, [*extra, "--latency-slo", str(args.latency_slo)])
+                started.append(process)
+        ready = wait_ready(url)
+        rows = []
+        bounds = (args.concurrency, args.requests, args.seconds)
+        for budget in budgets:
+            if budget < 1 and not ready.get("frontier_points"):
+                print(f"skipping budget {budget:g}: the model has no frontier", file=sys.stderr)
+                continue
+            mode = "full model" if budget >= 1 else f"budget {budget:g}"
+            rows.append(run_row(url, mode, pairs, {} if budget >= 1 else {"budget": budget}, *bounds))
+            print(rows[-1].markdown(), file=sys.stderr)
+        if slo_url is not None:
+            wait_ready(slo_url)
+            mode = f"SLO {args.latency_slo:g} ms" if args.latency_slo else "SLO mode"
+            rows.append(run_row(slo_url, mode, pairs, {}, *bounds))
+    finally:
+        for process in started:
+            stop_server(process)
+    print(
+        f"{len(pairs)} questions, {args.concurrency} concurrent clients, at most {args.requests} requests "
+        f"or {args.seconds:g} s per row\n"
+    )
+    print(HEADER)
+    for row in rows:
+        print(row.markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

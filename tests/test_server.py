@@ -1,0 +1,520 @@
+"""The HTTP server, started for real on loopback: the schema, every bad input, limits, timeouts,
+health and metrics, concurrent clients, SLO mode and a graceful SIGTERM."""
+
+from __future__ import annotations
+
+import doctest
+import http.client
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+
+from dynamic_tinybert import QuestionAnswerer, server
+from dynamic_tinybert.cli import main
+from dynamic_tinybert.frontier import Frontier, Point, flops_ratio
+from dynamic_tinybert.lengths import geometric_lengths
+from dynamic_tinybert.server import Cost, QueuedWork, ServeSettings, SloController, create_app, listen
+
+from .conftest import CONTEXT
+from .test_tokenizer import LONG_CONTEXT
+
+QUESTION = "How large is the basin?"
+CHEAP, MIDDLE = geometric_lengths(0.5, 4), geometric_lengths(0.8, 4)
+
+
+class Client:
+    """One keep-alive HTTP connection to a server on loopback."""
+
+    def __init__(self, url: str, timeout: float = 60):
+        host, port = url.removeprefix("http://").split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        self.connection.request(method, path, body=body, headers=headers or {})
+        response = self.connection.getresponse()
+        return response.status, response.read(), response.getheader("content-type", "")
+
+    def answer(self, body) -> tuple[int, dict]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        status, data, _ = self.request("POST", "/v1/answer", raw, {"Content-Type": "application/json"})
+        return status, json.loads(data)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def get(url: str, path: str) -> tuple[int, bytes, str]:
+    client = Client(url)
+    try:
+        return client.request("GET", path)
+    finally:
+        client.close()
+
+
+def post(url: str, body) -> tuple[int, dict]:
+    client = Client(url)
+    try:
+        return client.answer(body)
+    finally:
+        client.close()
+
+
+def wait_ready(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if get(url, "/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} was not ready within {seconds} s")
+
+
+def wait_listening(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            get(url, "/healthz")
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {seconds} s")
+
+
+@contextmanager
+def running(qa: QuestionAnswerer, wait: bool = True, **options):
+    """A real uvicorn server on a free loopback port, in a thread; yields its URL (once ready)."""
+    settings = ServeSettings(host="127.0.0.1", port=0, **options)
+    uvicorn_server, sock = listen(create_app(qa, settings), settings)
+    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        if wait:
+            wait_ready(url)
+        else:
+            wait_listening(url)
+        yield url
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(timeout=30)
+
+
+def metric(url: str, name: str) -> float:
+    """One sample of /metrics, e.g. 'dynamic_tinybert_requests_total{code="200"}' (0 when absent)."""
+    text = get(url, "/metrics")[1].decode()
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def alone(qa, question, context, top_k=1, lengths=None) -> list[dict]:
+    [answers] = qa.answer([question], [context], top_k, lengths=lengths)
+    return [a.to_dict() for a in answers]
+
+
+def assert_same_answers(got: list[dict], expected: list[dict]) -> None:
+    assert [(a["answer"], a["start"], a["end"]) for a in got] == [
+        (a["answer"], a["start"], a["end"]) for a in expected
+    ]
+    assert [a["score"] for a in got] == pytest.approx([a["score"] for a in expected], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def qa(tiny_model):
+    return QuestionAnswerer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def frontier_qa(tiny_model, tmp_path_factory):
+    """The tiny model with a frontier of three points: cheap, middle, full."""
+    folder = tmp_path_factory.mktemp("tiny-frontier") / "model"
+    shutil.copytree(tiny_model, folder)
+    config = QuestionAnswerer.from_pretrained(folder).model.config
+    points = [
+        Point(lengths or (1.0,) * 4, flops_ratio(config, lengths), 0.0, 0.0, em, f1)
+        for lengths, em, f1 in [(CHEAP, 50.0, 60.0), (MIDDLE, 60.0, 70.0), (None, 70.0, 80.0)]
+    ]
+    Frontier(points).save(folder)
+    return QuestionAnswerer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def plain(qa):
+    """A model without a frontier, default settings."""
+    with running(qa) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def budgeted(frontier_qa):
+    with running(frontier_qa) as url:
+        yield url
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+
+def test_one_input_gets_a_list_of_answers_and_what_ran(plain, qa):
+    status, body = post(plain, {"inputs": {"question": QUESTION, "context": CONTEXT}})
+    assert status == 200
+    assert set(body) == {"answers", "lengths", "gflops_per_window", "frontier_point", "seconds", "batch_size"}
+    assert_same_answers(body["answers"], alone(qa, QUESTION, CONTEXT))
+    assert set(body["answers"][0]) == {"answer", "score", "start", "end"}
+    assert body["lengths"] == [1.0] * 4 and body["frontier_point"] is None
+    assert body["gflops_per_window"] > 0 and 0 < body["seconds"] < 30 and body["batch_size"] >= 1
+
+    status, body = post(
+        plain, {"inputs": {"question": QUESTION, "context": CONTEXT}, "parameters": {"top_k": 3}}
+    )
+    assert status == 200 and len(body["answers"]) == 3
+    assert_same_answers(body["answers"], alone(qa, QUESTION, CONTEXT, top_k=3))
+    for a in body["answers"]:
+        assert CONTEXT[a["start"] : a["end"]] == a["answer"]
+
+
+def test_a_list_of_inputs_gets_a_list_of_answer_lists(plain, qa):
+    pairs = [(QUESTION, CONTEXT), ("How long is the 12th river?", LONG_CONTEXT)]
+    status, body = post(
+        plain,
+        {
+            "inputs": [{"question": q, "context": c} for q, c in pairs],
+            "parameters": {"top_k": 2, "max_answer_len": 5},
+        },
+    )
+    assert status == 200 and len(body["answers"]) == 2
+    for (q, c), got in zip(pairs, body["answers"], strict=True):
+        [expected] = qa.answer([q], [c], top_k=2, max_answer_len=5)
+        assert_same_answers(got, [a.to_dict() for a in expected])
+
+
+def test_explicit_lengths_run_as_given_and_cost_less(plain, qa):
+    full = post(plain, {"inputs": {"question": QUESTION, "context": CONTEXT}})[1]
+    status, body = post(
+        plain, {"inputs": {"question": QUESTION, "context": CONTEXT}, "parameters": {"lengths": list(CHEAP)}}
+    )
+    assert status == 200 and body["lengths"] == list(CHEAP)
+    assert body["gflops_per_window"] < full["gflops_per_window"]
+    assert_same_answers(body["answers"], alone(qa, QUESTION, CONTEXT, lengths=CHEAP))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "index"),
+    [({}, 2), ({"budget": 1}, 2), ({"budget": 0.7}, 1), ({"budget": 0.5}, 0), ({"speedup": 1.2}, 1)],
+)
+def test_a_budget_runs_the_most_accurate_frontier_point_within_it(budgeted, frontier_qa, parameters, index):
+    status, body = post(
+        budgeted, {"inputs": {"question": QUESTION, "context": CONTEXT}, "parameters": parameters}
+    )
+    assert status == 200
+    point = frontier_qa.frontier.points[index]
+    assert body["frontier_point"]["index"] == index
+    assert body["frontier_point"]["flops_ratio"] == pytest.approx(point.flops_ratio)
+    assert body["lengths"] == list(point.lengths)
+    assert_same_answers(body["answers"], alone(frontier_qa, QUESTION, CONTEXT, lengths=point.config))
+
+
+def test_openapi_documents_the_schema(plain):
+    status, raw, _ = get(plain, "/openapi.json")
+    schema = json.loads(raw)
+    assert status == 200 and "/v1/answer" in schema["paths"]
+    parameters = schema["components"]["schemas"]["Parameters"]["properties"]
+    assert {"top_k", "max_answer_len", "budget", "speedup", "lengths"} <= set(parameters)
+    assert {"answers", "lengths", "gflops_per_window", "seconds"} <= set(
+        schema["components"]["schemas"]["AnswerResponse"]["properties"]
+    )
+    assert get(plain, "/docs")[0] == 200
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+GOOD = {"question": QUESTION, "context": CONTEXT}
+
+BAD = {
+    "invalid JSON": (b'{"inputs": {"question": "q", ', 400, "invalid JSON"),
+    "not JSON at all": (b"question=q&context=c", 400, "invalid JSON"),
+    "empty body": (b"", 422, "body"),
+    "a list instead of an object": ([GOOD], 422, "body"),
+    "no inputs": ({"parameters": {}}, 422, "inputs"),
+    "inputs a string": ({"inputs": "q"}, 422, "inputs"),
+    "inputs an empty list": ({"inputs": []}, 422, "inputs"),
+    "missing question": ({"inputs": {"context": CONTEXT}}, 422, "inputs.question"),
+    "missing context": ({"inputs": [GOOD, {"question": "q"}]}, 422, "inputs[1].context"),
+    "empty question": ({"inputs": {"question": "", "context": CONTEXT}}, 422, "inputs.question"),
+    "blank context": ({"inputs": {"question": "q", "context": " \n"}}, 422, "inputs.context"),
+    "question a number": ({"inputs": {"question": 3, "context": CONTEXT}}, 422, "inputs.question"),
+    "context null": ({"inputs": {"question": "q", "context": None}}, 422, "inputs.context"),
+    "an unknown input field": ({"inputs": GOOD | {"title": "x"}}, 422, "inputs.title"),
+    "top_k 0": ({"inputs": GOOD, "parameters": {"top_k": 0}}, 422, "parameters.top_k"),
+    "top_k 21": ({"inputs": GOOD, "parameters": {"top_k": 21}}, 422, "parameters.top_k"),
+    "top_k a string": ({"inputs": GOOD, "parameters": {"top_k": "3"}}, 422, "parameters.top_k"),
+    "top_k a fraction": ({"inputs": GOOD, "parameters": {"top_k": 2.5}}, 422, "parameters.top_k"),
+    "top_k true": ({"inputs": GOOD, "parameters": {"top_k": True}}, 422, "parameters.top_k"),
+    "max_answer_len 0": (
+        {"inputs": GOOD, "parameters": {"max_answer_len": 0}},
+        422,
+        "parameters.max_answer_len",
+    ),
+    "parameters a list": ({"inputs": GOOD, "parameters": [1]}, 422, "parameters"),
+    "an unknown parameter": ({"inputs": GOOD, "parameters": {"topk": 2}}, 422, "parameters.topk"),
+    "budget 0": ({"inputs": GOOD, "parameters": {"budget": 0}}, 422, "parameters.budget"),
+    "budget above 1": ({"inputs": GOOD, "parameters": {"budget": 1.5}}, 422, "parameters.budget"),
+    "budget negative": ({"inputs": GOOD, "parameters": {"budget": -0.5}}, 422, "parameters.budget"),
+    "budget a string": ({"inputs": GOOD, "parameters": {"budget": "0.5"}}, 422, "parameters.budget"),
+    "budget NaN": (
+        b'{"inputs": {"question": "q", "context": "c"}, "parameters": {"budget": NaN}}',
+        422,
+        "budget",
+    ),
+    "speedup below 1": ({"inputs": GOOD, "parameters": {"speedup": 0.5}}, 422, "parameters.speedup"),
+    "budget and speedup": ({"inputs": GOOD, "parameters": {"budget": 0.5, "speedup": 2}}, 422, "at most one"),
+    "lengths of the wrong count": ({"inputs": GOOD, "parameters": {"lengths": [1, 0.5]}}, 400, "4 layers"),
+    "lengths increasing": ({"inputs": GOOD, "parameters": {"lengths": [1, 0.5, 0.7, 0.2]}}, 400, "increase"),
+    "lengths above 1": ({"inputs": GOOD, "parameters": {"lengths": [2, 1, 1, 1]}}, 400, "outside (0, 1]"),
+    "a budget without a frontier": ({"inputs": GOOD, "parameters": {"budget": 0.5}}, 400, "no frontier"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gets_its_4xx_and_says_what_is_wrong(plain, case):
+    body, expected, words = BAD[case]
+    status, reply = post(plain, body)
+    assert status == expected, reply
+    assert words in reply["error"]
+
+
+def test_bad_input_with_a_frontier(budgeted):
+    status, reply = post(budgeted, {"inputs": GOOD, "parameters": {"budget": 0.1}})
+    assert status == 400 and "beyond the cheapest frontier point" in reply["error"]
+    status, reply = post(budgeted, {"inputs": GOOD, "parameters": {"speedup": 100}})
+    assert status == 400 and "speedup 100" in reply["error"]
+
+
+def test_wrong_method_and_path_are_4xx(plain):
+    assert get(plain, "/v1/answer")[0] == 405
+    assert get(plain, "/v2/answer")[0] == 404
+
+
+def test_a_body_over_the_size_limit_gets_413(plain):
+    big = json.dumps({"inputs": {"question": "q", "context": "x " * 600_000}}).encode()
+    status, reply = post(plain, big)
+    assert status == 413 and "1000000 bytes" in reply["error"]
+    # without a Content-Length, counted as it arrives
+    client = Client(plain)
+    try:
+        client.connection.putrequest("POST", "/v1/answer")
+        client.connection.putheader("Transfer-Encoding", "chunked")
+        client.connection.endheaders()
+        for start in range(0, len(big), 65536):
+            chunk = big[start : start + 65536]
+            client.connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        client.connection.send(b"0\r\n\r\n")
+        response = client.connection.getresponse()
+        assert response.status == 413
+    finally:
+        client.close()
+    assert post(plain, {"inputs": GOOD})[0] == 200
+
+
+def test_a_context_over_the_limit_and_too_many_inputs_get_413(plain):
+    status, reply = post(plain, {"inputs": {"question": "q", "context": "word " * 10_001}})
+    assert status == 413 and "50000" in reply["error"]
+    status, reply = post(plain, {"inputs": [GOOD] * 65})
+    assert status == 413 and "65 inputs" in reply["error"]
+
+
+def test_a_request_that_times_out_gets_503_and_leaves_the_queue(qa):
+    with running(qa, request_timeout=0.1, max_wait_ms=600) as url:
+        status, reply = post(url, {"inputs": GOOD})
+        assert status == 503 and "timeout" in reply["error"]
+        assert metric(url, "dynamic_tinybert_queue_size") == 0
+        time.sleep(0.7)  # past the batch window that request was waiting for
+        assert metric(url, "dynamic_tinybert_batch_size_count") == 0  # it never ran
+        assert metric(url, 'dynamic_tinybert_errors_total{code="503"}') == 1
+
+
+# --- health, metrics ---------------------------------------------------------------------------
+
+
+def test_ready_only_once_warmed_up_and_requests_before_then_wait(qa, monkeypatch):
+    release = threading.Event()
+    warm_up = server.Batcher._warm_up
+    monkeypatch.setattr(server.Batcher, "_warm_up", lambda self: release.wait(30) and warm_up(self))
+    with running(qa, wait=False) as url, ThreadPoolExecutor(1) as pool:
+        assert get(url, "/healthz")[0] == 200
+        status, raw, _ = get(url, "/readyz")
+        assert status == 503 and json.loads(raw)["ready"] is False
+        early = pool.submit(post, url, {"inputs": GOOD})
+        time.sleep(0.2)
+        assert not early.done()
+        release.set()
+        assert early.result(timeout=30)[0] == 200
+        assert get(url, "/readyz")[0] == 200
+
+
+def test_health_readiness_and_metrics(plain):
+    assert get(plain, "/healthz")[0] == 200
+    status, raw, _ = get(plain, "/readyz")
+    assert status == 200 and json.loads(raw)["ready"] is True
+    post(plain, {"inputs": GOOD})
+    post(plain, {"inputs": "bad"})
+    status, raw, content_type = get(plain, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    text = raw.decode()
+    for series in (
+        'dynamic_tinybert_requests_total{code="200"}',
+        'dynamic_tinybert_requests_total{code="422"}',
+        'dynamic_tinybert_errors_total{code="422"}',
+        "dynamic_tinybert_request_seconds_bucket",
+        "dynamic_tinybert_batch_size_bucket",
+        "dynamic_tinybert_queue_size",
+        "dynamic_tinybert_frontier_point -1.0",
+    ):
+        assert series in text
+
+
+# --- concurrency -------------------------------------------------------------------------------
+
+
+def test_32_concurrent_clients_get_the_answers_of_each_question_alone(qa):
+    questions = [QUESTION, "How many nations?", "Which forest?", "How long is the 12th river?", "What is 42?"]
+    cases = [
+        (q, c, top_k, lengths)
+        for q in questions
+        for c, top_k, lengths in [
+            (CONTEXT, 1, None),
+            (LONG_CONTEXT, 2, None),
+            (CONTEXT, 3, MIDDLE),
+            (CONTEXT, 1, CHEAP),
+        ]
+    ]
+    expected = [alone(qa, q, c, top_k, lengths) for q, c, top_k, lengths in cases]
+
+    def client(number: int) -> list[tuple[int, int, dict]]:
+        connection, replies = Client(url), []
+        try:
+            for i in range(20):
+                case = (number * 7 + i) % len(cases)
+                q, c, top_k, lengths = cases[case]
+                parameters = {"top_k": top_k} | ({"lengths": list(lengths)} if lengths else {})
+                status, body = connection.answer(
+                    {"inputs": {"question": q, "context": c}, "parameters": parameters}
+                )
+                replies.append((case, status, body))
+        finally:
+            connection.close()
+        return replies
+
+    with running(qa, max_batch=16, max_wait_ms=2) as url:
+        with ThreadPoolExecutor(32) as pool:
+            replies = [r for rs in pool.map(client, range(32)) for r in rs]
+        batches = metric(url, "dynamic_tinybert_batch_size_count")
+        assert metric(url, 'dynamic_tinybert_requests_total{code="200"}') == 640
+    assert len(replies) == 640
+    for case, status, body in replies:
+        assert status == 200, body
+        assert_same_answers(body["answers"], expected[case])
+    assert batches < 640  # requests were batched together
+    assert max(body["batch_size"] for _, _, body in replies) > 1
+
+
+# --- SLO mode ----------------------------------------------------------------------------------
+
+
+def test_slo_controller_moves_down_at_once_and_back_up_one_point_at_a_time():
+    # target 0.1 s: down to what predicts under 0.08 s, up one point to what predicts under 0.06 s
+    costs = [Cost(0.001, 1e-5), Cost(0.001, 2e-5), Cost(0.001, 4e-5)]
+    controller = SloController(costs, slo=0.1, max_batch=8)
+    request = QueuedWork(waited=0.0, pairs=1, chars=200)
+    assert controller.choose([request]) == 2  # 9 ms at the full model
+    assert controller.choose([request] * 24) == 0  # 3 batches: 0.195 s at full, 0.099 s, 0.051 s
+    assert controller.choose([request] * 9) == 1  # 2 batches: 0.074 s at full, 0.038 s at the middle
+    assert controller.choose([request] * 9) == 1  # full fits under 0.08 s but not 0.06 s: it stays
+    assert controller.choose([request] * 2) == 2  # 0.017 s
+    assert controller.choose([QueuedWork(0.09, 1, 200)]) == 0  # waited past the target already
+    controller.observe(0, chars=200, seconds=0.003 * 10)  # the machine runs 10 times slower
+    assert controller.slowdown == pytest.approx(10)
+    assert controller.choose([request] * 9) == 0  # the middle point's 0.038 s is now 0.38 s
+
+
+def test_slo_mode_moves_down_the_frontier_under_load(frontier_qa):
+    body = {"inputs": {"question": QUESTION, "context": LONG_CONTEXT}}
+    with running(frontier_qa, latency_slo=0.001, max_wait_ms=1) as url:  # a target no point can meet
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: post(url, body), range(16)))
+        assert all(status == 200 for status, _ in replies)
+        assert {reply["frontier_point"]["index"] for _, reply in replies} == {0}
+        assert metric(url, "dynamic_tinybert_frontier_point") == 0
+        assert metric(url, "dynamic_tinybert_frontier_point_flops_ratio") == pytest.approx(
+            frontier_qa.frontier.points[0].flops_ratio
+        )
+
+
+def test_slo_mode_runs_the_full_model_when_idle_and_never_exceeds_a_budget(frontier_qa):
+    with running(frontier_qa, latency_slo=60_000) as url:
+        assert post(url, {"inputs": GOOD})[1]["frontier_point"]["index"] == 2
+        status, reply = post(url, {"inputs": GOOD, "parameters": {"budget": 0.7}})
+        assert status == 200 and reply["frontier_point"]["index"] == 1
+        assert metric(url, "dynamic_tinybert_frontier_point") == 2
+
+
+def test_slo_mode_needs_a_frontier(qa):
+    with pytest.raises(ValueError, match="has none"):
+        create_app(qa, ServeSettings(latency_slo=100))
+
+
+def test_doctests():
+    assert doctest.testmod(server).failed == 0
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        ([], "--model"),
+        (["--max-batch", "0"], "--max-batch"),
+        (["--latency-slo", "-5"], "--latency-slo"),
+        (["--port", "70000"], "--port"),
+        (["--latency-slo", "100"], "frontier"),
+    ],
+)
+def test_serve_command_errors_exit_2_with_one_line(tiny_model, capsys, argv, words):
+    model = ["--model", str(tiny_model)] if argv else []
+    assert main(["serve", *model, *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dynamic-tinybert serve: error:") and words in err[0]
+
+
+def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tiny_model):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dynamic_tinybert", "serve", "--model", str(tiny_model), "--port", "0"]
+        + ["--max-wait-ms", "1500"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stderr.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
+        wait_ready(url)
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(post, url, {"inputs": GOOD})
+            time.sleep(0.5)  # the request now waits in the queue for its batch window
+            process.send_signal(signal.SIGTERM)
+            status, reply = in_flight.result(timeout=30)
+        assert status == 200 and reply["answers"]
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
