@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import signal
 import socket
 import sys
@@ -63,6 +64,8 @@ DOWN_AT = 0.8  # move down to a point whose predicted latency is under this shar
 UP_AT = 0.6  # move one point up only when that point predicts under this share
 RECENT_BATCHES = 32  # the slowdown is a high percentile over this many micro-batches
 SLOWDOWN_PERCENTILE = 90
+
+logger = logging.getLogger(__name__)
 
 WARMUP_QUESTION = "How many tokens does each layer keep?"
 WARMUP_CONTEXT = (
@@ -420,14 +423,14 @@ class Batcher:
         self.wakeup.set()
         try:
             return await asyncio.wait_for(job.future, timeout)
-        except asyncio.TimeoutError:
-            if job in self.queue:
+        finally:
+            if job in self.queue:  # timed out (or cancelled) before it ran
                 self.queue.remove(job)
                 self._count_queue()
-            raise
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._work())
+        self.task.add_done_callback(_report_stop)
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -550,13 +553,12 @@ class Batcher:
         chars = len(WARMUP_QUESTION) + len(WARMUP_CONTEXT)
 
         def seconds(lengths: Lengths | None, pairs: int) -> float:
-            # the faster of two runs: the slower one has more of whatever else the machine does
             times = []
-            for _ in range(2):
+            for _ in range(3):
                 began = time.perf_counter()
                 self.qa.answer([WARMUP_QUESTION] * pairs, [WARMUP_CONTEXT] * pairs, lengths=lengths)
                 times.append(time.perf_counter() - began)
-            return min(times)
+            return float(np.median(times))
 
         costs = []
         for point in self.points:
@@ -571,6 +573,11 @@ class Batcher:
     def _set_point(self, level: int) -> None:
         self.metrics.point.set(level)
         self.metrics.point_flops.set(self.points[level].flops_ratio if level >= 0 else 1.0)
+
+
+def _report_stop(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the model worker stopped: %r", task.exception())
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -609,6 +616,8 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
     async def answer(request: AnswerRequest) -> AnswerResponse:
         """Answer one question about a context, or a list of them."""
         arrived = time.perf_counter()
+        if not batcher.healthy:
+            raise HTTPException(503, "the model worker has stopped; see the server's log")
         single = isinstance(request.inputs, QAInput)
         inputs = [request.inputs] if single else request.inputs
         if len(inputs) > settings.max_inputs:

@@ -361,6 +361,20 @@ def test_ready_only_once_warmed_up_and_requests_before_then_wait(qa, monkeypatch
         assert get(url, "/readyz")[0] == 200
 
 
+def test_a_stopped_model_worker_shows_in_healthz_and_requests_get_503(qa, monkeypatch):
+    def broken(self):
+        raise RuntimeError("the model could not run")
+
+    monkeypatch.setattr(server.Batcher, "_warm_up", broken)
+    with running(qa, wait=False) as url:
+        deadline = time.monotonic() + 10
+        while get(url, "/healthz")[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert get(url, "/healthz")[0] == 503 and get(url, "/readyz")[0] == 503
+        status, reply = post(url, {"inputs": GOOD})
+        assert status == 503 and "worker has stopped" in reply["error"]
+
+
 def test_health_readiness_and_metrics(plain):
     assert get(plain, "/healthz")[0] == 200
     status, raw, _ = get(plain, "/readyz")
