@@ -141,20 +141,21 @@ class QuestionAnswerer:
     ) -> list[list[Answer]]:
         """The top_k answers of each (question, context) pair, best first."""
         _check_inputs(questions, contexts, top_k, max_answer_len, batch_size)
-        lengths = validate_lengths(lengths, self.num_layers)
         windows = self.tokenizer.encode_windows(questions, contexts)
-        return self._answer_windows(windows, contexts, top_k, max_answer_len, lengths, batch_size, progress)
+        return self.answer_windows(windows, contexts, top_k, max_answer_len, lengths, batch_size, progress)
 
-    def _answer_windows(
+    def answer_windows(
         self,
         windows: Sequence[Sequence[Window]],
         contexts: Sequence[str],
-        top_k: int,
-        max_answer_len: int,
-        lengths: Lengths | None,
-        batch_size: int,
-        progress: bool,
+        top_k: int = 1,
+        max_answer_len: int = 30,
+        lengths: Sequence[float] | None = None,
+        batch_size: int = 32,
+        progress: bool = False,
     ) -> list[list[Answer]]:
+        """answer() on pairs already cut into windows (by self.tokenizer.encode_windows)."""
+        lengths = validate_lengths(lengths, self.num_layers)
         logits = self.window_logits([w for ws in windows for w in ws], lengths, batch_size, progress)
         results, i = [], 0
         for context, pair_windows in zip(contexts, windows, strict=True):
@@ -218,7 +219,7 @@ class QuestionAnswerer:
         on the same windows); seconds counts running and post-processing only."""
         began = time.perf_counter()
         contexts = [e.context for e in examples]
-        results = self._answer_windows(windows, contexts, 1, max_answer_len, lengths, batch_size, progress)
+        results = self.answer_windows(windows, contexts, 1, max_answer_len, lengths, batch_size, progress)
         seconds = time.perf_counter() - began
         predictions = {
             e.id: (answers[0].text if answers else "") for e, answers in zip(examples, results, strict=True)

@@ -536,8 +536,10 @@ class Batcher:
         contexts = [c for j in jobs for c in j.contexts]
         # top_k only cuts the ranked list (scores are taken over the 20 best spans whatever
         # top_k <= 20 is), so one call with the largest serves every job
-        answers = self.qa.answer(questions, contexts, max(j.top_k for j in jobs), max_answer_len, lengths)
-        windows = self.qa.tokenizer.encode_windows(questions, contexts)  # token counts for the cost report
+        windows = self.qa.tokenizer.encode_windows(questions, contexts)
+        answers = self.qa.answer_windows(
+            windows, contexts, max(j.top_k for j in jobs), max_answer_len, lengths
+        )
         config = self.qa.model.config
         per_job, per_gflops, i = [], [], 0
         for job in jobs:
