@@ -18,11 +18,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from dynamic_tinybert import QuestionAnswerer, server
+from dynamic_tinybert import QuestionAnswerer, batching
+from dynamic_tinybert.batching import Cost, QueuedWork, SloController
 from dynamic_tinybert.cli import main
 from dynamic_tinybert.frontier import Frontier, Point, flops_ratio
 from dynamic_tinybert.lengths import geometric_lengths
-from dynamic_tinybert.server import Cost, QueuedWork, ServeSettings, SloController, create_app, listen
+from dynamic_tinybert.server import ServeSettings, create_app, listen
 
 from .conftest import CONTEXT
 from .test_tokenizer import LONG_CONTEXT
@@ -347,8 +348,8 @@ def test_a_request_that_times_out_gets_503_and_leaves_the_queue(qa):
 
 def test_ready_only_once_warmed_up_and_requests_before_then_wait(qa, monkeypatch):
     release = threading.Event()
-    warm_up = server.Batcher._warm_up
-    monkeypatch.setattr(server.Batcher, "_warm_up", lambda self: release.wait(30) and warm_up(self))
+    warm_up = batching.Batcher._warm_up
+    monkeypatch.setattr(batching.Batcher, "_warm_up", lambda self: release.wait(30) and warm_up(self))
     with running(qa, wait=False) as url, ThreadPoolExecutor(1) as pool:
         assert get(url, "/healthz")[0] == 200
         status, raw, _ = get(url, "/readyz")
@@ -365,7 +366,7 @@ def test_a_stopped_model_worker_shows_in_healthz_and_requests_get_503(qa, monkey
     def broken(self):
         raise RuntimeError("the model could not run")
 
-    monkeypatch.setattr(server.Batcher, "_warm_up", broken)
+    monkeypatch.setattr(batching.Batcher, "_warm_up", broken)
     with running(qa, wait=False) as url:
         deadline = time.monotonic() + 10
         while get(url, "/healthz")[0] != 503 and time.monotonic() < deadline:
@@ -487,7 +488,7 @@ def test_slo_mode_needs_a_frontier(qa):
 
 
 def test_doctests():
-    assert doctest.testmod(server).failed == 0
+    assert doctest.testmod(batching).failed == 0
 
 
 # --- the command -------------------------------------------------------------------------------
