@@ -41,7 +41,9 @@ USER_ERRORS = (
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model folder, or a Hugging Face Hub id")
+    parser.add_argument(
+        "--model", help="model folder, or a Hugging Face Hub id (default: the model shipped in the package)"
+    )
     cost = parser.add_mutually_exclusive_group()
     cost.add_argument(
         "--lengths",
