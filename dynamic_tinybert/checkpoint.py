@@ -268,10 +268,20 @@ def save(
         tokenizer.save(staging)
         for name, content in (extra_files or {}).items():
             (staging / name).write_bytes(content)
+        _usual_permissions(staging)
         _replace_dir(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _usual_permissions(folder: Path) -> None:
+    """The permissions a folder and its files would have had without mkdtemp's private 0700."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for item in folder.iterdir():
+        item.chmod(0o666 & ~umask)
 
 
 def _replace_dir(source: Path, target: Path) -> None:
