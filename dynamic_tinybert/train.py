@@ -631,7 +631,7 @@ def train(settings: TrainSettings) -> Path:
             if settings.stage == "intermediate":
                 compose_head(_unwrap(trainee).model, teacher, projection)
             _evaluate_and_publish(
-                _unwrap(trainee).model, tokenizer, heldout, output, step, progress, procs, log
+                _unwrap(trainee).model, tokenizer, heldout, output, step, progress, procs, log, settings
             )
             progress.update(settings=_settings_key(settings), finished=step == total)
             save_state(output, trainee, optimizer, step, progress, procs)
@@ -668,23 +668,27 @@ def _optimizer_step(trainee, optimizer, batch_ids, data, ctx, procs, bf16, lr) -
     return total
 
 
-def _evaluate_and_publish(model, tokenizer, heldout, output, step, progress, procs, log) -> None:
-    """Held-out EM/F1 (main process); the best checkpoint so far goes into the output folder."""
+def _evaluate_and_publish(model, tokenizer, heldout, output, step, progress, procs, log, settings) -> None:
+    """Held-out EM/F1 (main process); the best checkpoint so far goes into the output folder.
+
+    Checkpoints are compared on the full model's F1; for LengthDrop, whose purpose is the
+    sub-models, on the mean F1 of the full model and the smallest configuration."""
     if procs.main:
-        result = QuestionAnswerer(model, tokenizer, device=procs.device).evaluate(heldout, batch_size=64)
+        qa = QuestionAnswerer(model, tokenizer, device=procs.device)
+        result = qa.evaluate(heldout, batch_size=64)
+        record = {"heldout_exact_match": result.exact_match, "heldout_f1": result.f1}
+        score = result.f1
+        if settings.stage == "lengthdrop":
+            smallest = geometric_lengths(settings.length_ratio, qa.num_layers)
+            small = qa.evaluate(heldout, lengths=smallest, batch_size=64)
+            score = (result.f1 + small.f1) / 2
+            record |= {"heldout_f1_smallest": small.f1, "selection_f1": score}
         model.train()
-        if progress["best_f1"] is None or result.f1 > progress["best_f1"]:
-            progress.update(best_f1=result.f1, best_step=step)
+        if progress["best_f1"] is None or score > progress["best_f1"]:
+            progress.update(best_f1=score, best_step=step)
             publish(model, tokenizer, output)
-        log.write(
-            {
-                "step": step,
-                "heldout_exact_match": result.exact_match,
-                "heldout_f1": result.f1,
-                "best_f1": progress["best_f1"],
-                "best_step": progress["best_step"],
-            }
-        )
+        record |= {"best_f1": progress["best_f1"], "best_step": progress["best_step"]}
+        log.write({"step": step, **record})
     procs.barrier()
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 # tiny models gain nothing from threads, and spinning OpenMP threads slow everything down when
@@ -104,3 +107,44 @@ def squad_file(tmp_path) -> Path:
 
 def needs_dev():
     return pytest.mark.skipif(not DEV.is_file(), reason=f"SQuAD dev not found at {DEV}")
+
+
+def run_model_card_quick_start(folder: Path) -> str:
+    """Run the quick-start code of the Intel/dynamic_tinybert model card, with only the model
+    name replaced, in plain transformers in a fresh process; its stdout."""
+    code = textwrap.dedent(
+        f"""
+        import torch
+        from transformers import BertTokenizer, BertForQuestionAnswering
+
+        model_name = {str(folder)!r}
+        tokenizer = BertTokenizer.from_pretrained(model_name)
+        model = BertForQuestionAnswering.from_pretrained(model_name)
+
+        context = "remember the number 123456, I'll ask you later."
+        question = "What is the number I told you?"
+
+        # Tokenize the context and question
+        tokens = tokenizer.encode_plus(question, context, return_tensors="pt", truncation=True)
+
+        # Get the input IDs and attention mask
+        input_ids = tokens["input_ids"]
+        attention_mask = tokens["attention_mask"]
+
+        # Perform question answering
+        outputs = model(input_ids, attention_mask=attention_mask)
+        start_scores = outputs.start_logits
+        end_scores = outputs.end_logits
+
+        # Find the start and end positions of the answer
+        answer_start = torch.argmax(start_scores)
+        answer_end = torch.argmax(end_scores) + 1
+        answer = tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens(input_ids[0][answer_start:answer_end]))
+
+        # Print the answer
+        print("Answer:", answer)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -15,7 +12,7 @@ import torch
 from dynamic_tinybert import checkpoint
 from dynamic_tinybert.checkpoint import CheckpointError
 
-from .conftest import CONTEXT, make_checkpoint
+from .conftest import CONTEXT, make_checkpoint, run_model_card_quick_start
 
 
 def test_relu_pickle_checkpoint_loads(tiny_relu_bin):
@@ -45,45 +42,9 @@ def test_saved_checkpoint_loads_in_plain_transformers_with_the_same_logits(tiny_
 
 
 def test_model_card_quick_start_runs_unchanged_on_a_saved_checkpoint(tiny_model, tmp_path):
-    """The code of the Intel/dynamic_tinybert model card, with only the model name replaced."""
     net, tokenizer, _ = checkpoint.load(tiny_model)
     saved = checkpoint.save(net, tokenizer, tmp_path / "card")
-    code = textwrap.dedent(
-        f"""
-        import torch
-        from transformers import BertTokenizer, BertForQuestionAnswering
-
-        model_name = {str(saved)!r}
-        tokenizer = BertTokenizer.from_pretrained(model_name)
-        model = BertForQuestionAnswering.from_pretrained(model_name)
-
-        context = "remember the number 123456, I'll ask you later."
-        question = "What is the number I told you?"
-
-        # Tokenize the context and question
-        tokens = tokenizer.encode_plus(question, context, return_tensors="pt", truncation=True)
-
-        # Get the input IDs and attention mask
-        input_ids = tokens["input_ids"]
-        attention_mask = tokens["attention_mask"]
-
-        # Perform question answering
-        outputs = model(input_ids, attention_mask=attention_mask)
-        start_scores = outputs.start_logits
-        end_scores = outputs.end_logits
-
-        # Find the start and end positions of the answer
-        answer_start = torch.argmax(start_scores)
-        answer_end = torch.argmax(end_scores) + 1
-        answer = tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens(input_ids[0][answer_start:answer_end]))
-
-        # Print the answer
-        print("Answer:", answer)
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Answer:")
+    assert run_model_card_quick_start(saved).startswith("Answer:")
 
 
 def test_bare_encoder_gets_a_random_head_with_a_warning(tiny_model, tmp_path, capsys):
