@@ -80,12 +80,12 @@ class SearchSettings:
             raise SearchError("--limit must be at least 1")
 
     def key(self) -> dict:
-        """What a resumed search must share with the one it continues."""
+        """What a resumed search must share with the one it continues (the iterations may grow:
+        a finished search goes on for more, as one run of that many iterations would)."""
         keep = (
             "data",
             "objective",
             "population",
-            "iterations",
             "mutations",
             "crossovers",
             "mutation_prob",
@@ -304,6 +304,13 @@ class Search:
             state = {}
         if state.get("settings") != json.loads(json.dumps(self.settings.key())):
             print(f"{self.state_path} is from a search with other settings; starting afresh", file=sys.stderr)
+            return
+        if state["iteration"] > self.settings.iterations:
+            print(
+                f"{self.state_path} has run {state['iteration']} iterations, more than "
+                f"--iterations {self.settings.iterations}; starting afresh",
+                file=sys.stderr,
+            )
             return
         self.iteration = state["iteration"]
         self.rng.bit_generator.state = state["rng"]

@@ -182,3 +182,26 @@ def test_plot_writes_a_png(searched, tmp_path, capsys):
     out = tmp_path / "frontier.png"
     assert main(["plot", "--model", str(searched), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_finished_search_goes_on_for_more_iterations_as_one_run_would(
+    searched, tiny_model, tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "extended"
+    shutil.copytree(tiny_model, folder)
+    fewer = [*SMALL]
+    fewer[fewer.index("--iterations") + 1] = "1"
+    assert main(["search", "--model", str(folder), "--data", str(HELDOUT), *fewer]) == 0
+    first = json.loads((folder / "search_state.json").read_text())
+    assert first["iteration"] == 1
+    capsys.readouterr()
+    calls = []
+    original = QuestionAnswerer.evaluate_windows
+    monkeypatch.setattr(
+        QuestionAnswerer, "evaluate_windows", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    extended = run_search(capsys, folder)
+    state = json.loads((folder / "search_state.json").read_text())
+    assert state["iteration"] == 3
+    assert len(calls) == len(state["evaluated"]) - len(first["evaluated"])  # nothing evaluated twice
+    assert _essentials(extended) == _essentials([p.to_dict() for p in Frontier.load(searched).points])
