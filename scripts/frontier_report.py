@@ -2,10 +2,11 @@
 
 1. On the held-out split: each constant-ratio configuration (every layer keeps the same share)
    against the frontier's most accurate point at no more FLOPs.
-2. On SQuAD dev: the points that budgets pick, with dev EM/F1 and their measured speed.
+2. With --dev: the points that budgets pick, with SQuAD dev EM/F1 and their measured speed
+   (scripts/results_table.py gives the same rows beside the teacher's).
 
-    python scripts/frontier_report.py --model M --dev ../shared/data/squad/dev-v1.1.json \
-        [--budgets 1,0.75,0.5,0.33,0.25] [--dev-limit N] [--plot frontier.png]
+    python scripts/frontier_report.py --model M [--dev ../shared/data/squad/dev-v1.1.json \
+        [--budgets 1,0.75,0.5,0.33,0.25] [--dev-limit N]] [--plot frontier.png]
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True)
-    parser.add_argument("--dev", required=True)
+    parser.add_argument("--dev")
     parser.add_argument("--budgets", default="1,0.75,0.5,0.33,0.25")
     parser.add_argument("--dev-limit", type=int)
     parser.add_argument("--plot", type=Path)
@@ -89,9 +90,10 @@ def main() -> int:
         f"machine: {qa.frontier.machine}\n"
     )
     print("\n".join(heldout_table(qa.frontier)))
-    examples = read_squad(args.dev)[: args.dev_limit] if args.dev_limit else read_squad(args.dev)
-    print(f"\nSQuAD dev: {len(examples)} questions\n")
-    print("\n".join(dev_table(qa, examples, [float(b) for b in args.budgets.split(",")])))
+    if args.dev:
+        examples = read_squad(args.dev)[: args.dev_limit] if args.dev_limit else read_squad(args.dev)
+        print(f"\nSQuAD dev: {len(examples)} questions\n")
+        print("\n".join(dev_table(qa, examples, [float(b) for b in args.budgets.split(",")])))
     if args.plot:
         from dynamic_tinybert.plot import plot_frontier
 

@@ -497,7 +497,7 @@ def test_doctests():
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        ([], "--model"),
+        (["--model", "no/such/folder"], "no/such/folder"),
         (["--max-batch", "0"], "--max-batch"),
         (["--latency-slo", "-5"], "--latency-slo"),
         (["--port", "70000"], "--port"),
@@ -505,7 +505,7 @@ def test_doctests():
     ],
 )
 def test_serve_command_errors_exit_2_with_one_line(tiny_model, capsys, argv, words):
-    model = ["--model", str(tiny_model)] if argv else []
+    model = [] if "--model" in argv else ["--model", str(tiny_model)]
     assert main(["serve", *model, *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dynamic-tinybert serve: error:") and words in err[0]

@@ -1,0 +1,39 @@
+"""The model shipped in the package: small, loaded when no --model is given, and it answers the
+model card's quick-start question, through `dynamic-tinybert ask` and in plain transformers."""
+
+from __future__ import annotations
+
+import json
+
+from safetensors import safe_open
+
+from dynamic_tinybert import QuestionAnswerer
+from dynamic_tinybert.checkpoint import DEFAULT_MODEL
+from dynamic_tinybert.cli import main
+
+from .conftest import run_model_card_quick_start
+
+QUESTION = "What is the number I told you?"
+CONTEXT = "remember the number 123456, I'll ask you later."
+
+
+def test_the_shipped_folder_is_small_fp16_and_has_a_frontier():
+    size = sum(f.stat().st_size for f in DEFAULT_MODEL.iterdir())
+    assert size < 50 * 2**20
+    with safe_open(DEFAULT_MODEL / "model.safetensors", "pt") as weights:
+        dtypes = {weights.get_slice(name).get_dtype() for name in weights.keys()}  # noqa: SIM118
+    assert dtypes == {"F16"}
+    frontier = QuestionAnswerer.from_pretrained().frontier
+    assert frontier is not None and frontier.points[-1].is_full
+    assert frontier.pick(budget=0.5).flops_ratio <= 0.5
+
+
+def test_ask_without_a_model_answers_the_model_card_question(capsys):
+    code = main(["ask", "--question", QUESTION, "--context", CONTEXT, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["model"] == str(DEFAULT_MODEL)
+    assert report["answers"][0]["answer"] == "123456"
+
+
+def test_plain_transformers_answers_the_model_card_question_on_the_shipped_folder():
+    assert run_model_card_quick_start(DEFAULT_MODEL).strip() == "Answer: 123456"
