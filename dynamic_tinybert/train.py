@@ -49,7 +49,7 @@ from .data import (
     write_squad,
 )
 from .distill import attention_loss, hidden_loss, layer_map, prediction_loss, span_loss
-from .lengths import geometric_lengths, sample_layer_skips, sample_lengths
+from .lengths import Lengths, geometric_lengths, sample_layer_skips, sample_lengths
 from .model import DynamicBertForQuestionAnswering, QAOutput
 from .reader import QuestionAnswerer, collate
 from .tokenizer import QATokenizer, Window
@@ -107,6 +107,10 @@ class TrainSettings:
     )
     device: str = option("auto, cpu or cuda", default="auto")
     quiet: bool = option("no progress bar", default=False)
+
+    def smallest_lengths(self, layers: int) -> Lengths | None:
+        """LengthDrop's smallest configuration: each layer keeps length_ratio of the previous."""
+        return geometric_lengths(self.length_ratio, layers)
 
     def check(self) -> None:
         if self.stage in NEEDS_TEACHER and not self.teacher:
@@ -341,7 +345,7 @@ def lengthdrop_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor
     # in-place distillation: the sub-models learn the full pass's distributions, held fixed
     target = QAOutput(full.start_logits.detach(), full.end_logits.detach())
     layers = len(trainee.model.layers)
-    configs = [geometric_lengths(ctx.settings.length_ratio, layers)]
+    configs = [ctx.settings.smallest_lengths(layers)]
     configs += [
         sample_lengths(ctx.rng, layers, ctx.settings.length_ratio) for _ in range(ctx.settings.random_configs)
     ]
@@ -679,8 +683,7 @@ def _evaluate_and_publish(model, tokenizer, heldout, output, step, progress, pro
         record = {"heldout_exact_match": result.exact_match, "heldout_f1": result.f1}
         score = result.f1
         if settings.stage == "lengthdrop":
-            smallest = geometric_lengths(settings.length_ratio, qa.num_layers)
-            small = qa.evaluate(heldout, lengths=smallest, batch_size=64)
+            small = qa.evaluate(heldout, lengths=settings.smallest_lengths(qa.num_layers), batch_size=64)
             score = (result.f1 + small.f1) / 2
             record |= {"heldout_f1_smallest": small.f1, "selection_f1": score}
         model.train()

@@ -155,7 +155,8 @@ def test_lengthdrop_overfits_at_full_length_and_when_dropping(distilled, sixteen
     assert exact_match(out, sixteen) == 100.0
     assert exact_match(out, sixteen, lengths=(0.9, 0.8)) == 100.0
     # checkpoints are selected on the full model and the smallest configuration together
-    evaluations = [r for r in map(json.loads, (out / "metrics.jsonl").open()) if "heldout_f1" in r]
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in log if "heldout_f1" in r]
     last = evaluations[-1]
     assert last["selection_f1"] == (last["heldout_f1"] + last["heldout_f1_smallest"]) / 2
     assert max(r["selection_f1"] for r in evaluations) == last["best_f1"]
