@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .config import ConfigError, ModelConfig, WindowSettings
 from .model import DynamicBertForQuestionAnswering
+from .selector import SelectorError, TokenSelector
 from .tokenizer import TOKENIZER_FILES, QATokenizer, TokenizerError
 
 WEIGHT_FILES = (
@@ -210,6 +211,10 @@ def load(
                 f"config.json implies {tuple(expected[name].shape)}"
             )
     model.load_state_dict(state, strict=False)
+    try:
+        model.selector = TokenSelector.load(folder, config.hidden_size, config.num_hidden_layers)
+    except SelectorError as error:
+        raise CheckpointError(str(error)) from None
     return model.to(dtype).eval(), tokenizer, folder
 
 
@@ -260,8 +265,11 @@ def save(
         state = {
             to_hf_name(k): v.detach().to(dtype or v.dtype).contiguous().cpu()
             for k, v in model.state_dict().items()
+            if not k.startswith("selector.")  # the selector has a file of its own
         }
         save_file(state, staging / "model.safetensors", metadata={"format": "pt"})
+        if model.selector is not None:
+            model.selector.save(staging)
         config = model.config.to_dict()
         config["torch_dtype"] = str(dtype or next(model.parameters()).dtype).removeprefix("torch.")
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 from .checkpoint import CheckpointError
+from .config import SELECTORS
 from .data import SquadFormatError, read_squad
 from .frontier import BudgetError
 from .lengths import LengthsError, format_lengths, parse_lengths
 from .search import SearchError
+from .selector import SelectorError
 from .train import TrainingError
 from .transformers_qa import VocabularyError
 
@@ -37,6 +39,7 @@ USER_ERRORS = (
     TrainingError,
     VocabularyError,
     SearchError,
+    SelectorError,
 )
 
 
@@ -56,6 +59,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     cost.add_argument(
         "--speedup", type=float, help="the most accurate frontier point at least this much faster (measured)"
+    )
+    parser.add_argument(
+        "--selector",
+        choices=SELECTORS,
+        help="which tokens dropping layers keep: the attention they receive, or the model's learned "
+        "selector (default: learned where the model has one)",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
     parser.add_argument(
@@ -138,7 +147,7 @@ def _load(args: argparse.Namespace):
         raise UsageError(f"--max-answer-len must be at least 1, got {args.max_answer_len}")
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device)
     lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths else None
-    lengths, point = qa.choose(lengths, args.budget, args.speedup)
+    lengths, point = qa.choose(lengths, args.budget, args.speedup, args.selector)
     return qa, lengths, point
 
 
@@ -157,7 +166,13 @@ def run_ask(args: argparse.Namespace) -> None:
         raise UsageError("the context is empty")
     qa, lengths, point = _load(args)
     [answers] = qa.answer(
-        [args.question], [context], args.top_k, args.max_answer_len, lengths, args.batch_size
+        [args.question],
+        [context],
+        args.top_k,
+        args.max_answer_len,
+        lengths,
+        args.batch_size,
+        selector=args.selector,
     )
     if args.json:
         print(
@@ -165,6 +180,7 @@ def run_ask(args: argparse.Namespace) -> None:
                 {
                     "model": str(qa.folder),
                     "lengths": format_lengths(lengths, qa.num_layers),
+                    "selector": qa.resolve_selector(args.selector),
                     "frontier_point": _point(point),
                     "answers": [a.to_dict() for a in answers],
                 }
@@ -186,7 +202,14 @@ def run_eval(args: argparse.Namespace) -> None:
     if not examples:
         raise UsageError(f"{args.data} holds no questions")
     qa, lengths, point = _load(args)
-    result = qa.evaluate(examples, lengths, args.batch_size, args.max_answer_len, progress=not args.quiet)
+    result = qa.evaluate(
+        examples,
+        lengths,
+        args.batch_size,
+        args.max_answer_len,
+        progress=not args.quiet,
+        selector=args.selector,
+    )
     if args.predictions is not None:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         args.predictions.write_text(json.dumps(result.predictions, indent=1, ensure_ascii=False) + "\n")
@@ -199,6 +222,7 @@ def run_eval(args: argparse.Namespace) -> None:
         "windows": result.windows,
         "gflops_per_window_at_384": result.gflops_per_window_at_384,
         "lengths": format_lengths(lengths, qa.num_layers),
+        "selector": result.selector,
         "frontier_point": _point(point),
         "model": str(qa.folder),
     }
@@ -210,6 +234,8 @@ def run_eval(args: argparse.Namespace) -> None:
     print(f"questions          {result.questions}")
     print(f"GFLOPs per window  {result.gflops_per_window:.3f}  (mean over {result.windows} windows)")
     print(f"wall seconds       {result.seconds:.2f}")
+    if lengths is not None:
+        print(f"selector           {result.selector}")
     if point is not None:
         print(
             f"frontier point     {format_lengths(lengths, qa.num_layers)}: "

@@ -19,6 +19,9 @@ def option(help: str, **metadata: Any):
 
 
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
+# how a dropping layer chooses the tokens it keeps: the attention they receive (PoWER-BERT), or the
+# model's learned selector (selector.py)
+SELECTORS = ("attention", "learned")
 
 
 class ConfigError(ValueError):

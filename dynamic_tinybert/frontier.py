@@ -1,9 +1,10 @@
 """The accuracy/cost frontier of a model's length configurations, stored beside its config.json.
 
 `frontier.json` holds the Pareto-optimal configurations the search found (DESIGN.md section 4),
-cheapest first, always ending with the full model, each with its cost and held-out accuracy:
+cheapest first, always ending with the full model, each with its cost and held-out accuracy, and
+the selector they were searched with (their accuracy and cost hold for that one only):
 
-    {"objective": "flops", "heldout": {...}, "machine": "...",
+    {"objective": "flops", "selector": "learned", "heldout": {...}, "machine": "...",
      "points": [{"lengths": [0.6, 0.4, ...], "flops_ratio": 0.31, "gflops_at_384": 5.4,
                  "gflops_at_mean_length": 2.1, "heldout_exact_match": 71.2, "heldout_f1": 80.3,
                  "latency_ms_batch1": 9.8, "throughput_batch32": 120.4}, ...]}
@@ -58,13 +59,14 @@ class Point:
         return asdict(self) | {"lengths": list(self.lengths)}
 
 
-def flops_ratio(config: ModelConfig, lengths: Lengths | None) -> float:
-    """FLOPs of a configuration against the full model's, the largest over window lengths.
+def flops_ratio(config: ModelConfig, lengths: Lengths | None, scorer_macs: int = 0) -> float:
+    """FLOPs of a configuration (with its selector's, scorer_macs per token scored) against the
+    full model's, the largest over window lengths.
 
     >>> flops_ratio(ModelConfig(num_hidden_layers=2), None)
     1.0
     """
-    return max(encoder_macs(config, n, lengths) / encoder_macs(config, n) for n in RATIO_LENGTHS)
+    return max(encoder_macs(config, n, lengths, scorer_macs) / encoder_macs(config, n) for n in RATIO_LENGTHS)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Frontier:
     heldout: dict = field(default_factory=dict)  # what the accuracy was measured on
     machine: str = ""  # where latency and throughput were measured
     constant_ratio: list[Point] = field(default_factory=list)  # every layer keeps one share: for comparison
+    selector: str = "attention"  # which tokens dropping layers keep (model.SELECTORS)
 
     @property
     def full(self) -> Point:
@@ -111,6 +114,7 @@ class Frontier:
     def to_dict(self) -> dict:
         return {
             "objective": self.objective,
+            "selector": self.selector,
             "heldout": self.heldout,
             "machine": self.machine,
             "points": [p.to_dict() for p in self.points],
@@ -128,6 +132,7 @@ class Frontier:
             raw.get("heldout", {}),
             raw.get("machine", ""),
             points("constant_ratio"),
+            raw.get("selector", "attention"),  # files from before the learned selector
         )
         if not frontier.points or not frontier.full.is_full:
             raise ValueError("the points must end with the full model")

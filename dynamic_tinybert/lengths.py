@@ -93,29 +93,41 @@ def token_counts(n_tokens: int, shares: Lengths | None, num_layers: int) -> list
     return [n_tokens] + [kept_tokens(n_tokens, s) for s in shares]
 
 
-def encoder_macs(config: ModelConfig, n_tokens: int, shares: Lengths | None = None) -> int:
+def encoder_macs(
+    config: ModelConfig, n_tokens: int, shares: Lengths | None = None, scorer_macs: int = 0
+) -> int:
     """Multiply-adds of the encoder layers on one input of `n_tokens` real tokens.
 
     Layer i, with n(i-1) tokens in and n(i) kept, costs
         4 n(i-1) d^2   Q, K, V and output projections
       + 2 n(i-1)^2 d   the two attention products
-      + 2 n(i) d f     the feed-forward block on the kept tokens only.
+      + 2 n(i) d f     the feed-forward block on the kept tokens only
+      + n(i-1) s       where the layer drops tokens, a learned selector scoring each token
+                       (s = scorer_macs per token; 0 for attention received, a by-product).
     Embeddings and the QA head are left out (lookups, and 2 d per token).
 
     >>> round(encoder_macs(ModelConfig(hidden_size=768, intermediate_size=3072), 384) / 1e9, 1)
     17.7
+    >>> c = ModelConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2)
+    >>> encoder_macs(c, 10, (1.0, 0.5), scorer_macs=100) - encoder_macs(c, 10, (1.0, 0.5))
+    1000
     """
     d, f = config.hidden_size, config.intermediate_size
     counts = token_counts(n_tokens, shares, config.num_hidden_layers)
     return sum(
-        4 * n_in * d * d + 2 * n_in * n_in * d + 2 * n_out * d * f
+        4 * n_in * d * d
+        + 2 * n_in * n_in * d
+        + 2 * n_out * d * f
+        + (n_in * scorer_macs if n_out < n_in else 0)
         for n_in, n_out in zip(counts[:-1], counts[1:], strict=True)
     )
 
 
-def encoder_gflops(config: ModelConfig, n_tokens: int, shares: Lengths | None = None) -> float:
+def encoder_gflops(
+    config: ModelConfig, n_tokens: int, shares: Lengths | None = None, scorer_macs: int = 0
+) -> float:
     """FLOPs (twice the multiply-adds) in billions."""
-    return 2 * encoder_macs(config, n_tokens, shares) / 1e9
+    return 2 * encoder_macs(config, n_tokens, shares, scorer_macs) / 1e9
 
 
 def geometric_lengths(keep: float, num_layers: int) -> Lengths | None:

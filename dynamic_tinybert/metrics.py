@@ -19,7 +19,9 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize_answer(text: str) -> str:
-    """>>> normalize_answer("The  Denver Broncos!")
+    """Lower-case, drop punctuation and the articles a/an/the, collapse white space.
+
+    >>> normalize_answer("The  Denver Broncos!")
     'denver broncos'
     """
     text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)

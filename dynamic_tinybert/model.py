@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .config import SELECTORS, ModelConfig
 from .lengths import Lengths, kept_tokens, validate_lengths
+from .selector import SelectorError, TokenSelector, context_tokens, ranking
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -39,6 +40,7 @@ class QAOutput:
     # per layer, only when asked for and only at full length (distillation targets)
     hidden_states: list[Tensor] | None = None  # L+1 tensors (B, T, d), embeddings first
     attentions: list[Tensor] | None = None  # L tensors (B, H, T, T)
+    attended: list[Tensor] | None = None  # L tensors (B, T, d): each layer's post-attention states
 
 
 class Embeddings(nn.Module):
@@ -216,6 +218,8 @@ class DynamicBertForQuestionAnswering(nn.Module):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.qa_head = nn.Linear(config.hidden_size, 2)
         self.apply(self._init_weights)
+        # the learned token selector (selector.py), saved beside the weights; None: attention received
+        self.selector: TokenSelector | None = None
 
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's initialisation, for heads that a checkpoint does not provide."""
@@ -226,6 +230,26 @@ class DynamicBertForQuestionAnswering(nn.Module):
         if isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+    def resolve_selector(self, selector: str | None) -> str:
+        """The selector a forward pass drops tokens by: "learned" or "attention" as asked, or
+        (None) the learned one where the model has it."""
+        if selector is None:
+            return "learned" if self.selector is not None else "attention"
+        if selector not in SELECTORS:
+            raise SelectorError(f"selector {selector!r} is not one of {', '.join(SELECTORS)}")
+        if selector == "learned" and self.selector is None:
+            raise SelectorError(
+                "this model has no learned selector (selector.safetensors); train one with "
+                "`dynamic-tinybert train --stage selector`, or use the attention selector"
+            )
+        return selector
+
+    def scorer_macs(self, selector: str | None = None) -> int:
+        """Multiply-adds per token scored at a dropping layer (the cost model's selector term)."""
+        if self.resolve_selector(selector) == "learned":
+            return self.selector.config.macs_per_token
+        return 0
 
     def keep_plan(
         self, counts: list[int], lengths: Lengths | None, skip: Sequence[bool] | None = None
@@ -253,17 +277,27 @@ class DynamicBertForQuestionAnswering(nn.Module):
         token_type_ids: Tensor | None = None,
         lengths: Sequence[float] | None = None,
         skip: Sequence[bool] | None = None,
+        selector: str | None = None,
+        fixed_scores: Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        output_attended: bool = False,
     ) -> QAOutput:
         """Start and end logits (B, T) for every input position.
 
         lengths: one share per layer (see lengths.py); None runs the full model.
         skip: per layer, True to leave it out (LayerDrop in training).
+        selector: which tokens dropping layers keep: "attention" (the attention they receive),
+          "learned" (the model's selector), or None (learned where the model has one).
+        fixed_scores: (B, T) a ranking of the context tokens used at every dropping layer instead
+          of a selector; a diagnostic (the oracle of scripts/selector_report.py), never a serving mode.
+        output_attended: each layer's post-attention states, what the selector reads (training).
         """
         lengths = validate_lengths(lengths, self.config.num_hidden_layers)
-        if (lengths is not None or skip) and (output_hidden_states or output_attentions):
+        full = lengths is None and not skip
+        if not full and (output_hidden_states or output_attentions or output_attended):
             raise ValueError("hidden states and attentions are only returned for the full model")
+        selector = self.resolve_selector(selector)
         B, T = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -276,27 +310,56 @@ class DynamicBertForQuestionAnswering(nn.Module):
         final = None  # from the first drop on: every token's latest state in the input layout (B * T, d)
         hidden_states = [tokens.restore(x).view(B, T, -1)] if output_hidden_states else None
         attentions = [] if output_attentions else None
+        attended_states = [] if output_attended else None
+        ranked = selector == "learned" or fixed_scores is not None
+        context = context_tokens(attention_mask, token_type_ids).flatten() if ranked else None
 
         plan = self.keep_plan(tokens.counts, lengths, skip)
         for i, (layer, keep) in enumerate(zip(self.layers, plan, strict=True)):
             if skip and skip[i]:
                 continue
-            if keep is None and not output_attentions:
-                x = layer(x, tokens)
-            elif keep is None:
-                attended, probs = layer.attend(x, tokens, output="probs")
-                attentions.append(probs)
+            if keep is None:
+                attended, probs = layer.attend(x, tokens, output="probs" if output_attentions else "none")
+                if output_attentions:
+                    attentions.append(probs)
+                if output_attended:
+                    attended_states.append(tokens.restore(attended).view(B, T, -1))
                 x = layer.feed_forward(attended)
             else:
-                attended, significance = layer.attend(x, tokens, output="significance")
-                significance = significance.masked_fill(~tokens.valid, -math.inf)
+                if ranked:
+                    attended, _ = layer.attend(x, tokens)  # fused: no attention probabilities needed
+                    scores = self._rank(i, attended, tokens, context, positions, fixed_scores)
+                else:
+                    attended, scores = layer.attend(x, tokens, output="significance")
+                    scores = scores.masked_fill(~tokens.valid, -math.inf)
                 # the dropped tokens keep the state they came with
                 final = tokens.restore(x, final if final is not None else x.new_zeros(B * T, x.shape[-1]))
-                chosen, tokens = tokens.keep(*select_tokens(significance, keep.to(x.device)))
+                chosen, tokens = tokens.keep(*select_tokens(scores, keep.to(x.device)))
                 x = layer.feed_forward(attended[chosen])
             if output_hidden_states:
                 hidden_states.append(tokens.restore(x).view(B, T, -1))
 
         logits = self.qa_head(tokens.restore(x, final)).view(B, T, 2)
         start_logits, end_logits = logits.unbind(dim=-1)
-        return QAOutput(start_logits, end_logits, hidden_states, attentions)
+        return QAOutput(start_logits, end_logits, hidden_states, attentions, attended_states)
+
+    def _rank(
+        self,
+        layer: int,
+        attended: Tensor,
+        tokens: Tokens,
+        context: Tensor,
+        positions: Tensor,
+        fixed_scores: Tensor | None,
+    ) -> Tensor:
+        """(B, width) significance of the tokens still present: the learned selector's scores (or
+        the fixed ones) on context tokens, forced tokens above them (selector.ranking).
+        context and positions are flat (B * T,), in the input layout."""
+        is_context = tokens.pad(context[tokens.origin, None]).squeeze(-1)  # (B, W), False at padding
+        position = tokens.pad(positions[tokens.origin, None]).squeeze(-1)
+        if fixed_scores is not None:
+            scores = tokens.pad(fixed_scores.flatten()[tokens.origin, None].to(attended.dtype)).squeeze(-1)
+        else:
+            question = tokens.valid & ~is_context
+            scores = self.selector(layer, tokens.pad(attended), question, tokens.valid)
+        return ranking(scores.float(), is_context, tokens.valid, position)

@@ -42,6 +42,7 @@ class Evaluation:
     predictions: dict[str, str]  # id -> answer text, the official format
     lengths: Lengths | None = None  # the configuration that ran
     point: Point | None = None  # the frontier point a budget picked
+    selector: str = "attention"  # which tokens dropping layers kept: "attention" or "learned"
 
 
 class QuestionAnswerer:
@@ -80,8 +81,11 @@ class QuestionAnswerer:
         lengths: Sequence[float] | None = None,
         budget: float | None = None,
         speedup: float | None = None,
+        selector: str | None = None,
     ) -> tuple[Lengths | None, Point | None]:
-        """The length configuration to run: given, or the frontier point a budget picks."""
+        """The length configuration to run: given, or the frontier point a budget picks (the
+        frontier was searched with one selector, and holds only for that one)."""
+        selector = self.resolve_selector(selector)
         if budget is None and speedup is None:
             return validate_lengths(lengths, self.num_layers), None
         if lengths is not None:
@@ -90,6 +94,12 @@ class QuestionAnswerer:
             raise BudgetError(
                 f"the model {self.folder} has no frontier ({'frontier.json'}); run `dynamic-tinybert search` "
                 "on it first, or give --lengths"
+            )
+        if self.frontier.selector != selector:
+            raise BudgetError(
+                f"the frontier of {self.folder} was searched with the {self.frontier.selector} selector, "
+                f"not the {selector} one; use --selector {self.frontier.selector}, give --lengths, or "
+                f"search again with --selector {selector}"
             )
         point = self.frontier.pick(budget=budget, speedup=speedup)
         return point.config, point
@@ -105,6 +115,7 @@ class QuestionAnswerer:
         budget: float | None = None,
         speedup: float | None = None,
         batch_size: int = 32,
+        selector: str | None = None,
     ) -> dict | list:
         """qa(question=..., context=...), qa({"question", "context"}) or qa([{...}, ...])."""
         if args:
@@ -121,8 +132,10 @@ class QuestionAnswerer:
             single = isinstance(question, str)
             questions = [question] if single else list(question)
             contexts = [context] * len(questions) if isinstance(context, str) else list(context)
-        lengths, _ = self.choose(lengths, budget, speedup)
-        results = self.answer(questions, contexts, top_k, max_answer_len, lengths, batch_size)
+        lengths, _ = self.choose(lengths, budget, speedup, selector)
+        results = self.answer(
+            questions, contexts, top_k, max_answer_len, lengths, batch_size, selector=selector
+        )
         shaped = [
             (answers[0] if answers else NO_ANSWER).to_dict() if top_k == 1 else [a.to_dict() for a in answers]
             for answers in results
@@ -138,11 +151,14 @@ class QuestionAnswerer:
         lengths: Sequence[float] | None = None,
         batch_size: int = 32,
         progress: bool = False,
+        selector: str | None = None,
     ) -> list[list[Answer]]:
         """The top_k answers of each (question, context) pair, best first."""
         _check_inputs(questions, contexts, top_k, max_answer_len, batch_size)
         windows = self.tokenizer.encode_windows(questions, contexts)
-        return self.answer_windows(windows, contexts, top_k, max_answer_len, lengths, batch_size, progress)
+        return self.answer_windows(
+            windows, contexts, top_k, max_answer_len, lengths, batch_size, progress, selector
+        )
 
     def answer_windows(
         self,
@@ -153,10 +169,13 @@ class QuestionAnswerer:
         lengths: Sequence[float] | None = None,
         batch_size: int = 32,
         progress: bool = False,
+        selector: str | None = None,
     ) -> list[list[Answer]]:
         """answer() on pairs already cut into windows (by self.tokenizer.encode_windows)."""
         lengths = validate_lengths(lengths, self.num_layers)
-        logits = self.window_logits([w for ws in windows for w in ws], lengths, batch_size, progress)
+        logits = self.window_logits(
+            [w for ws in windows for w in ws], lengths, batch_size, progress, selector
+        )
         results, i = [], 0
         for context, pair_windows in zip(contexts, windows, strict=True):
             spans = []
@@ -168,9 +187,15 @@ class QuestionAnswerer:
         return results
 
     def window_logits(
-        self, windows: Sequence[Window], lengths: Lengths | None, batch_size: int, progress: bool = False
+        self,
+        windows: Sequence[Window],
+        lengths: Lengths | None,
+        batch_size: int,
+        progress: bool = False,
+        selector: str | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Start and end logits of each window, run in batches of similar length."""
+        options = {} if selector is None else {"selector": selector}  # a teacher takes no selector
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(windows)
         bar = tqdm(
             total=len(windows), unit="window", disable=not progress, mininterval=0.5, dynamic_ncols=True
@@ -178,7 +203,7 @@ class QuestionAnswerer:
         with torch.inference_mode(), bar:
             for batch in batches_by_length([len(w) for w in windows], batch_size):
                 inputs = collate([windows[i] for i in batch], self.device)
-                result = self.model(**inputs, lengths=lengths)
+                result = self.model(**inputs, lengths=lengths, **options)
                 starts = result.start_logits.float().cpu().numpy()
                 ends = result.end_logits.float().cpu().numpy()
                 for row, i in enumerate(batch):
@@ -196,12 +221,15 @@ class QuestionAnswerer:
         progress: bool = False,
         budget: float | None = None,
         speedup: float | None = None,
+        selector: str | None = None,
     ) -> Evaluation:
         """Answer every example and score the answers with the official SQuAD metric."""
-        lengths, point = self.choose(lengths, budget, speedup)
+        lengths, point = self.choose(lengths, budget, speedup, selector)
         began = time.perf_counter()
         windows = self.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
-        result = self.evaluate_windows(examples, windows, lengths, batch_size, max_answer_len, progress)
+        result = self.evaluate_windows(
+            examples, windows, lengths, batch_size, max_answer_len, progress, selector
+        )
         result.seconds = time.perf_counter() - began
         result.point = point
         return result
@@ -214,32 +242,48 @@ class QuestionAnswerer:
         batch_size: int = 32,
         max_answer_len: int = 30,
         progress: bool = False,
+        selector: str | None = None,
     ) -> Evaluation:
         """evaluate() on examples already cut into windows (the search runs many configurations
         on the same windows); seconds counts running and post-processing only."""
         began = time.perf_counter()
         contexts = [e.context for e in examples]
-        results = self.answer_windows(windows, contexts, 1, max_answer_len, lengths, batch_size, progress)
+        results = self.answer_windows(
+            windows, contexts, 1, max_answer_len, lengths, batch_size, progress, selector
+        )
         seconds = time.perf_counter() - began
         predictions = {
             e.id: (answers[0].text if answers else "") for e, answers in zip(examples, results, strict=True)
         }
         scores = squad_scores(gold_answers(examples), predictions)
         config = self.model.config
+        scorer = self.scorer_macs(selector)
         flat = [w for ws in windows for w in ws]
         return Evaluation(
             exact_match=scores.exact_match,
             f1=scores.f1,
             questions=scores.questions,
             windows=len(flat),
-            gflops_per_window=float(np.mean([encoder_gflops(config, len(w), lengths) for w in flat]))
+            gflops_per_window=float(np.mean([encoder_gflops(config, len(w), lengths, scorer) for w in flat]))
             if flat
             else 0.0,
-            gflops_per_window_at_384=encoder_gflops(config, 384, lengths),
+            gflops_per_window_at_384=encoder_gflops(config, 384, lengths, scorer),
             seconds=seconds,
             predictions=predictions,
             lengths=lengths,
+            selector=self.resolve_selector(selector),
         )
+
+    def resolve_selector(self, selector: str | None = None) -> str:
+        """ "learned" or "attention": as asked, else the learned one where the model has it (a
+        model that does not drop tokens, a teacher, reports "attention")."""
+        resolve = getattr(self.model, "resolve_selector", None)
+        return resolve(selector) if resolve else "attention"
+
+    def scorer_macs(self, selector: str | None = None) -> int:
+        """The cost model's selector term for this model and selector."""
+        scorer = getattr(self.model, "scorer_macs", None)
+        return scorer(selector) if scorer else 0
 
 
 def collate(windows: Sequence[Window], device: torch.device) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .config import option
+from .config import SELECTORS, option
 from .data import read_squad
 from .frontier import Frontier, Point, flops_ratio, pareto
 from .lengths import encoder_gflops, format_lengths, validate_lengths
@@ -48,6 +48,10 @@ class SearchSettings:
         "cost to trade F1 against: flops, or latency measured here",
         default="flops",
         choices=("flops", "latency"),
+    )
+    selector: str | None = option(
+        "which tokens dropping layers keep: attention or learned (default: learned where the model has one)",
+        choices=SELECTORS,
     )
     population: int = option("initial constant-ratio configurations", default=20)
     iterations: int = option("evolution iterations", default=30)
@@ -84,6 +88,7 @@ class SearchSettings:
         a finished search goes on for more, as one run of that many iterations would)."""
         keep = (
             "data",
+            "selector",
             "objective",
             "population",
             "mutations",
@@ -100,15 +105,41 @@ class SearchSettings:
 # --- the operators (pure) ------------------------------------------------------------------------
 
 
-def initial_population(num_layers: int, size: int, steps: int, smallest: float) -> list[Units]:
+def constant_ratios(num_layers: int, size: int, steps: int, smallest: float) -> list[Units]:
     """`size` constant-ratio configurations from the smallest one's last share up to the full model.
 
-    >>> initial_population(2, 3, 10, 0.5)
+    >>> constant_ratios(2, 3, 10, 0.5)
     [(3, 3), (7, 7), (10, 10)]
     """
     low = smallest**num_layers
     shares = np.linspace(low, 1.0, size) if size > 1 else [1.0]
     return list(dict.fromkeys((max(1, math.ceil(s * steps - 1e-9)),) * num_layers for s in shares))
+
+
+def whole_prefixes(constant: list[Units], steps: int, rungs: int = 3) -> list[Units]:
+    """Configurations that keep the first k layers whole (k = 1 .. L-1) and the others at one
+    share, for `rungs` shares spread over the constant ratios' (smallest first): the corner of
+    the space between the constant ratios and the full model, which mutations rarely reach.
+
+    >>> whole_prefixes([(2, 2, 2), (5, 5, 5), (10, 10, 10)], 10, rungs=2)
+    [(10, 2, 2), (10, 10, 2), (10, 5, 5), (10, 10, 5)]
+    """
+    shares = sorted({c[0] for c in constant if c[0] < steps})
+    if not shares:
+        return []
+    picked = dict.fromkeys(shares[round(j * (len(shares) - 1) / max(1, rungs - 1))] for j in range(rungs))
+    layers = len(constant[0])
+    return [(steps,) * k + (s,) * (layers - k) for s in picked for k in range(1, layers)]
+
+
+def initial_population(num_layers: int, size: int, steps: int, smallest: float) -> list[Units]:
+    """The constant ratios, then the whole-prefix configurations built on them.
+
+    >>> initial_population(2, 3, 10, 0.5)
+    [(3, 3), (7, 7), (10, 10), (10, 3), (10, 7)]
+    """
+    constant = constant_ratios(num_layers, size, steps, smallest)
+    return list(dict.fromkeys(constant + whole_prefixes(constant, steps)))
 
 
 def mutate(parent: Units, rng: np.random.Generator, prob: float, steps: int) -> Units:
@@ -168,6 +199,8 @@ class Search:
         self.evaluated: dict[str, dict] = {}  # units as "20,16,..." -> measurements
         self.iteration = -1  # -1: the initial population is not evaluated yet
         self.state_path = Path(settings.state) if settings.state else qa.folder / "search_state.json"
+        self.selector = qa.resolve_selector(settings.selector)  # "learned" or "attention"
+        self.scorer_macs = qa.scorer_macs(self.selector)
 
     def shares(self, units: Units) -> tuple[float, ...]:
         return tuple(round(u / self.steps, 6) for u in units)
@@ -177,10 +210,12 @@ class Search:
         key = ",".join(map(str, units))
         if key not in self.evaluated:
             lengths = validate_lengths(self.shares(units), self.layers)
-            result = self.qa.evaluate_windows(self.examples, self.windows, lengths, self.settings.batch_size)
+            result = self.qa.evaluate_windows(
+                self.examples, self.windows, lengths, self.settings.batch_size, selector=self.selector
+            )
             record = {"exact_match": result.exact_match, "f1": result.f1}
             if self.settings.objective == "latency":
-                record["latency_ms"] = latency_ms(self.qa.model, self.timed, lengths, self.qa.device)
+                record["latency_ms"] = self._latency(lengths)
             self.evaluated[key] = record
         return self.evaluated[key]
 
@@ -190,14 +225,17 @@ class Search:
         config = self.qa.model.config
         return Point(
             lengths=self.shares(units),
-            flops_ratio=flops_ratio(config, lengths),
-            gflops_at_384=encoder_gflops(config, 384, lengths),
-            gflops_at_mean_length=encoder_gflops(config, round(self.mean_length), lengths),
+            flops_ratio=flops_ratio(config, lengths, self.scorer_macs),
+            gflops_at_384=encoder_gflops(config, 384, lengths, self.scorer_macs),
+            gflops_at_mean_length=encoder_gflops(config, round(self.mean_length), lengths, self.scorer_macs),
             heldout_exact_match=record["exact_match"],
             heldout_f1=record["f1"],
             latency_ms_batch1=record.get("latency_ms"),
             throughput_batch32=record.get("throughput"),
         )
+
+    def _latency(self, lengths) -> float:
+        return latency_ms(self.qa.model, self.timed, lengths, self.qa.device, selector=self.selector)
 
     def _cost(self, point: Point) -> float:
         return point.latency_ms_batch1 if self.settings.objective == "latency" else point.flops_ratio
@@ -219,6 +257,7 @@ class Search:
         population = initial_population(
             self.layers, self.settings.population, self.steps, self.settings.smallest
         )
+        constant = [units for units in population if len(set(units)) == 1]
         bar = tqdm(
             total=self.settings.iterations + 1,
             initial=self.iteration + 1,
@@ -254,19 +293,19 @@ class Search:
                 self._save()
                 bar.update(1)
                 bar.set_postfix(frontier=len(parents), evaluated=len(self.evaluated))
-        return self.finish(population)
+        return self.finish(constant)
 
-    def finish(self, population: list[Units]) -> Frontier:
+    def finish(self, constant: list[Units]) -> Frontier:
         """Time every frontier point and constant-ratio configuration; write frontier.json."""
         frontier = self.frontier_units()
-        for units in dict.fromkeys([*frontier, *population]):
+        for units in dict.fromkeys([*frontier, *constant]):
             record = self.evaluated[",".join(map(str, units))]
             lengths = validate_lengths(self.shares(units), self.layers)
             if "throughput" not in record:
-                record.setdefault(
-                    "latency_ms", latency_ms(self.qa.model, self.timed, lengths, self.qa.device)
+                record.setdefault("latency_ms", self._latency(lengths))
+                record["throughput"] = throughput(
+                    self.qa.model, self.flat[:256], lengths, self.qa.device, selector=self.selector
                 )
-                record["throughput"] = throughput(self.qa.model, self.flat[:256], lengths, self.qa.device)
         self._save()
         result = Frontier(
             points=[self.point(u) for u in frontier],
@@ -279,7 +318,8 @@ class Search:
                 "search": asdict(self.settings) | {"json": None, "quiet": None},
             },
             machine=machine(),
-            constant_ratio=[self.point(u) for u in population],
+            constant_ratio=[self.point(u) for u in constant],
+            selector=self.selector,
         )
         result.save(self.qa.folder)
         return result

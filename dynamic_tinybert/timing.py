@@ -33,35 +33,44 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def latency_ms(model, windows: Sequence[Window], lengths: Lengths | None, device: torch.device) -> float:
-    """Median time of one forward pass on one window, over the given windows (milliseconds)."""
+def latency_ms(
+    model, windows: Sequence[Window], lengths: Lengths | None, device: torch.device, **options
+) -> float:
+    """Median time of one forward pass on one window, over the given windows (milliseconds);
+    options go to the model (selector=...)."""
     times = []
     with torch.inference_mode():
-        model(**collate([windows[0]], device), lengths=lengths)  # warm-up
+        model(**collate([windows[0]], device), lengths=lengths, **options)  # warm-up
         for window in windows:
             inputs = collate([window], device)
             _sync(device)
             began = time.perf_counter()
-            model(**inputs, lengths=lengths)
+            model(**inputs, lengths=lengths, **options)
             _sync(device)
             times.append(time.perf_counter() - began)
     return 1000 * statistics.median(times)
 
 
 def throughput(
-    model, windows: Sequence[Window], lengths: Lengths | None, device: torch.device, batch_size: int = 32
+    model,
+    windows: Sequence[Window],
+    lengths: Lengths | None,
+    device: torch.device,
+    batch_size: int = 32,
+    **options,
 ) -> float:
-    """Windows per second over all the windows, in batches sorted by length."""
+    """Windows per second over all the windows, in batches sorted by length; options go to the
+    model (selector=...)."""
     batches = [
         collate([windows[i] for i in b], device)
         for b in batches_by_length([len(w) for w in windows], batch_size)
     ]
     with torch.inference_mode():
-        model(**batches[-1], lengths=lengths)  # warm-up
+        model(**batches[-1], lengths=lengths, **options)  # warm-up
         _sync(device)
         began = time.perf_counter()
         for batch in batches:
-            model(**batch, lengths=lengths)
+            model(**batch, lengths=lengths, **options)
         _sync(device)
     return len(windows) / (time.perf_counter() - began)
 

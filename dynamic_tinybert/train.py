@@ -6,7 +6,10 @@
                   teacher layer m * L_T / L_S
     prediction    prediction-layer distillation: the teacher's start/end distributions
     lengthdrop    LengthDrop: the full model, the smallest configuration and random ones with
-                  LayerDrop each step, the sub-models learning the full pass's distributions
+                  LayerDrop each step, the sub-models learning the full pass's distributions (and
+                  dropping what the model's learned selector drops, where it has one)
+    selector      the learned token selector (selector.py), the encoder frozen: each layer's
+                  scorer learns where the full model puts its answer
 
 Each stage reads a model folder and writes one: the output folder holds the best checkpoint on
 the held-out split in the transformers layout, `metrics.jsonl`, and `trainer/step-N/`, the state
@@ -49,13 +52,15 @@ from .data import (
     write_squad,
 )
 from .distill import attention_loss, hidden_loss, layer_map, prediction_loss, span_loss
-from .lengths import Lengths, geometric_lengths, sample_layer_skips, sample_lengths
+from .lengths import Lengths, constant_ratio, geometric_lengths, sample_layer_skips, sample_lengths
 from .model import DynamicBertForQuestionAnswering, QAOutput
 from .reader import QuestionAnswerer, collate
+from .selector import FILENAME as SELECTOR_FILE
+from .selector import SelectorConfig, TokenSelector, answer_region, context_tokens, selector_loss
 from .tokenizer import QATokenizer, Window
 from .transformers_qa import PROBE_TEXT, TransformersQA, VocabularyError, VocabularyMap
 
-STAGES = ("finetune", "intermediate", "prediction", "lengthdrop")
+STAGES = ("finetune", "intermediate", "prediction", "lengthdrop", "selector")
 NEEDS_TEACHER = ("intermediate", "prediction")
 
 
@@ -67,7 +72,9 @@ class TrainingError(ValueError):
 class TrainSettings:
     """Every setting of `dynamic-tinybert train`; the command line is built from these fields."""
 
-    stage: str = option("finetune, intermediate, prediction or lengthdrop", choices=STAGES, required=True)
+    stage: str = option(
+        "finetune, intermediate, prediction, lengthdrop or selector", choices=STAGES, required=True
+    )
     model: str = option("the model folder to start from", required=True)
     data: list[str] = option(
         "SQuAD-format JSON files, or dataset names for `datasets`", nargs="+", required=True
@@ -99,6 +106,13 @@ class TrainSettings:
         "LengthDrop: least share of the previous layer's tokens a layer keeps", default=0.8
     )
     random_configs: int = option("LengthDrop: random sub-models per step", default=2)
+    selector_width: int = option("selector: hidden width of each layer's scorer", default=64)
+    selector_radius: float = option(
+        "selector: how far (in tokens) the answer region spreads to its neighbours", default=8.0
+    )
+    selector_share: float = option(
+        "selector: checkpoints are selected on held-out F1 with every layer keeping this share", default=0.5
+    )
     dropout: float | None = option("override the model's dropout probabilities")
     precision: str = option(
         "auto (bf16 where the hardware has it), fp32 or bf16",
@@ -124,6 +138,10 @@ class TrainSettings:
             raise TrainingError("--max-steps must be at least 1")
         if not 0 < self.heldout_fraction < 1:
             raise TrainingError("--heldout-fraction must be between 0 and 1")
+        if self.selector_width < 1 or self.selector_radius <= 0:
+            raise TrainingError("--selector-width and --selector-radius must be positive")
+        if not 0 < self.selector_share <= 1:
+            raise TrainingError("--selector-share must be in (0, 1]")
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -300,6 +318,18 @@ def set_dropout(model: nn.Module, p: float) -> None:
             module.attn_dropout = p
 
 
+def freeze_for_selector(model: DynamicBertForQuestionAnswering, width: int) -> None:
+    """The selector stage trains the selector alone (a new one where the model has none) on the
+    frozen encoder, whose dropout is off: its full pass is the target."""
+    if model.selector is None:
+        model.selector = TokenSelector(
+            SelectorConfig(model.config.hidden_size, model.config.num_hidden_layers, width)
+        )
+    model.requires_grad_(False)
+    model.selector.requires_grad_(True)
+    set_dropout(model, 0.0)
+
+
 # --- the stages --------------------------------------------------------------------------------
 
 
@@ -335,7 +365,7 @@ def prediction_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor
 
 def lengthdrop_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
     mask = batch["attention_mask"].bool()
-    full = trainee.model(**batch)
+    full = trainee.model(**batch, output_attended=trainee.model.selector is not None)
     if ctx.teacher is not None:
         with torch.no_grad():
             teacher = ctx.teacher(**batch)
@@ -352,7 +382,34 @@ def lengthdrop_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor
     for lengths in configs:
         skip = sample_layer_skips(ctx.rng, layers, ctx.settings.layerdrop)
         loss = loss + prediction_loss(trainee.model(**batch, lengths=lengths, skip=skip), target, mask)
+    if trainee.model.selector is not None:
+        # the selector follows the encoder as it changes: it learns from the full pass's states
+        loss = loss + _selector_loss(trainee.model, batch, full, ctx.settings)
     return loss
+
+
+def selector_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
+    with torch.no_grad():  # the encoder is frozen: its full pass gives the states and the targets
+        full = trainee.model(**batch, output_attended=True)
+    return _selector_loss(trainee.model, batch, full, ctx.settings)
+
+
+def _selector_loss(
+    model: DynamicBertForQuestionAnswering, batch, full: QAOutput, settings: TrainSettings
+) -> Tensor:
+    """Each layer's scorer, on the full pass's post-attention states, against where the full
+    pass puts its answer (selector.answer_region); the mean over layers."""
+    context = context_tokens(batch["attention_mask"], batch["token_type_ids"])
+    real = batch["attention_mask"].bool()
+    question = real & ~context
+    target = answer_region(
+        full.start_logits.detach(), full.end_logits.detach(), context, radius=settings.selector_radius
+    )
+    losses = [
+        selector_loss(model.selector(i, states.detach(), question, real), target, context)
+        for i, states in enumerate(full.attended)
+    ]
+    return torch.stack(losses).mean()
 
 
 STEPS = {
@@ -360,6 +417,7 @@ STEPS = {
     "intermediate": intermediate_step,
     "prediction": prediction_step,
     "lengthdrop": lengthdrop_step,
+    "selector": selector_step,
 }
 
 
@@ -400,7 +458,8 @@ def publish(model: nn.Module, tokenizer: QATokenizer, output: Path) -> None:
             checkpoint.save(model, tokenizer, staging / "m")
             for item in (staging / "m").iterdir():
                 os.replace(item, staging / item.name)
-        for name in checkpoint.WEIGHT_FILES:  # a stale weights file of another format would be read first
+        # a stale weights file of another format would be read first; a stale selector would be used
+        for name in (*checkpoint.WEIGHT_FILES, SELECTOR_FILE):
             if (output / name).exists() and not (staging / name).exists():
                 (output / name).unlink()
         for item in staging.iterdir():
@@ -507,6 +566,8 @@ def _cpu_has_bf16() -> bool:
 def _settings_key(settings: TrainSettings) -> dict:
     """The settings a resumed run must share with the run it continues."""
     keep = ("stage", "model", "data", "teacher", "epochs", "max_steps", "batch_size", "lr", "seed", "limit")
+    if settings.stage == "selector":
+        keep += ("selector_width", "selector_radius")
     return {k: getattr(settings, k) for k in keep}
 
 
@@ -534,6 +595,8 @@ def train(settings: TrainSettings) -> Path:
     teacher = load_teacher(settings, tokenizer)
     if settings.dropout is not None:
         set_dropout(model, settings.dropout)
+    if settings.stage == "selector":
+        freeze_for_selector(model, settings.selector_width)
     data = prepare_data(settings, tokenizer)
     projection, layers = None, None
     if settings.stage == "intermediate":
@@ -673,19 +736,11 @@ def _optimizer_step(trainee, optimizer, batch_ids, data, ctx, procs, bf16, lr) -
 
 
 def _evaluate_and_publish(model, tokenizer, heldout, output, step, progress, procs, log, settings) -> None:
-    """Held-out EM/F1 (main process); the best checkpoint so far goes into the output folder.
-
-    Checkpoints are compared on the full model's F1; for LengthDrop, whose purpose is the
-    sub-models, on the mean F1 of the full model and the smallest configuration."""
+    """Held-out EM/F1 (main process); the best checkpoint so far goes into the output folder."""
     if procs.main:
-        qa = QuestionAnswerer(model, tokenizer, device=procs.device)
-        result = qa.evaluate(heldout, batch_size=64)
-        record = {"heldout_exact_match": result.exact_match, "heldout_f1": result.f1}
-        score = result.f1
-        if settings.stage == "lengthdrop":
-            small = qa.evaluate(heldout, lengths=settings.smallest_lengths(qa.num_layers), batch_size=64)
-            score = (result.f1 + small.f1) / 2
-            record |= {"heldout_f1_smallest": small.f1, "selection_f1": score}
+        score, record = heldout_scores(
+            QuestionAnswerer(model, tokenizer, device=procs.device), heldout, settings
+        )
         model.train()
         if progress["best_f1"] is None or score > progress["best_f1"]:
             progress.update(best_f1=score, best_step=step)
@@ -693,6 +748,30 @@ def _evaluate_and_publish(model, tokenizer, heldout, output, step, progress, pro
         record |= {"best_f1": progress["best_f1"], "best_step": progress["best_step"]}
         log.write({"step": step, **record})
     procs.barrier()
+
+
+def heldout_scores(
+    qa: QuestionAnswerer, heldout: list[Example], settings: TrainSettings
+) -> tuple[float, dict]:
+    """The score checkpoints are compared on, and the record for the log.
+
+    The full model's F1; for LengthDrop, whose purpose is the sub-models, the mean F1 of the
+    full model and the smallest configuration; for the selector, which leaves the full model as
+    it is, the F1 with every layer keeping --selector-share."""
+    if settings.stage == "selector":
+        lengths = constant_ratio(settings.selector_share, qa.num_layers)
+        result = qa.evaluate(heldout, lengths=lengths, batch_size=64, selector="learned")
+        return result.f1, {
+            "heldout_exact_match_selector": result.exact_match,
+            "heldout_f1_selector": result.f1,
+        }
+    result = qa.evaluate(heldout, batch_size=64)
+    record = {"heldout_exact_match": result.exact_match, "heldout_f1": result.f1}
+    if settings.stage != "lengthdrop":
+        return result.f1, record
+    small = qa.evaluate(heldout, lengths=settings.smallest_lengths(qa.num_layers), batch_size=64)
+    score = (result.f1 + small.f1) / 2
+    return score, record | {"heldout_f1_smallest": small.f1, "selection_f1": score}
 
 
 def _check_ranks_agree(trainee: nn.Module, procs: Processes, log) -> None:

@@ -69,6 +69,28 @@ def tiny_relu_bin(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("tiny-relu"), seed=1, safe=False, hidden_act="relu")
 
 
+def with_random_selector(folder: Path, seed: int = 0):
+    """The model in `folder` with a random learned selector whose scores spread widely."""
+    from dynamic_tinybert import checkpoint
+    from dynamic_tinybert.selector import SelectorConfig, TokenSelector
+
+    net, tokenizer, _ = checkpoint.load(folder)
+    torch.manual_seed(seed)
+    net.selector = TokenSelector(SelectorConfig(net.config.hidden_size, net.config.num_hidden_layers, 16))
+    for scorer in net.selector.scorers:
+        torch.nn.init.normal_(scorer.out.weight, std=2.0)
+    return net, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_selector_model(tmp_path_factory) -> Path:
+    """The tiny gelu model with a random learned selector, saved."""
+    from dynamic_tinybert import checkpoint
+
+    net, tokenizer = with_random_selector(make_checkpoint(tmp_path_factory.mktemp("tiny-selector-start")))
+    return checkpoint.save(net, tokenizer, tmp_path_factory.mktemp("tiny-selector") / "model")
+
+
 @pytest.fixture()
 def squad_file(tmp_path) -> Path:
     """A small hand-made SQuAD file."""

@@ -11,7 +11,7 @@ import pytest
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.cli import main
 from dynamic_tinybert.frontier import BudgetError, Frontier, Point, flops_ratio
-from dynamic_tinybert.search import Search, crossover, initial_population, mutate
+from dynamic_tinybert.search import Search, constant_ratios, crossover, initial_population, mutate
 
 from .conftest import SHARED_DATA
 
@@ -172,9 +172,20 @@ def test_operators_stay_on_the_grid_and_non_increasing():
         other = tuple(sorted(rng.integers(1, 21, size=6), reverse=True))
         mixed = crossover(parent, other)
         assert list(mixed) == sorted(mixed, reverse=True)
+    constant = constant_ratios(6, 20, 20, 0.8)
+    assert constant[-1] == (20,) * 6 and all(len(set(p)) == 1 for p in constant)
+    assert constant[0][0] == 6  # ceil(0.8 ** 6 * 20)
+
+
+def test_initial_population_keeps_the_first_layers_whole_too():
     population = initial_population(6, 20, 20, 0.8)
-    assert population[-1] == (20,) * 6 and all(len(set(p)) == 1 for p in population)
-    assert population[0][0] == 6  # ceil(0.8 ** 6 * 20)
+    constant = constant_ratios(6, 20, 20, 0.8)
+    assert population[: len(constant)] == constant
+    prefixes = population[len(constant) :]
+    for k in range(1, 6):  # the first k layers whole, the rest at one share, for several shares
+        with_k = [p for p in prefixes if p[:k] == (20,) * k and p[k] < 20]
+        assert len({p[k] for p in with_k}) >= 3 and all(len(set(p[k:])) == 1 for p in with_k)
+    assert all(p[0] == 20 and list(p) == sorted(p, reverse=True) for p in prefixes)
 
 
 def test_plot_writes_a_png(searched, tmp_path, capsys):
@@ -205,3 +216,39 @@ def test_a_finished_search_goes_on_for_more_iterations_as_one_run_would(
     assert state["iteration"] == 3
     assert len(calls) == len(state["evaluated"]) - len(first["evaluated"])  # nothing evaluated twice
     assert _essentials(extended) == _essentials([p.to_dict() for p in Frontier.load(searched).points])
+
+
+def test_the_frontier_records_its_selector_and_budgets_hold_for_that_one(
+    tiny_selector_model, tmp_path, capsys, squad_file
+):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_selector_model, folder)
+    learned = run_search(capsys, folder)
+    frontier = Frontier.load(folder)
+    assert frontier.selector == "learned"
+    qa = QuestionAnswerer.from_pretrained(folder)
+    # the cost of a point counts the selector's scorers
+    point = frontier.points[0]
+    assert point.flops_ratio == flops_ratio(qa.model.config, point.config, qa.scorer_macs("learned"))
+    with pytest.raises(BudgetError, match="searched with the learned selector"):
+        qa(question="How large?", context="The basin is large.", budget=1.0, selector="attention")
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(folder),
+                "--data",
+                str(squad_file),
+                "--budget",
+                "1",
+                "--selector",
+                "attention",
+            ]
+        )
+        == 2
+    )
+    assert "--selector learned" in capsys.readouterr().err
+    attention = run_search(capsys, folder, "--selector", "attention")
+    assert Frontier.load(folder).selector == "attention"
+    assert _essentials(attention) != _essentials(learned)

@@ -162,6 +162,64 @@ def test_lengthdrop_overfits_at_full_length_and_when_dropping(distilled, sixteen
     assert max(r["selection_f1"] for r in evaluations) == last["best_f1"]
 
 
+@pytest.fixture(scope="module")
+def selector_trained(teacher, sixteen, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("selector") / "out"
+    return train(
+        "--stage",
+        "selector",
+        "--model",
+        str(teacher),
+        "--selector-share",
+        "0.4",
+        *common(sixteen, out, 60, 3e-3),
+    )
+
+
+def test_selector_stage_trains_the_selector_alone_and_beats_attention(selector_trained, teacher, sixteen):
+    start, _, _ = checkpoint.load(teacher)
+    trained, _, _ = checkpoint.load(selector_trained)
+    assert trained.selector is not None
+    # the encoder is frozen: every weight of the model is as it was
+    for name, weight in start.state_dict().items():
+        assert torch.equal(weight, trained.state_dict()[name]), name
+    lengths = (0.4, 0.4, 0.4, 0.4)
+    qa = QuestionAnswerer.from_pretrained(selector_trained)
+    examples = read_squad(sixteen)
+    learned = qa.evaluate(examples, lengths=lengths)
+    attention = qa.evaluate(examples, lengths=lengths, selector="attention")
+    assert learned.selector == "learned"
+    assert learned.f1 > attention.f1 + 20
+    assert learned.f1 >= 90
+    # checkpoints are selected on the held-out F1 with every layer keeping --selector-share
+    log = [json.loads(line) for line in (selector_trained / "metrics.jsonl").read_text().splitlines()]
+    [evaluation] = [r for r in log if "heldout_f1_selector" in r]
+    assert evaluation["heldout_f1_selector"] == pytest.approx(learned.f1)
+
+
+def test_lengthdrop_with_a_selector_drops_what_it_selects_and_keeps_training_it(
+    selector_trained, sixteen, tmp_path, monkeypatch
+):
+    from dynamic_tinybert import model as model_module
+
+    used = []
+    original = model_module.DynamicBertForQuestionAnswering._rank
+    monkeypatch.setattr(
+        model_module.DynamicBertForQuestionAnswering, "_rank", lambda *a: used.append(1) or original(*a)
+    )
+    out = train(
+        "--stage", "lengthdrop", "--model", str(selector_trained), *common(sixteen, tmp_path / "ld", 6)
+    )
+    assert used, "the sub-models did not drop by the learned selector"
+    before, _, _ = checkpoint.load(selector_trained)
+    after, _, _ = checkpoint.load(out)
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(before.selector.parameters(), after.selector.parameters(), strict=True)
+    ]
+    assert any(changed), "LengthDrop left the selector behind the encoder"
+
+
 def test_distillation_losses_are_zero_when_the_student_is_the_teacher(teacher, sixteen):
     from dynamic_tinybert.reader import collate
     from dynamic_tinybert.train import TrainSettings
@@ -191,7 +249,7 @@ def test_saved_student_loads_in_transformers_with_the_core_logits(distilled):
     assert torch.allclose(a.end_logits, b.end_logits, atol=1e-4)
 
 
-def _command(start: Path, data: Path, output: Path, *extra: str) -> list[str]:
+def _command(start: Path, data: Path, output: Path, *extra: str, stage: str = "lengthdrop") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -199,7 +257,7 @@ def _command(start: Path, data: Path, output: Path, *extra: str) -> list[str]:
         "train",
         "--quiet",
         "--stage",
-        "lengthdrop",
+        stage,
         "--model",
         str(start),
         "--data",
@@ -227,11 +285,12 @@ def _final_weights(output: Path) -> dict[str, torch.Tensor]:
     return load_file(state / "trainee.safetensors")
 
 
-def test_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_model, sixteen, tmp_path):
+@pytest.mark.parametrize("stage", ["lengthdrop", "selector"])
+def test_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_model, sixteen, tmp_path, stage):
     whole = tmp_path / "whole"
-    subprocess.run(_command(tiny_model, sixteen, whole), check=True, timeout=600)
+    subprocess.run(_command(tiny_model, sixteen, whole, stage=stage), check=True, timeout=600)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_command(tiny_model, sixteen, killed))
+    process = subprocess.Popen(_command(tiny_model, sixteen, killed, stage=stage))
     deadline = time.time() + 300
     while not list((killed / "trainer").glob("step-0000001[2-9]")) and time.time() < deadline:
         assert process.poll() is None, "the run ended before it could be killed"
@@ -239,15 +298,16 @@ def test_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_model, sixteen
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "trainer" / "step-00000024").exists()
-    subprocess.run(_command(tiny_model, sixteen, killed), check=True, timeout=600)
+    subprocess.run(_command(tiny_model, sixteen, killed, stage=stage), check=True, timeout=600)
     expected, got = _final_weights(whole), _final_weights(killed)
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
-    assert (whole / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes()
+    for name in ("model.safetensors", *(["selector.safetensors"] if stage == "selector" else [])):
+        assert (whole / name).read_bytes() == (killed / name).read_bytes()
     # the same command once more finds the run finished
     result = subprocess.run(
-        _command(tiny_model, sixteen, killed), capture_output=True, text=True, timeout=600
+        _command(tiny_model, sixteen, killed, stage=stage), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0 and "already finished" in result.stderr
 

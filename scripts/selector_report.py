@@ -1,0 +1,189 @@
+"""Which tokens to drop: the learned selector against attention received and the oracle, at
+matched FLOPs (a diagnostic, not a test and not a serving mode).
+
+For each budget, the point the model's frontier (searched with the learned selector) picks, run
+  - with the learned selector;
+  - with attention received (PoWER-BERT), on the same lengths, and on the most accurate point
+    within the budget of a frontier searched with attention (--attention-frontier);
+  - with the oracle: the question, then the context tokens ranked by where the full model puts
+    its answer (selector.answer_region on a full pass first). It needs that full pass, so it is
+    no method: it shows the headroom that is left.
+
+    python scripts/selector_report.py --model M --data M_heldout.json [--limit N] \
+        [--budgets 0.33,0.4,0.5,0.6,0.75,0.9] [--attention-frontier F] [--plot out.png] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.frontier import BudgetError, Frontier, flops_ratio
+from dynamic_tinybert.lengths import format_lengths
+from dynamic_tinybert.selector import answer_region, context_tokens
+
+
+class Oracle(nn.Module):
+    """The model, ranking context tokens at every dropping layer by its own full pass's answer
+    region: what a perfect selector would keep."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, lengths=None, selector=None, **inputs):
+        full = self.model(**inputs)
+        if lengths is None:
+            return full
+        context = context_tokens(inputs["attention_mask"], inputs["token_type_ids"])
+        region = answer_region(full.start_logits, full.end_logits, context)
+        return self.model(**inputs, lengths=lengths, fixed_scores=region)
+
+
+def evaluate(qa: QuestionAnswerer, examples, windows, lengths, selector: str) -> float:
+    if selector == "oracle":
+        model, qa.model = qa.model, Oracle(qa.model)
+        try:
+            return qa.evaluate_windows(examples, windows, lengths).f1
+        finally:
+            qa.model = model
+    return qa.evaluate_windows(examples, windows, lengths, selector=selector).f1
+
+
+def rows(qa: QuestionAnswerer, examples, budgets, attention_frontier: Frontier | None, progress=print):
+    """One record per budget: the configurations and F1 of each way of choosing tokens."""
+    windows = qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    config, scorer = qa.model.config, qa.scorer_macs("learned")
+    full_f1 = evaluate(qa, examples, windows, None, "learned")
+    records = []
+    for budget in budgets:
+        try:
+            point = qa.frontier.pick(budget=budget)
+        except BudgetError as error:
+            progress(f"budget {budget}: {error}")
+            continue
+        lengths = point.config
+        record = {
+            "budget": budget,
+            "lengths": format_lengths(lengths, qa.num_layers),
+            "flops_learned": flops_ratio(config, lengths, scorer),
+            "flops_attention": flops_ratio(config, lengths),
+            "full": full_f1,
+        }
+        for selector in ("learned", "attention", "oracle"):
+            record[selector] = evaluate(qa, examples, windows, lengths, selector)
+        if attention_frontier is not None:
+            try:
+                own = attention_frontier.pick(budget=budget)
+                record["attention_frontier_lengths"] = format_lengths(own.config, qa.num_layers)
+                record["attention_frontier_flops"] = own.flops_ratio
+                record["attention_frontier"] = evaluate(qa, examples, windows, own.config, "attention")
+            except BudgetError:
+                pass
+        progress(json.dumps(record))
+        records.append(record)
+    return records
+
+
+def table(records: list[dict]) -> list[str]:
+    lines = [
+        "| budget | lengths (learned frontier) | FLOPs | learned | attention, same lengths "
+        "| attention, own frontier | oracle | oracle gap | full length |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        own = (
+            f"{r['attention_frontier']:.2f} ({r['attention_frontier_flops']:.3f})"
+            if "attention_frontier" in r
+            else "—"
+        )
+        lines.append(
+            f"| {r['budget']:g} | {r['lengths']} | {r['flops_learned']:.3f} | {r['learned']:.2f} | "
+            f"{r['attention']:.2f} | {own} | {r['oracle']:.2f} | {r['oracle'] - r['learned']:+.2f} | "
+            f"{r['full']:.2f} |"
+        )
+    return lines
+
+
+def plot(records: list[dict], out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.8))
+    x = [r["flops_learned"] for r in records]
+    axis.plot(x, [r["oracle"] for r in records], "^--", color="tab:green", label="oracle (headroom)")
+    axis.plot(x, [r["learned"] for r in records], "o-", color="tab:blue", label="learned selector")
+    axis.plot(x, [r["attention"] for r in records], "s:", color="tab:gray", label="attention, same lengths")
+    own = [r for r in records if "attention_frontier" in r]
+    if own:
+        axis.plot(
+            [r["attention_frontier_flops"] for r in own],
+            [r["attention_frontier"] for r in own],
+            "x-",
+            color="tab:orange",
+            label="attention, its own frontier",
+        )
+    if records:
+        axis.axhline(records[0]["full"], color="tab:red", lw=1, label="full length")
+    axis.set_xlabel("FLOPs, share of the full model's")
+    axis.set_ylabel("F1")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", help="a model with a learned selector and its frontier (default: the shipped one)"
+    )
+    parser.add_argument(
+        "--data", required=True, help="SQuAD-format file: the held-out split, or dev for the README"
+    )
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--budgets", default="0.33,0.4,0.5,0.6,0.75,0.9")
+    parser.add_argument(
+        "--attention-frontier", type=Path, help="a frontier.json searched with --selector attention"
+    )
+    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--json", type=Path, help="write the records here")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    qa = QuestionAnswerer.from_pretrained(args.model)
+    if qa.frontier is None or qa.frontier.selector != "learned" or qa.model.selector is None:
+        print("the model needs a learned selector and a frontier searched with it", file=sys.stderr)
+        return 2
+    attention = None
+    if args.attention_frontier:
+        attention = Frontier.from_dict(json.loads(args.attention_frontier.read_text()))
+    examples = read_squad(args.data)[: args.limit] if args.limit else read_squad(args.data)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    records = rows(qa, examples, budgets, attention, progress=lambda line: print(line, file=sys.stderr))
+    print(f"{len(examples)} questions of {args.data}; F1 at each budget\n")
+    print("\n".join(table(records)))
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1) + "\n")
+    if args.plot:
+        title = f"{Path(args.data).name}, {len(examples)} questions"
+        print(f"\nplot: {plot(records, args.plot, title)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

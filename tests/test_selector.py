@@ -1,0 +1,210 @@
+"""The learned token selector: what it keeps, how it runs, how it is saved and loaded."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from dynamic_tinybert import QuestionAnswerer, checkpoint, model
+from dynamic_tinybert.cli import main
+from dynamic_tinybert.lengths import kept_tokens
+from dynamic_tinybert.selector import (
+    FILENAME,
+    answer_region,
+    context_tokens,
+    selector_loss,
+)
+
+from .conftest import CONTEXT, make_checkpoint, run_model_card_quick_start, with_random_selector
+from .test_model import CONFIGS, random_batch
+
+
+def kept_per_layer(net, batch, lengths, selector=None):
+    """The original positions each dropping layer keeps, row 0."""
+    kept = []
+    original = model.Tokens.keep
+
+    def record(self, index, valid):
+        chosen, tokens = original(self, index, valid)
+        kept.append(sorted((tokens.origin % batch["input_ids"].shape[1]).tolist()))
+        return chosen, tokens
+
+    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+        patch.setattr(model.Tokens, "keep", record)
+        net(**batch, lengths=lengths, selector=selector)
+    return kept
+
+
+@pytest.mark.parametrize("lengths", CONFIGS)
+def test_batch_equals_each_row_alone_with_the_learned_selector(tiny_model, lengths):
+    net, _ = with_random_selector(tiny_model)
+    sizes = [61, 9, 33, 60, 2]
+    batch = random_batch(net.config.vocab_size, sizes, seed=3)
+    with torch.no_grad():
+        together = net(**batch, lengths=lengths)
+        for row, n in enumerate(sizes):
+            alone = net(**{k: v[row : row + 1, :n] for k, v in batch.items()}, lengths=lengths)
+            for name in ("start_logits", "end_logits"):
+                a, b = getattr(alone, name)[0], getattr(together, name)[row, :n]
+                assert torch.allclose(a, b, atol=1e-5), f"row {row}: {name} differs by {(a - b).abs().max()}"
+
+
+def test_full_length_is_the_same_with_or_without_a_selector(tiny_model):
+    plain, _, _ = checkpoint.load(tiny_model)
+    net, _ = with_random_selector(tiny_model)
+    batch = random_batch(net.config.vocab_size, [40, 23])
+    with torch.no_grad():
+        assert torch.equal(plain(**batch).start_logits, net(**batch).start_logits)
+
+
+def test_question_and_separators_always_stay_and_count_against_the_share(tiny_model):
+    net, _ = with_random_selector(tiny_model)
+    n = 60
+    batch = random_batch(net.config.vocab_size, [n])  # segment 0 is the first 20 tokens
+    lengths = (0.8, 0.6, 0.5, 0.4)
+    kept = kept_per_layer(net, batch, lengths)
+    forced = set(range(20)) | {n - 1}  # [CLS] question [SEP], and the final [SEP]
+    for layer, share in zip(kept, lengths, strict=True):
+        assert forced <= set(layer)
+        assert len(layer) == kept_tokens(n, share)
+    # a share smaller than the question keeps its first tokens
+    assert kept_per_layer(net, batch, (0.1, 0.1, 0.1, 0.1))[0] == list(range(kept_tokens(n, 0.1)))
+
+
+def test_the_context_tokens_kept_are_those_the_scorer_ranks_highest(tiny_model):
+    net, _ = with_random_selector(tiny_model)
+    n = 50
+    batch = random_batch(net.config.vocab_size, [n])
+    context = context_tokens(batch["attention_mask"], batch["token_type_ids"])[0]
+    with torch.no_grad():
+        full = net(**batch, output_attended=True)
+        question = batch["attention_mask"].bool() & ~context
+        valid = batch["attention_mask"].bool()
+        scores = net.selector(0, full.attended[0], question, valid)[0]  # layer 1 sees the full pass
+    [kept] = kept_per_layer(net, batch, (0.6, 0.6, 0.6, 0.6))
+    slots = kept_tokens(n, 0.6) - int((~context).sum())
+    best = scores.masked_fill(~context, -torch.inf).topk(slots).indices.tolist()
+    assert sorted(p for p in kept if context[p]) == sorted(best)
+
+
+def test_the_learned_selector_uses_fused_attention(tiny_model, monkeypatch):
+    net, _ = with_random_selector(tiny_model)
+    calls = []
+    original = model._explicit_attention
+    monkeypatch.setattr(model, "_explicit_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    batch = random_batch(net.config.vocab_size, [40, 30])
+    with torch.no_grad():
+        net(**batch, lengths=(1.0, 0.5, 0.5, 0.25))
+        assert calls == []
+        net(**batch, lengths=(1.0, 0.5, 0.5, 0.25), selector="attention")  # layers 2 and 4 drop
+    assert len(calls) == 2
+
+
+def test_attention_and_learned_selectors_keep_different_tokens(tiny_model):
+    net, _ = with_random_selector(tiny_model)
+    batch = random_batch(net.config.vocab_size, [60])
+    lengths = (0.5, 0.5, 0.5, 0.5)
+    assert kept_per_layer(net, batch, lengths, "learned") != kept_per_layer(net, batch, lengths, "attention")
+
+
+def test_selector_is_saved_beside_the_model_and_loaded_with_it(tiny_selector_model, tiny_model):
+    assert (tiny_selector_model / FILENAME).is_file()
+    loaded, _, _ = checkpoint.load(tiny_selector_model)
+    assert loaded.selector is not None
+    net, _ = with_random_selector(tiny_model)
+    for a, b in zip(loaded.selector.state_dict().values(), net.selector.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert checkpoint.load(tiny_model)[0].selector is None
+
+
+def test_plain_transformers_loads_a_folder_with_a_selector(tiny_selector_model):
+    from transformers import AutoModelForQuestionAnswering
+
+    ours, _, _ = checkpoint.load(tiny_selector_model)
+    theirs = AutoModelForQuestionAnswering.from_pretrained(tiny_selector_model).eval()
+    batch = random_batch(ours.config.vocab_size, [30])
+    with torch.no_grad():
+        assert torch.allclose(ours(**batch).start_logits, theirs(**batch).start_logits, atol=1e-4)
+    assert "Answer:" in run_model_card_quick_start(tiny_selector_model)
+
+
+def test_a_selector_that_does_not_fit_its_model_gets_a_clear_error(tiny_selector_model, tmp_path, capsys):
+    folder = make_checkpoint(tmp_path / "wider", hidden_size=32, num_attention_heads=2)
+    shutil.copy(tiny_selector_model / FILENAME, folder / FILENAME)
+    with pytest.raises(checkpoint.CheckpointError, match="does not match its model"):
+        checkpoint.load(folder)
+    assert main(["ask", "--model", str(folder), "--question", "q?", "--context", CONTEXT]) == 2
+    assert "retrain it" in capsys.readouterr().err
+    (folder / FILENAME).write_bytes(b"not a safetensors file")
+    with pytest.raises(checkpoint.CheckpointError, match="cannot read"):
+        checkpoint.load(folder)
+
+
+def test_learned_selector_on_a_model_without_one_is_refused(tiny_model, capsys):
+    qa = QuestionAnswerer.from_pretrained(tiny_model)
+    with pytest.raises(ValueError, match="has no learned selector"):
+        qa(question="How large?", context=CONTEXT, lengths=(1, 0.5, 0.5, 0.5), selector="learned")
+    argv = ["ask", "--model", str(tiny_model), "--question", "How large?", "--context", CONTEXT]
+    assert main([*argv, "--selector", "learned"]) == 2
+    assert "has no learned selector" in capsys.readouterr().err
+
+
+def test_selector_choice_in_the_api_and_the_cli(tiny_selector_model, squad_file, capsys):
+    import json
+
+    qa = QuestionAnswerer.from_pretrained(tiny_selector_model)
+    lengths = (0.6, 0.5, 0.5, 0.4)
+    learned = qa.evaluate(qa_examples(squad_file), lengths=lengths)
+    attention = qa.evaluate(qa_examples(squad_file), lengths=lengths, selector="attention")
+    assert (learned.selector, attention.selector) == ("learned", "attention")
+    # the cost model counts the scorers at the dropping layers
+    assert learned.gflops_per_window > attention.gflops_per_window
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_selector_model),
+        "--data",
+        str(squad_file),
+        "--lengths",
+        "0.6,0.5,0.5,0.4",
+    ]
+    for selector, expected in (("learned", learned), ("attention", attention)):
+        assert main([*argv, "--selector", selector, "--json", "--quiet"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["selector"] == selector
+        assert report["gflops_per_window"] == pytest.approx(expected.gflops_per_window)
+        assert report["f1"] == pytest.approx(expected.f1)
+
+
+def qa_examples(path):
+    from dynamic_tinybert import read_squad
+
+    return read_squad(path)
+
+
+def test_answer_region_is_a_distribution_over_the_context_around_the_answer():
+    T = 40
+    context = torch.zeros(1, T, dtype=torch.bool)
+    context[0, 10:39] = True
+    start = torch.full((1, T), -20.0)
+    end = torch.full((1, T), -20.0)
+    start[0, 20], end[0, 23] = 20.0, 20.0  # the answer is tokens 20..23
+    region = answer_region(start, end, context, radius=2.0)[0]
+    assert float(region.sum()) == pytest.approx(1.0)
+    assert (region[~context[0]] == 0).all()
+    inside = region[20:24]
+    assert inside.min() > region[19] > region[17] > region[14]
+    assert inside.min() > region[24] > region[27]
+
+
+def test_selector_loss_is_lowest_when_the_scores_follow_the_target():
+    context = torch.tensor([[False, True, True, True, True]])
+    target = torch.tensor([[0.0, 0.1, 0.8, 0.1, 0.0]])
+    good = selector_loss(torch.tensor([[0.0, 0.0, 3.0, 0.0, -3.0]]), target, context)
+    bad = selector_loss(torch.tensor([[0.0, 3.0, -3.0, 0.0, 0.0]]), target, context)
+    assert good < bad
+    # rows without context tokens are left out rather than giving NaN
+    nothing = torch.zeros(1, 5, dtype=torch.bool)
+    assert float(selector_loss(torch.zeros(1, 5), torch.zeros(1, 5), nothing)) == 0.0
