@@ -240,6 +240,8 @@ class Batcher:
         self.settings = settings
         self.metrics = metrics
         self.points: list[Point] = qa.frontier.points if qa.frontier is not None else []
+        # every request drops tokens by the selector the frontier was searched with
+        self.selector = qa.frontier.selector if qa.frontier is not None else None
         self.queue: deque[Job] = deque()
         self.wakeup = asyncio.Event()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynamic-tinybert-model")
@@ -251,7 +253,9 @@ class Batcher:
     def route(self, parameters: Parameters) -> tuple[Lengths | None, int | None]:
         """(lengths, ceiling) of a request, checked before it joins the queue: explicit lengths
         run as given; with a frontier, a budget caps the point and no budget allows the full model."""
-        lengths, point = self.qa.choose(parameters.lengths, parameters.budget, parameters.speedup)
+        lengths, point = self.qa.choose(
+            parameters.lengths, parameters.budget, parameters.speedup, self.selector
+        )
         if point is not None:
             return lengths, next(i for i, p in enumerate(self.points) if p is point)
         if parameters.lengths is None and self.points:
@@ -376,14 +380,14 @@ class Batcher:
         # top_k <= 20 is), so one call with the largest serves every job
         windows = self.qa.tokenizer.encode_windows(questions, contexts)
         answers = self.qa.answer_windows(
-            windows, contexts, max(j.top_k for j in jobs), max_answer_len, lengths
+            windows, contexts, max(j.top_k for j in jobs), max_answer_len, lengths, selector=self.selector
         )
-        config = self.qa.model.config
+        config, scorer = self.qa.model.config, self.qa.scorer_macs(self.selector)
         per_job, per_gflops, i = [], [], 0
         for job in jobs:
             mine = slice(i, i + job.pairs)
             per_job.append([pair[: job.top_k] for pair in answers[mine]])
-            costs = [encoder_gflops(config, len(w), lengths) for ws in windows[mine] for w in ws]
+            costs = [encoder_gflops(config, len(w), lengths, scorer) for ws in windows[mine] for w in ws]
             per_gflops.append(float(np.mean(costs)))
             i += job.pairs
         return per_job, per_gflops
@@ -400,7 +404,12 @@ class Batcher:
             times = []
             for _ in range(3):
                 began = time.perf_counter()
-                self.qa.answer([WARMUP_QUESTION] * pairs, [WARMUP_CONTEXT] * pairs, lengths=lengths)
+                self.qa.answer(
+                    [WARMUP_QUESTION] * pairs,
+                    [WARMUP_CONTEXT] * pairs,
+                    lengths=lengths,
+                    selector=self.selector,
+                )
                 times.append(time.perf_counter() - began)
             return float(np.median(times))
 

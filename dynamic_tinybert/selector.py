@@ -1,4 +1,4 @@
-"""The learned token selector: which context tokens a dropping layer keeps (docs/method.md).
+"""The learned token selector: which context tokens a dropping layer keeps (docs/selector.md).
 
 Attention received (PoWER-BERT's score) was made for classification; in question answering it
 drops the answer span in the first layers, and once the answer is dropped it is gone. The
