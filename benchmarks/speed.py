@@ -47,17 +47,20 @@ def machine() -> str:
     return f"{cpu}, {threads} threads, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def flops_ratio(config, windows, lengths) -> float:
+def flops_ratio(config, windows, lengths, scorer_macs: int = 0) -> float:
     full = sum(encoder_macs(config, len(w)) for w in windows)
-    return sum(encoder_macs(config, len(w), lengths) for w in windows) / full
+    return sum(encoder_macs(config, len(w), lengths, scorer_macs) for w in windows) / full
 
 
-def lengths_for_ratio(config, windows, target: float):
+def lengths_for_ratio(config, windows, target: float, scorer_macs: int = 0):
     """The geometric configuration whose FLOPs on these windows are closest to target x full."""
     low, high = 0.05, 1.0
     for _ in range(40):
         keep = (low + high) / 2
-        if flops_ratio(config, windows, geometric_lengths(keep, config.num_hidden_layers)) > target:
+        if (
+            flops_ratio(config, windows, geometric_lengths(keep, config.num_hidden_layers), scorer_macs)
+            > target
+        ):
             high = keep
         else:
             low = keep
@@ -77,6 +80,9 @@ def main() -> int:
     parser.add_argument("--latency-windows", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--selector", choices=("attention", "learned"), help="default: learned where the model has one"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -84,6 +90,7 @@ def main() -> int:
 
     qa = QuestionAnswerer.from_pretrained(args.model)
     config = qa.model.config
+    selector, scorer = qa.resolve_selector(args.selector), qa.scorer_macs(args.selector)
     hf = AutoModelForQuestionAnswering.from_pretrained(qa.folder).eval()
     examples = read_squad(args.data)[: args.questions]
     windows = [
@@ -103,9 +110,15 @@ def main() -> int:
     singles = [collate([w], qa.device) for w in sample]
     singles_padded = [_pad_to(s, 384) for s in singles]
 
-    configs = {"full": None} | {f"~{t:.2f} FLOPs": lengths_for_ratio(config, windows, t) for t in TARGETS}
+    configs = {"full": None} | {
+        f"~{t:.2f} FLOPs": lengths_for_ratio(config, windows, t, scorer) for t in TARGETS
+    }
     systems: dict[str, tuple[Callable, list, list]] = {
-        f"dynamic-tinybert {name}": (lambda b, L=lengths: qa.model(**b, lengths=L), batches, singles)
+        f"dynamic-tinybert {name}": (
+            lambda b, L=lengths: qa.model(**b, lengths=L, selector=selector),
+            batches,
+            singles,
+        )
         for name, lengths in configs.items()
     }
     systems["transformers, dynamic padding"] = (lambda b: hf(**b), batches, singles)
@@ -143,7 +156,7 @@ def main() -> int:
         if name.endswith("384"):
             ratio = len(windows) * encoder_macs(config, 384) / full_macs
         else:
-            ratio = flops_ratio(config, windows, lengths)
+            ratio = flops_ratio(config, windows, lengths, scorer if ours else 0)
         throughput = runs[name]["throughput"]
         vs_full = [
             t / f for t, f in zip(throughput, runs["dynamic-tinybert full"]["throughput"], strict=True)
@@ -163,8 +176,8 @@ def main() -> int:
             }
         )
     print(
-        f"\nmodel {args.model}; {len(windows)} windows of the first {len(examples)} questions of SQuAD dev, "
-        f"mean {np.mean([len(w) for w in windows]):.0f} tokens; {machine()}\n"
+        f"\nmodel {args.model}, {selector} selector; {len(windows)} windows of the first {len(examples)} "
+        f"questions of SQuAD dev, mean {np.mean([len(w) for w in windows]):.0f} tokens; {machine()}\n"
     )
     print(
         "| system | lengths | GFLOPs/window | FLOPs vs full | latency batch 1 (ms) | windows/s batch 32 "

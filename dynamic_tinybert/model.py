@@ -3,12 +3,14 @@
 At full length this computes exactly what transformers' BertForQuestionAnswering computes. Given
 a length configuration, a layer that keeps fewer tokens than it received
   1. runs self-attention over all of its tokens,
-  2. scores each token by the attention it receives, summed over heads and real query positions,
+  2. scores each token: with the model's learned selector (selector.py: [CLS], the question and
+     the separators first, then the context tokens by a small scorer on their post-attention
+     states), or by the attention it receives, summed over heads and real query positions,
   3. sends only the top-scoring tokens through the feed-forward block and on to the next layer,
   4. leaves the dropped tokens with their latest hidden state, which is written back at their
      original positions after the last layer ("restore"), so the QA head sees every token.
-Layers that keep every token use fused attention; only dropping layers build the attention
-probabilities, since the scores need them.
+Layers that keep every token, and layers that drop by the learned selector, use fused attention;
+only layers that drop by attention received build the attention probabilities.
 """
 
 from __future__ import annotations

@@ -89,7 +89,11 @@ class TrainSettings:
     warmup: float = option("share of the steps with a rising learning rate", default=0.1)
     weight_decay: float = option("AdamW weight decay (not on biases and norms)", default=0.01)
     max_grad_norm: float = option("gradient clipping", default=1.0)
-    seed: int = option("seed of the data order, initialisation and dropout", default=42)
+    seed: int = option(
+        "seed of the held-out split (keep it across the stages of one recipe), the data order, "
+        "initialisation and dropout",
+        default=42,
+    )
     save_steps: int = option(
         "evaluate on the held-out split and save a resumable state every K steps", default=500
     )

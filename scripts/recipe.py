@@ -1,7 +1,8 @@
 """The whole Dynamic-TinyBERT recipe, end to end (DESIGN.md section 3):
 
     teacher fine-tuning -> intermediate-layer distillation -> prediction-layer distillation
-    -> LengthDrop -> search (on the held-out split the stages selected on)
+    -> the learned token selector -> LengthDrop (its sub-models dropping what the selector drops)
+    -> search (on the held-out split the stages selected on)
 
     python scripts/recipe.py --teacher .pretrained/all-mpnet-base-v2 --student .pretrained/all-MiniLM-L6-v2 \
         --data ../shared/data/train/*.json --out runs/recipe [--processes N] [--smoke]
@@ -10,8 +11,8 @@ Each stage is one `dynamic-tinybert train` run writing its own folder under --ou
 has finished is skipped, one that was interrupted resumes, so the same command can simply be run
 again. The defaults are Intel's settings; --smoke runs every stage for a few steps on a few
 questions, to check the chain before a real run. LengthDrop is kept only if it improves the
-held-out frontier (the mean F1 of the frontier points that budgets 0.25..1 pick); the chosen
-model is written to --out/final.
+held-out frontier (the mean F1 of the frontier points that budgets 0.25..1 pick) over the
+distilled student with its selector; the chosen model is written to --out/final.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ STAGES = [
     ("finetune", 2, 3e-5, 8),
     ("intermediate", 20, 5e-5, 16),
     ("prediction", 10, 3e-5, 16),
+    ("selector", 3, 1e-3, 32),  # the encoder frozen: only the small scorers learn
     ("lengthdrop", 10, 2e-5, 16),
 ]
 BUDGETS = (1.0, 0.75, 0.5, 0.33, 0.25)
@@ -91,7 +93,8 @@ def main() -> int:
         "finetune": "teacher",
         "intermediate": "student",
         "prediction": "intermediate",
-        "lengthdrop": "prediction",
+        "selector": "prediction",
+        "lengthdrop": "selector",
     }
     for stage, epochs, lr, batch in STAGES:
         if stage == "lengthdrop" and args.skip_lengthdrop:
@@ -112,7 +115,7 @@ def main() -> int:
             str(lr),
             "--quiet",
         ]
-        if stage != "finetune":
+        if stage not in ("finetune", "selector"):
             command += ["--teacher", str(folders["finetune"])]
         if args.smoke:
             command += [
@@ -150,7 +153,7 @@ def main() -> int:
         if args.smoke
         else ["--limit", str(args.search_limit)]
     )
-    candidates = [folders["prediction"]] + ([folders["lengthdrop"]] if "lengthdrop" in folders else [])
+    candidates = [folders["selector"]] + ([folders["lengthdrop"]] if "lengthdrop" in folders else [])
     for folder in candidates:
         run(
             [

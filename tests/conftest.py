@@ -82,6 +82,24 @@ def with_random_selector(folder: Path, seed: int = 0):
     return net, tokenizer
 
 
+def kept_per_layer(net, batch, lengths, **options):
+    """The original positions each dropping layer keeps, row 0; options go to the model."""
+    from dynamic_tinybert import model
+
+    kept = []
+    original = model.Tokens.keep
+
+    def record(self, index, valid):
+        chosen, tokens = original(self, index, valid)
+        kept.append(sorted((tokens.origin % batch["input_ids"].shape[1]).tolist()))
+        return chosen, tokens
+
+    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+        patch.setattr(model.Tokens, "keep", record)
+        net(**batch, lengths=lengths, **options)
+    return kept
+
+
 @pytest.fixture(scope="session")
 def tiny_selector_model(tmp_path_factory) -> Path:
     """The tiny gelu model with a random learned selector, saved."""

@@ -44,14 +44,16 @@ def test_recipe_smoke_run_goes_through_every_stage(tmp_path):
         "--smoke",
     ]
     subprocess.run(command, check=True, timeout=900)
-    for stage in ("finetune", "intermediate", "prediction", "lengthdrop"):
+    for stage in ("finetune", "intermediate", "prediction", "selector", "lengthdrop"):
         assert json.loads((out / stage / "trainer" / "step-00000003" / "progress.json").read_text())[
             "finished"
         ]
     summary = json.loads((out / "recipe.json").read_text())
-    assert Path(summary["chosen"]).name in ("prediction", "lengthdrop")
+    assert Path(summary["chosen"]).name in ("selector", "lengthdrop")
     final = QuestionAnswerer.from_pretrained(out / "final")
     assert final.model.config.hidden_size == 32 and isinstance(final.frontier, Frontier)
+    # the student ships with its learned selector, and its frontier was searched with it
+    assert final.model.selector is not None and final.frontier.selector == "learned"
     assert not (out / "final" / "trainer").exists()
     # the same command again finds every stage finished and changes nothing
     subprocess.run(command, check=True, timeout=900)

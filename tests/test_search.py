@@ -252,3 +252,47 @@ def test_the_frontier_records_its_selector_and_budgets_hold_for_that_one(
     attention = run_search(capsys, folder, "--selector", "attention")
     assert Frontier.load(folder).selector == "attention"
     assert _essentials(attention) != _essentials(learned)
+
+
+def test_selector_report_compares_the_selectors_and_the_oracle_at_matched_flops(
+    tiny_selector_model, tmp_path, capsys
+):
+    import importlib.util
+    from pathlib import Path
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_selector_model, folder)
+    points = run_search(capsys, folder)
+    # the cheapest point of the frontier, and the full model: budgets the frontier can meet
+    cheapest = min(p["flops_ratio"] for p in points)
+    budgets = [round(cheapest + 0.005, 3), 1.0]
+    assert budgets[0] < 1
+    script = Path(__file__).parents[1] / "scripts" / "selector_report.py"
+    spec = importlib.util.spec_from_file_location("selector_report", script)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    out = tmp_path / "report.json"
+    argv = [
+        "--model",
+        str(folder),
+        "--data",
+        str(HELDOUT),
+        "--limit",
+        "20",
+        "--budgets",
+        ",".join(map(str, budgets)),
+        "--json",
+        str(out),
+    ]
+    assert report.main(argv) == 0
+    records = json.loads(out.read_text())
+    assert [r["budget"] for r in records] == budgets
+    qa = QuestionAnswerer.from_pretrained(folder)
+    examples = read_squad(HELDOUT)[:20]
+    for record in records:
+        lengths = qa.frontier.pick(budget=record["budget"]).config
+        assert record["learned"] == qa.evaluate(examples, lengths=lengths).f1
+        assert record["attention"] == qa.evaluate(examples, lengths=lengths, selector="attention").f1
+        assert record["flops_learned"] <= record["budget"] + 1e-9
+    assert {r["full"] for r in records} == {qa.evaluate(examples).f1}
+    assert "| oracle gap |" in capsys.readouterr().out

@@ -17,24 +17,14 @@ from dynamic_tinybert.selector import (
     selector_loss,
 )
 
-from .conftest import CONTEXT, make_checkpoint, run_model_card_quick_start, with_random_selector
+from .conftest import (
+    CONTEXT,
+    kept_per_layer,
+    make_checkpoint,
+    run_model_card_quick_start,
+    with_random_selector,
+)
 from .test_model import CONFIGS, random_batch
-
-
-def kept_per_layer(net, batch, lengths, selector=None):
-    """The original positions each dropping layer keeps, row 0."""
-    kept = []
-    original = model.Tokens.keep
-
-    def record(self, index, valid):
-        chosen, tokens = original(self, index, valid)
-        kept.append(sorted((tokens.origin % batch["input_ids"].shape[1]).tolist()))
-        return chosen, tokens
-
-    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
-        patch.setattr(model.Tokens, "keep", record)
-        net(**batch, lengths=lengths, selector=selector)
-    return kept
 
 
 @pytest.mark.parametrize("lengths", CONFIGS)
@@ -106,7 +96,8 @@ def test_attention_and_learned_selectors_keep_different_tokens(tiny_model):
     net, _ = with_random_selector(tiny_model)
     batch = random_batch(net.config.vocab_size, [60])
     lengths = (0.5, 0.5, 0.5, 0.5)
-    assert kept_per_layer(net, batch, lengths, "learned") != kept_per_layer(net, batch, lengths, "attention")
+    learned = kept_per_layer(net, batch, lengths, selector="learned")
+    assert learned != kept_per_layer(net, batch, lengths, selector="attention")
 
 
 def test_selector_is_saved_beside_the_model_and_loaded_with_it(tiny_selector_model, tiny_model):
@@ -208,3 +199,17 @@ def test_selector_loss_is_lowest_when_the_scores_follow_the_target():
     # rows without context tokens are left out rather than giving NaN
     nothing = torch.zeros(1, 5, dtype=torch.bool)
     assert float(selector_loss(torch.zeros(1, 5), torch.zeros(1, 5), nothing)) == 0.0
+
+
+def test_fixed_scores_rank_the_context_at_every_dropping_layer(tiny_model):
+    """The oracle's mechanism: a ranking given from outside decides what each layer keeps."""
+    net, _, _ = checkpoint.load(tiny_model)
+    n = 45
+    batch = random_batch(net.config.vocab_size, [n])
+    context = context_tokens(batch["attention_mask"], batch["token_type_ids"])[0]
+    scores = torch.randn(1, n, generator=torch.Generator().manual_seed(0))
+    kept = kept_per_layer(net, batch, (0.8, 0.6, 0.6, 0.5), fixed_scores=scores)
+    forced = int((~context).sum())
+    for layer, share in zip(kept, (0.8, 0.6, 0.5), strict=True):
+        best = scores[0].masked_fill(~context, -torch.inf).topk(kept_tokens(n, share) - forced).indices
+        assert layer == sorted([p for p in range(n) if not context[p]] + best.tolist())
