@@ -165,6 +165,12 @@ class Processes:
         if self.world > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Take the process group down before exit: left to the interpreter's shutdown, gloo's
+        threads can abort the process ("terminate called without an active exception")."""
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def start_processes(device: str) -> Processes:
     """One process, or one of several started by torchrun / accelerate launch (WORLD_SIZE > 1)."""
@@ -579,6 +585,13 @@ def train(settings: TrainSettings) -> Path:
     """Run (or resume) one stage; returns the output folder."""
     settings.check()
     procs = start_processes(settings.device)
+    try:
+        return _run_stage(settings, procs)
+    finally:
+        procs.close()
+
+
+def _run_stage(settings: TrainSettings, procs: Processes) -> Path:
     output = Path(settings.output)
     states = _states(output) if output.exists() else []
     if states:
