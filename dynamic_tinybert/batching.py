@@ -2,12 +2,18 @@
 
     request (server.py) -> Batcher.submit -> queue -> micro-batch -> model thread -> Outcome
 
-Requests wait in one queue on the event loop. One worker task takes the oldest of them, up to
-`max_batch` questions or until the oldest has waited `max_wait_ms`, groups those that run the
-same length configuration, and answers each group with one `QuestionAnswerer.answer_windows` call
-in a single model thread: the event loop never runs the model. With `latency_slo`, `SloController`
-picks the frontier point of each micro-batch from the queue it sees; a request's own budget is a
-ceiling it never exceeds.
+A request is cut into windows (384-token slices of its contexts) before it joins the queue, and
+windows, not requests, are the unit of work. Requests wait in one queue on the event loop. One
+worker task forms micro-batches of up to `max_batch` windows, once that many wait or the oldest
+request has waited `max_wait_ms`, taking the queued requests' next windows in turn (`fair_shares`):
+a small request that arrives behind a big one runs in the next micro-batch, not after the whole
+big one. Windows that run the same length configuration go through the model together, in a
+single model thread: the event loop never runs the model. A request leaves the queue when its
+last window has been handed out, or when it times out or its client goes away: its remaining
+windows never run. Its answers are ranked once all its windows have run. With `latency_slo`,
+`SloController` picks the frontier point of each request from the queue it sees when the
+request's first window runs (all its windows run there); a request's own budget is a ceiling it
+never exceeds.
 
 `Metrics` holds the server's Prometheus series: the batcher updates the queue, batch and
 frontier-point ones, server.py's middleware the request counts and latency.
@@ -32,6 +38,7 @@ from .answers import Answer
 from .frontier import Point
 from .lengths import Lengths, encoder_gflops
 from .reader import QuestionAnswerer
+from .tokenizer import Window
 
 if TYPE_CHECKING:  # for annotations only: server.py imports this module, not the other way round
     from .server import Parameters, ServeSettings
@@ -61,9 +68,29 @@ WARMUP_CONTEXT = " ".join([WARMUP_PARAGRAPH] * 3)
 WARMUP_PAIRS = 8
 
 
+def fair_shares(left: Sequence[int], capacity: int) -> list[int]:
+    """How many windows each queued request (oldest first) gets in a micro-batch of `capacity`:
+    one window each in turn, so that every request moves on while any has work left.
+
+    >>> fair_shares([100, 2, 50], 16)
+    [7, 2, 7]
+    >>> fair_shares([3, 0, 40], 16)
+    [3, 0, 13]
+    """
+    shares = [0] * len(left)
+    remaining = capacity
+    while remaining > 0 and any(s < n for s, n in zip(shares, left, strict=True)):
+        for i, n in enumerate(left):
+            if remaining > 0 and shares[i] < n:
+                shares[i] += 1
+                remaining -= 1
+    return shares
+
+
 def pack(pairs: Sequence[int], max_batch: int) -> list[int]:
     """The micro-batch each queued request goes into, oldest first: whole requests, at most
-    max_batch questions together, unless one request alone holds more.
+    max_batch windows together, unless one request alone holds more (what the SLO controller
+    predicts with: the same total work as the fair schedule, in coarser steps).
 
     >>> pack([4, 4, 8, 1, 20, 2], 8)
     [0, 0, 1, 2, 3, 4]
@@ -82,8 +109,8 @@ class QueuedWork:
     """What the SLO controller sees of one queued request."""
 
     waited: float  # seconds in the queue so far
-    pairs: int  # (question, context) pairs
-    chars: int  # characters of questions and contexts, the unit of work
+    pairs: int  # windows still to run
+    chars: int  # characters of questions and contexts still to run, the unit of work
 
 
 class Cost(NamedTuple):
@@ -148,24 +175,62 @@ class SloController:
 
 @dataclass(eq=False)
 class Job:
-    """One request in the queue."""
+    """One request: its windows, which of them have run, and the configuration they run at."""
 
     questions: list[str]
     contexts: list[str]
+    windows: list[list[Window]]  # per pair, cut by the model's tokenizer before the job is queued
     top_k: int
     max_answer_len: int
     lengths: Lengths | None  # the configuration to run when `ceiling` is None
     ceiling: int | None  # else: the most costly frontier point allowed (a budget, or the full model)
     arrived: float
     future: asyncio.Future
+    point: int | None = None  # the frontier point it runs at, fixed when its first window runs
+    started: bool = False
+    handed_out: int = 0  # windows given to micro-batches so far
+    batch_size: int = 0  # windows in the largest micro-batch it ran in
+
+    def __post_init__(self) -> None:
+        self.flat = [w for pair in self.windows for w in pair]
+        self.logits: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.flat)
+        self.ran = 0  # windows whose logits are in
 
     @property
     def pairs(self) -> int:
         return len(self.questions)
 
     @property
+    def left(self) -> int:
+        """Windows not yet handed out."""
+        return len(self.flat) - self.handed_out
+
+    @property
+    def chars_per_window(self) -> float:
+        total = sum(map(len, self.questions)) + sum(map(len, self.contexts))
+        return total / max(len(self.flat), 1)
+
+    @property
     def chars(self) -> int:
-        return sum(map(len, self.questions)) + sum(map(len, self.contexts))
+        """Characters still to run: the request's, in proportion to its windows left."""
+        return round(self.chars_per_window * self.left)
+
+    def start(self, level: int, points: Sequence[Point]) -> None:
+        """Fix the configuration of all its windows: its own lengths, or the frontier point the
+        controller chose, capped by its ceiling."""
+        if not self.started:
+            self.started = True
+            if self.ceiling is not None:
+                self.point = min(level, self.ceiling)
+                self.lengths = points[self.point].config
+
+
+class Slice(NamedTuple):
+    """Windows [first, stop) of one job in a micro-batch."""
+
+    job: Job
+    first: int
+    stop: int
 
 
 @dataclass
@@ -202,7 +267,7 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "dynamic_tinybert_batch_size",
-            "questions per micro-batch",
+            "windows per micro-batch",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=registry,
         )
@@ -263,14 +328,15 @@ class Batcher:
         return lengths, None
 
     async def submit(self, job: Job, timeout: float) -> Outcome:
-        """Queue a job and wait for its answers; on timeout it leaves the queue."""
+        """Queue a job and wait for its answers; on timeout (or cancellation) it leaves the queue
+        and its windows not yet run never run."""
         self.queue.append(job)
         self._count_queue()
         self.wakeup.set()
         try:
             return await asyncio.wait_for(job.future, timeout)
         finally:
-            if job in self.queue:  # timed out (or cancelled) before it ran
+            if job in self.queue:
                 self.queue.remove(job)
                 self._count_queue()
 
@@ -298,25 +364,25 @@ class Batcher:
         while True:
             await self._gather()
             level = self._choose_level()
-            jobs = self._take()
-            self.metrics.batch_size.observe(sum(j.pairs for j in jobs))
-            groups: dict[tuple, list[Job]] = {}
-            for job in jobs:
-                point = None if job.ceiling is None else min(level, job.ceiling)
-                lengths = job.lengths if point is None else self.points[point].config
-                groups.setdefault((lengths, point, job.max_answer_len), []).append(job)
-            batch_size = sum(j.pairs for j in jobs)
-            for (lengths, point, max_answer_len), group in groups.items():
-                await self._run(group, lengths, point, max_answer_len, batch_size)
+            slices = self._take(level)
+            size = sum(s.stop - s.first for s in slices)
+            self.metrics.batch_size.observe(size)
+            groups: dict[tuple, list[Slice]] = {}
+            for piece in slices:
+                piece.job.batch_size = max(piece.job.batch_size, size)
+                groups.setdefault((piece.job.lengths, piece.job.point), []).append(piece)
+            for (lengths, point), group in groups.items():
+                await self._run(group, lengths, point)
 
     async def _gather(self) -> None:
-        """Wait for a request, then until max_batch questions wait or the oldest has waited max_wait_ms."""
+        """Wait for a request, then until max_batch windows wait or the oldest request has waited
+        max_wait_ms (at once when a request is part-way through)."""
         while True:
             while not self.queue:
                 self.wakeup.clear()
                 await self.wakeup.wait()
             remaining = self.queue[0].arrived + self.settings.max_wait_ms / 1000 - time.perf_counter()
-            if sum(j.pairs for j in self.queue) >= self.settings.max_batch or remaining <= 0:
+            if sum(j.left for j in self.queue) >= self.settings.max_batch or remaining <= 0:
                 return
             self.wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -327,70 +393,73 @@ class Batcher:
         if self.controller is None:
             return len(self.points) - 1
         now = time.perf_counter()
-        level = self.controller.choose([QueuedWork(now - j.arrived, j.pairs, j.chars) for j in self.queue])
+        level = self.controller.choose([QueuedWork(now - j.arrived, j.left, j.chars) for j in self.queue])
         self._set_point(level)
         return level
 
-    def _take(self) -> list[Job]:
-        """The oldest requests, as many as fit one micro-batch."""
-        first = pack([j.pairs for j in self.queue], self.settings.max_batch).count(0)
-        jobs = [self.queue.popleft() for _ in range(first)]
+    def _take(self, level: int) -> list[Slice]:
+        """The next micro-batch: the queued requests' next windows in turn, oldest first. A
+        request whose last window is handed out leaves the queue."""
+        jobs = list(self.queue)
+        slices = []
+        for job, n in zip(jobs, fair_shares([j.left for j in jobs], self.settings.max_batch), strict=True):
+            if n:
+                job.start(level, self.points)
+                slices.append(Slice(job, job.handed_out, job.handed_out + n))
+                job.handed_out += n
+                if job.left == 0:
+                    self.queue.remove(job)
         self._count_queue()
-        return jobs
+        return slices
 
-    async def _run(
-        self,
-        jobs: list[Job],
-        lengths: Lengths | None,
-        point: int | None,
-        max_answer_len: int,
-        batch_size: int,
-    ) -> None:
+    async def _run(self, slices: list[Slice], lengths: Lengths | None, point: int | None) -> None:
         loop = asyncio.get_running_loop()
-        jobs = [j for j in jobs if not j.future.done()]  # timed out while this batch ran
-        if not jobs:
+        slices = [s for s in slices if not s.job.future.done()]  # timed out or cancelled meanwhile
+        if not slices:
             return
         began = time.perf_counter()
         try:
-            answers, gflops = await loop.run_in_executor(
-                self.executor, self._answer, jobs, lengths, max_answer_len
-            )
-        except Exception as error:  # a failure of the model fails its group, not the server
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(error)
+            finished = await loop.run_in_executor(self.executor, self._answer, slices, lengths)
+        except Exception as error:  # a failure of the model fails its requests, not the server
+            for piece in slices:
+                if not piece.job.future.done():
+                    piece.job.future.set_exception(error)
+                if piece.job in self.queue:
+                    self.queue.remove(piece.job)
+            self._count_queue()
             return
-        seconds = time.perf_counter() - began  # all it took, tokenising and handing over included
+        seconds = time.perf_counter() - began  # all it took, ranking and handing over included
         self.metrics.batch_seconds.observe(seconds)
         if self.controller is not None and point is not None:
-            self.controller.observe(point, sum(j.chars for j in jobs), seconds)
+            chars = sum(s.job.chars_per_window * (s.stop - s.first) for s in slices)
+            self.controller.observe(point, round(chars), seconds)
             self.metrics.slowdown.set(self.controller.slowdown)
-        for job, job_answers, job_gflops in zip(jobs, answers, gflops, strict=True):
+        for job, (answers, gflops) in finished.items():
             if not job.future.done():
-                job.future.set_result(Outcome(job_answers, lengths, point, job_gflops, batch_size))
+                job.future.set_result(Outcome(answers, lengths, point, gflops, job.batch_size))
 
     def _answer(
-        self, jobs: list[Job], lengths: Lengths | None, max_answer_len: int
-    ) -> tuple[list[list[list[Answer]]], list[float]]:
-        """In the model thread: one answer() call for a group; per job its answers and mean GFLOPs
-        per window."""
-        questions = [q for j in jobs for q in j.questions]
-        contexts = [c for j in jobs for c in j.contexts]
-        # top_k only cuts the ranked list (scores are taken over the 20 best spans whatever
-        # top_k <= 20 is), so one call with the largest serves every job
-        windows = self.qa.tokenizer.encode_windows(questions, contexts)
-        answers = self.qa.answer_windows(
-            windows, contexts, max(j.top_k for j in jobs), max_answer_len, lengths, selector=self.selector
-        )
+        self, slices: list[Slice], lengths: Lengths | None
+    ) -> dict[Job, tuple[list[list[Answer]], float]]:
+        """In the model thread: run the windows of one micro-batch's group through the model; for
+        each job whose last window this was, its answers and mean GFLOPs per window."""
+        windows = [w for s in slices for w in s.job.flat[s.first : s.stop]]
+        logits = self.qa.window_logits(windows, lengths, len(windows), selector=self.selector)
+        i, finished = 0, {}
+        for job, first, stop in slices:
+            job.logits[first:stop] = logits[i : i + stop - first]
+            i += stop - first
+            job.ran += stop - first
+            if job.ran == len(job.flat):
+                finished[job] = self._rank(job, lengths)
+        return finished
+
+    def _rank(self, job: Job, lengths: Lengths | None) -> tuple[list[list[Answer]], float]:
+        """A finished job's answers per pair, best first, and its mean GFLOPs per window."""
+        answers = self.qa.rank_windows(job.windows, job.contexts, job.logits, job.top_k, job.max_answer_len)
         config, scorer = self.qa.model.config, self.qa.scorer_macs(self.selector)
-        per_job, per_gflops, i = [], [], 0
-        for job in jobs:
-            mine = slice(i, i + job.pairs)
-            per_job.append([pair[: job.top_k] for pair in answers[mine]])
-            costs = [encoder_gflops(config, len(w), lengths, scorer) for ws in windows[mine] for w in ws]
-            per_gflops.append(float(np.mean(costs)))
-            i += job.pairs
-        return per_job, per_gflops
+        gflops = float(np.mean([encoder_gflops(config, len(w), lengths, scorer) for w in job.flat]))
+        return answers, gflops
 
     def _warm_up(self) -> list[Cost]:
         """In the model thread, before the server reports ready: run the model once, and in SLO

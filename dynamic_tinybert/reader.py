@@ -176,6 +176,18 @@ class QuestionAnswerer:
         logits = self.window_logits(
             [w for ws in windows for w in ws], lengths, batch_size, progress, selector
         )
+        return self.rank_windows(windows, contexts, logits, top_k, max_answer_len)
+
+    @staticmethod
+    def rank_windows(
+        windows: Sequence[Sequence[Window]],
+        contexts: Sequence[str],
+        logits: Sequence[tuple[np.ndarray, np.ndarray]],
+        top_k: int = 1,
+        max_answer_len: int = 30,
+    ) -> list[list[Answer]]:
+        """The top_k answers of each pair from the start and end logits of its windows (in the
+        order of the flattened windows)."""
         results, i = [], 0
         for context, pair_windows in zip(contexts, windows, strict=True):
             spans = []

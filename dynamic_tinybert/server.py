@@ -60,7 +60,9 @@ class ServeSettings:
     host: str = option("address to listen on; loopback unless you mean to expose it", default="127.0.0.1")
     port: int = option("port to listen on; 0 picks a free one", default=8000)
     device: str = option("torch device, e.g. cpu or cuda", default="cpu")
-    max_batch: int = option("most questions answered in one micro-batch", default=16)
+    max_batch: int = option(
+        "most windows (384-token slices of the contexts) run in one micro-batch", default=16
+    )
     max_wait_ms: float = option("how long the oldest queued request waits for others to join it", default=5.0)
     latency_slo: float | None = option(
         "target p95 latency in milliseconds: under load, move down the model's frontier to meet it"
@@ -69,9 +71,12 @@ class ServeSettings:
     max_body_bytes: int = option("largest request body; larger ones get 413", default=1_000_000)
     max_context_chars: int = option("longest context in characters; longer ones get 413", default=50_000)
     max_inputs: int = option("most (question, context) pairs in one request; more get 413", default=64)
+    max_windows: int = option(
+        "most windows one request may need (a window holds up to 384 tokens); more get 413", default=256
+    )
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_body_bytes", "max_context_chars", "max_inputs"):
+        for name in ("max_batch", "max_body_bytes", "max_context_chars", "max_inputs", "max_windows"):
             if getattr(self, name) < 1:
                 raise ServeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
@@ -176,7 +181,7 @@ class AnswerResponse(BaseModel):
         description="the frontier point that ran; null for explicit lengths or a model without a frontier"
     )
     seconds: float = Field(description="time from arrival to answer, in the queue and in the model")
-    batch_size: int = Field(description="questions in the micro-batch this request ran in")
+    batch_size: int = Field(description="windows in the largest micro-batch this request ran in")
 
 
 class ErrorOut(BaseModel):
@@ -237,9 +242,21 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
             lengths, ceiling = batcher.route(parameters)
         except (BudgetError, LengthsError) as error:
             raise HTTPException(400, str(error)) from None
+        questions, contexts = [p.question for p in inputs], [p.context for p in inputs]
+        # off the event loop, and outside the model thread: a long request is cut into windows
+        # while others run
+        windows = await asyncio.to_thread(qa.tokenizer.encode_windows, questions, contexts)
+        count = sum(map(len, windows))
+        if count > settings.max_windows:
+            raise HTTPException(
+                413,
+                f"this request needs {count} windows of up to {qa.tokenizer.settings.max_length} tokens, "
+                f"more than the limit of {settings.max_windows}; send fewer or shorter contexts",
+            )
         job = Job(
-            [p.question for p in inputs],
-            [p.context for p in inputs],
+            questions,
+            contexts,
+            windows,
             parameters.top_k,
             parameters.max_answer_len,
             lengths,

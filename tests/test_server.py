@@ -343,6 +343,76 @@ def test_a_request_that_times_out_gets_503_and_leaves_the_queue(qa):
         assert metric(url, 'dynamic_tinybert_errors_total{code="503"}') == 1
 
 
+def test_a_request_needing_too_many_windows_gets_413(plain):
+    pairs = [{"question": QUESTION, "context": "word " * 9_000}] * 8  # 36 windows each
+    status, reply = post(plain, {"inputs": pairs})
+    assert status == 413 and "more than the limit of 256" in reply["error"]
+    assert re.search(r"needs \d+ windows", reply["error"])
+
+
+@contextmanager
+def slow_model(qa, seconds_per_call: float):
+    """Every call of the model takes at least this long, a stand-in for a big model; yields the
+    list of the windows each call ran."""
+    original, calls = qa.window_logits, []
+
+    def slow(windows, *args, **kwargs):
+        time.sleep(seconds_per_call)
+        calls.append(len(windows))
+        return original(windows, *args, **kwargs)
+
+    qa.window_logits = slow
+    try:
+        yield calls
+    finally:
+        del qa.window_logits
+
+
+HEAVY = {"inputs": [{"question": QUESTION, "context": "word " * 9_000}] * 5}  # 180 windows
+
+
+def test_a_heavy_request_does_not_hold_up_a_small_one_sent_just_after_it(qa):
+    small = {"inputs": {"question": QUESTION, "context": CONTEXT}}
+    with slow_model(qa, 0.05), running(qa, max_batch=16, max_wait_ms=2) as url:
+        alone_seconds = []
+        for _ in range(3):
+            began = time.perf_counter()
+            assert post(url, small)[0] == 200
+            alone_seconds.append(time.perf_counter() - began)
+        with ThreadPoolExecutor(2) as pool:
+            heavy = pool.submit(post, url, HEAVY)
+            time.sleep(0.2)  # the heavy request is running
+            began = time.perf_counter()
+            status, body = post(url, small)
+            small_seconds = time.perf_counter() - began
+            heavy_running = not heavy.done()
+            heavy_status, heavy_body = heavy.result(timeout=60)
+    assert status == 200 and heavy_status == 200
+    assert_same_answers(body["answers"], alone(qa, QUESTION, CONTEXT))
+    assert len(heavy_body["answers"]) == 5
+    # answered while the heavy one still ran (12 micro-batches, 0.6 s or more), within about the
+    # micro-batch in progress and its own: before windows were scheduled in turn it waited for
+    # the whole heavy request
+    assert heavy_running
+    assert small_seconds < 2 * sorted(alone_seconds)[1] + 0.1
+
+
+def test_a_timed_out_request_stops_costing_model_time(qa):
+    with (
+        slow_model(qa, 0.05) as calls,
+        running(qa, max_batch=16, max_wait_ms=2, request_timeout=0.3) as url,
+    ):
+        calls.clear()  # the warm-up's
+        status, reply = post(url, HEAVY)
+        assert status == 503 and "timeout" in reply["error"]
+        time.sleep(0.2)  # the micro-batch in progress ends
+        ran = sum(calls)
+        time.sleep(0.5)
+        assert sum(calls) == ran  # and nothing more runs
+        assert ran <= 16 * 9  # of its 180 windows, only those of the micro-batches before the timeout
+        assert metric(url, "dynamic_tinybert_queue_size") == 0
+
+
 # --- health, metrics ---------------------------------------------------------------------------
 
 
