@@ -30,6 +30,7 @@ class Answer:
 
 
 NO_ANSWER = Answer(text="", score=0.0, start=0, end=0)
+N_BEST = 20  # candidate spans per window and answers per question that scores are taken over
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def window_spans(
     window: Window,
     start_logits: np.ndarray,
     end_logits: np.ndarray,
-    n_best: int = 20,
+    n_best: int = N_BEST,
     max_answer_len: int = 30,
 ) -> list[Span]:
     """The candidate spans of one window; the logits cover exactly its tokens."""
@@ -72,11 +73,11 @@ def window_spans(
     ]
 
 
-def rank_answers(context: str, spans: Sequence[Span], top_k: int = 1, n_best: int = 20) -> list[Answer]:
+def rank_answers(context: str, spans: Sequence[Span], top_k: int = 1, n_best: int = N_BEST) -> list[Answer]:
     """The top_k distinct answers among one question's candidate spans, best first.
 
     A span found in two overlapping windows counts once, with its better logit. Scores are the
-    softmax of the logits over the max(n_best, top_k) best distinct spans.
+    softmax of the logits over the n_best best distinct spans, whatever top_k is (at most n_best).
 
     >>> rank_answers("the cat sat", [Span(2.0, 4, 7), Span(1.0, 0, 7), Span(0.5, 4, 7)], top_k=2)[0].text
     'cat'
@@ -84,7 +85,9 @@ def rank_answers(context: str, spans: Sequence[Span], top_k: int = 1, n_best: in
     best: dict[tuple[int, int], float] = {}
     for span in sorted(spans, key=lambda s: -s.logit):
         best.setdefault((span.start, span.end), span.logit)
-    ranked = list(best.items())[: max(n_best, top_k)]
+    if top_k > n_best:
+        raise ValueError(f"top_k must be at most {n_best}: answers are ranked among the {n_best} best spans")
+    ranked = list(best.items())[:n_best]
     if not ranked:
         return []
     logits = np.array([logit for _, logit in ranked])

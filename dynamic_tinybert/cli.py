@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
+from .answers import N_BEST
 from .checkpoint import CheckpointError
 from .config import SELECTORS
-from .data import SquadFormatError, read_squad
+from .data import SquadFormatError, check_answerable, read_squad
+from .devices import DeviceError, resolve_device
 from .frontier import BudgetError
 from .lengths import LengthsError, format_lengths, parse_lengths
 from .search import SearchError
@@ -40,6 +43,7 @@ USER_ERRORS = (
     VocabularyError,
     SearchError,
     SelectorError,
+    DeviceError,
 )
 
 
@@ -50,7 +54,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     cost = parser.add_mutually_exclusive_group()
     cost.add_argument(
         "--lengths",
-        help="per layer, the share of the input's tokens it keeps; non-increasing, e.g. 1,0.8,0.6,0.5",
+        help="per layer, the share of the input's tokens it keeps, one share per layer, non-increasing "
+        "(for the 6-layer shipped model e.g. 1,1,0.8,0.6,0.5,0.4)",
     )
     cost.add_argument(
         "--budget",
@@ -82,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", help="answer one question about a context")
     _common(ask)
-    ask.add_argument("--question", required=True)
+    ask.add_argument("--question", required=True, help="the question to answer from the context")
     source = ask.add_mutually_exclusive_group(required=True)
     source.add_argument("--context", help="the passage to answer from")
     source.add_argument("--context-file", type=Path, help="read the passage from this file")
-    ask.add_argument("--top-k", type=int, default=1, help="how many answers to return (default 1)")
+    ask.add_argument(
+        "--top-k", type=int, default=1, help=f"how many answers to return, 1 to {N_BEST} (default 1)"
+    )
     ask.set_defaults(run=run_ask)
 
     evaluate = commands.add_parser("eval", help="official SQuAD 1.1 EM/F1 on a SQuAD-format file")
@@ -132,6 +139,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, settings_class) -> No
             continue
         kind = int if f.type.startswith("int") else float if f.type.startswith("float") else str
         options.update(type=kind, default=None if options["required"] else f.default)
+        if options["default"] is not None and "default" not in (options["help"] or ""):
+            options["help"] = f"{options['help']} (default: {options['default']})"
         for key in ("choices", "nargs"):
             if key in meta:
                 options[key] = meta[key]
@@ -145,15 +154,19 @@ def _load(args: argparse.Namespace):
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_answer_len < 1:
         raise UsageError(f"--max-answer-len must be at least 1, got {args.max_answer_len}")
+    resolve_device(args.device)  # before the model loads
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device)
-    lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths else None
+    lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths is not None else None
     lengths, point = qa.choose(lengths, args.budget, args.speedup, args.selector)
     return qa, lengths, point
 
 
 def run_ask(args: argparse.Namespace) -> None:
-    if args.top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    if not 1 <= args.top_k <= N_BEST:
+        raise UsageError(
+            f"--top-k must be from 1 to {N_BEST} (answers are ranked among the {N_BEST} best spans), "
+            f"got {args.top_k}"
+        )
     context = args.context
     if args.context_file is not None:
         try:
@@ -179,7 +192,7 @@ def run_ask(args: argparse.Namespace) -> None:
             json.dumps(
                 {
                     "model": str(qa.folder),
-                    "lengths": format_lengths(lengths, qa.num_layers),
+                    "lengths": _lengths_list(lengths, qa.num_layers),
                     "selector": qa.resolve_selector(args.selector),
                     "frontier_point": _point(point),
                     "answers": [a.to_dict() for a in answers],
@@ -196,11 +209,14 @@ def run_ask(args: argparse.Namespace) -> None:
 def run_eval(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    if args.predictions is not None:
+        check_output_file(args.predictions, "--predictions")
     examples = read_squad(args.data)
     if args.limit is not None:
         examples = examples[: args.limit]
     if not examples:
         raise UsageError(f"{args.data} holds no questions")
+    check_answerable(examples, args.data)
     qa, lengths, point = _load(args)
     result = qa.evaluate(
         examples,
@@ -211,7 +227,6 @@ def run_eval(args: argparse.Namespace) -> None:
         selector=args.selector,
     )
     if args.predictions is not None:
-        args.predictions.parent.mkdir(parents=True, exist_ok=True)
         args.predictions.write_text(json.dumps(result.predictions, indent=1, ensure_ascii=False) + "\n")
     report = {
         "exact_match": result.exact_match,
@@ -221,7 +236,7 @@ def run_eval(args: argparse.Namespace) -> None:
         "seconds": result.seconds,
         "windows": result.windows,
         "gflops_per_window_at_384": result.gflops_per_window_at_384,
-        "lengths": format_lengths(lengths, qa.num_layers),
+        "lengths": _lengths_list(lengths, qa.num_layers),
         "selector": result.selector,
         "frontier_point": _point(point),
         "model": str(qa.folder),
@@ -241,6 +256,22 @@ def run_eval(args: argparse.Namespace) -> None:
             f"frontier point     {format_lengths(lengths, qa.num_layers)}: "
             f"held-out F1 {point.heldout_f1:.2f}, {point.flops_ratio:.2f} of the full FLOPs"
         )
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """A file the command will write at the end: refused now, not after the work, when it cannot be."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name, e.g. {path / 'predictions.json'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: not writable")
+
+
+def _lengths_list(lengths, num_layers: int) -> list[float]:
+    """The configuration that ran, as in the server's responses: a share per layer, all ones for
+    the full model."""
+    return list(lengths or (1.0,) * num_layers)
 
 
 def _point(point) -> dict | None:

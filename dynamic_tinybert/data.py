@@ -7,6 +7,8 @@ question where it has one, else by its place in the file.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +120,50 @@ def write_squad(examples: Sequence[Example], path: str | Path) -> Path:
     path = Path(path)
     path.write_text(json.dumps({"version": "1.1", "data": data}, ensure_ascii=False))
     return path
+
+
+# 8-byte digests of the question ids of SQuAD 1.1 dev, sorted (scripts/squad_dev_fingerprint.py):
+# how training and the search recognise the test set by content, whatever the file is called
+DEV_FINGERPRINT = Path(__file__).parent / "squad_dev_ids.bin"
+DIGEST_BYTES = 8
+
+
+class SquadDevError(SquadFormatError):
+    """Training or selection data that holds questions of SQuAD 1.1 dev, the test set."""
+
+
+def id_digest(question_id: str) -> bytes:
+    return hashlib.blake2b(question_id.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
+
+
+@functools.cache
+def _dev_digests() -> frozenset[bytes]:
+    raw = DEV_FINGERPRINT.read_bytes()
+    return frozenset(raw[i : i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES))
+
+
+def refuse_squad_dev(examples: Sequence[Example], source: str | Path) -> None:
+    """SQuAD 1.1 dev is the test set: data that holds any of its questions is never trained or
+    selected on, under any file name."""
+    dev = _dev_digests()
+    found = [e.id for e in examples if id_digest(e.id) in dev]
+    if found:
+        raise SquadDevError(
+            f"{source} holds {len(found)} questions of SQuAD 1.1 dev (the test set; {found[0]!r} is one): "
+            "it is never trained or selected on; use a held-out split of the training data"
+        )
+
+
+def check_answerable(examples: Sequence[Example], source: str | Path) -> None:
+    """SQuAD 1.1 scores every question against its gold answers: a question without any (an
+    unanswerable SQuAD 2.0 question) is refused before any work, by its id."""
+    missing = [e.id for e in examples if not e.answers]
+    if missing:
+        raise SquadFormatError(
+            f"{source}: question {missing[0]!r} has no gold answers ({len(missing)} of {len(examples)} "
+            "questions have none, as unanswerable SQuAD 2.0 questions do); the SQuAD 1.1 metric needs "
+            "at least one answer per question: leave those questions out"
+        )
 
 
 def gold_answers(examples: Sequence[Example]) -> dict[str, list[str]]:

@@ -21,8 +21,9 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .answers import NO_ANSWER, Answer, rank_answers, window_spans
-from .data import Example, batches_by_length, gold_answers
+from .answers import N_BEST, NO_ANSWER, Answer, rank_answers, window_spans
+from .data import Example, batches_by_length, check_answerable, gold_answers
+from .devices import resolve_device
 from .frontier import BudgetError, Frontier, Point
 from .lengths import Lengths, encoder_gflops, validate_lengths
 from .metrics import squad_scores
@@ -53,10 +54,10 @@ class QuestionAnswerer:
         folder: Path | None = None,
         device: str | torch.device = "cpu",
     ):
-        self.model = model.eval().to(device)
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
         self.tokenizer = tokenizer
         self.folder = folder
-        self.device = torch.device(device)
         self.frontier = Frontier.load(folder) if folder is not None else None
 
     @classmethod
@@ -129,6 +130,11 @@ class QuestionAnswerer:
         else:
             if question is None or context is None:
                 raise ValueError("give question= and context=, or a dict or list of dicts")
+            for name, value in (("question", question), ("context", context)):
+                if not isinstance(value, str) and not (
+                    isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+                ):
+                    raise TypeError(f"{name} must be a string or a list of strings, got {value!r:.80}")
             single = isinstance(question, str)
             questions = [question] if single else list(question)
             contexts = [context] * len(questions) if isinstance(context, str) else list(context)
@@ -236,6 +242,7 @@ class QuestionAnswerer:
         selector: str | None = None,
     ) -> Evaluation:
         """Answer every example and score the answers with the official SQuAD metric."""
+        check_answerable(examples, "the examples")
         lengths, point = self.choose(lengths, budget, speedup, selector)
         began = time.perf_counter()
         windows = self.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
@@ -325,8 +332,11 @@ def _check_inputs(
             raise ValueError(f"question {i} is empty or not a string")
         if not isinstance(c, str) or not c.strip():
             raise ValueError(f"context {i} is empty or not a string")
-    if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if not isinstance(top_k, int) or not 1 <= top_k <= N_BEST:
+        raise ValueError(
+            f"top_k must be an integer from 1 to {N_BEST} (answers are ranked among the {N_BEST} best "
+            f"candidate spans), got {top_k!r}"
+        )
     if not isinstance(max_answer_len, int) or max_answer_len < 1:
         raise ValueError(f"max_answer_len must be a positive integer, got {max_answer_len!r}")
     if not isinstance(batch_size, int) or batch_size < 1:

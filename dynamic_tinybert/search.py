@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .checkpoint import DEFAULT_MODEL
 from .config import SELECTORS, option
-from .data import read_squad
+from .data import read_squad, refuse_squad_dev
 from .frontier import Frontier, Point, flops_ratio, pareto
 from .lengths import encoder_gflops, format_lengths, validate_lengths
 from .model import DynamicBertForQuestionAnswering
@@ -71,6 +72,7 @@ class SearchSettings:
     state: str | None = option("state file to resume from (default: search_state.json in the model folder)")
     json: bool = option("print the frontier as a JSON list on stdout", default=False)
     quiet: bool = option("no progress bar", default=False)
+    force: bool = option("write frontier.json into the model that ships with the package", default=False)
 
     def check(self) -> None:
         for name in ("population", "iterations", "mutations", "crossovers", "batch_size", "latency_windows"):
@@ -177,11 +179,8 @@ class Search:
         self.layers = qa.num_layers
         examples = []
         for source in settings.data:
-            if Path(source).name == "dev-v1.1.json":
-                raise ValueError(
-                    f"{source} is SQuAD 1.1 dev, the test set: search on a held-out split instead"
-                )
             examples += read_squad(source)
+            refuse_squad_dev(examples, source)
         self.examples = examples[: settings.limit] if settings.limit else examples
         self.windows = qa.tokenizer.encode_windows(
             [e.question for e in self.examples], [e.context for e in self.examples]
@@ -359,6 +358,11 @@ class Search:
 
 def search(settings: SearchSettings) -> Frontier:
     settings.check()
+    if Path(settings.model).resolve() == DEFAULT_MODEL.resolve() and not settings.force:
+        raise SearchError(
+            f"{settings.model} is the model that ships with the package, and the search would overwrite "
+            "its frontier.json: search a copy of the folder, or give --force"
+        )
     qa = QuestionAnswerer.from_pretrained(settings.model)
     if not isinstance(qa.model, DynamicBertForQuestionAnswering):
         raise SearchError(f"{settings.model} is not a BERT model: only BERT models drop tokens")

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException
 from .batching import Batcher, Job, Metrics
 from .cli import UsageError, add_dataclass_options
 from .config import option
+from .devices import resolve_device
 from .frontier import BudgetError, Point
 from .lengths import LengthsError
 from .reader import QuestionAnswerer
@@ -438,17 +439,32 @@ def listen(app: FastAPI, settings: ServeSettings) -> tuple[uvicorn.Server, socke
     return uvicorn.Server(config), sock
 
 
+def _exit_cleanly(signum, frame) -> None:
+    print("dynamic-tinybert serve: stopped before it started serving", file=sys.stderr, flush=True)
+    sys.exit(0)
+
+
 def run_serve(args: argparse.Namespace) -> None:
     names = {f.name for f in dataclasses.fields(ServeSettings)}
     try:
         settings = ServeSettings(**{k: v for k, v in vars(args).items() if k in names})
     except ServeError as error:
         raise UsageError(str(error)) from None
-    qa = QuestionAnswerer.from_pretrained(settings.model, device=settings.device)
+    resolve_device(settings.device)  # before the model loads
+    # SIGTERM while the model loads (nothing in flight yet) is a clean stop too
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    print(
+        f"dynamic-tinybert serve: loading {settings.model or 'the default model'}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
+        qa = QuestionAnswerer.from_pretrained(settings.model, device=settings.device)
         server, sock = listen(create_app(qa, settings), settings)
     except ServeError as error:
         raise UsageError(str(error)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     print(

@@ -47,10 +47,12 @@ from .data import (
     answer_matches,
     label_window,
     read_squad,
+    refuse_squad_dev,
     split_heldout,
     training_batches,
     write_squad,
 )
+from .devices import resolve_device
 from .distill import attention_loss, hidden_loss, layer_map, prediction_loss, span_loss
 from .lengths import Lengths, constant_ratio, geometric_lengths, sample_layer_skips, sample_lengths
 from .model import DynamicBertForQuestionAnswering, QAOutput
@@ -176,6 +178,8 @@ def start_processes(device: str) -> Processes:
     """One process, or one of several started by torchrun / accelerate launch (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device != "auto":
+        device = resolve_device(device).type
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     target = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
@@ -192,10 +196,10 @@ def load_examples(source: str) -> list[Example]:
     """A SQuAD-format JSON file, or a dataset name for the `datasets` library ("squad",
     "rajpurkar/squad:train")."""
     path = Path(source)
-    if path.name == "dev-v1.1.json":
-        raise TrainingError(f"{source} is SQuAD 1.1 dev, the test set: it is never trained or selected on")
     if path.exists() or source.endswith(".json"):
-        return read_squad(path)
+        examples = read_squad(path)
+        refuse_squad_dev(examples, source)
+        return examples
     try:
         from datasets import load_dataset
     except ImportError:

@@ -213,6 +213,52 @@ def run_row(
     return row
 
 
+def post(url: str, body: dict) -> tuple[int, dict, float]:
+    """One request on a connection of its own: status, reply, seconds (HTTP included)."""
+    host, port = loopback(url)
+    connection = http.client.HTTPConnection(host, port, timeout=600)
+    try:
+        began = time.perf_counter()
+        connection.request("POST", "/v1/answer", json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        reply = json.loads(response.read())
+        return response.status, reply, time.perf_counter() - began
+    finally:
+        connection.close()
+
+
+def heavy_probe(url: str, pairs: list[tuple[str, str]], contexts: int, repeats: int = 5) -> str:
+    """A heavy request (`contexts` contexts of about 25,000 characters, each the --data passages
+    run together) and, 0.3 s later, a small one: the small one's latency against its latency alone."""
+    question, context = pairs[0]
+    small = {"inputs": {"question": question, "context": context}}
+    passages, long_context = iter(p for _, p in dict.fromkeys(pairs, None)), ""
+    while len(long_context) < 25_000:
+        long_context += next(passages, context) + " "
+    heavy = {"inputs": [{"question": q, "context": long_context} for q, _ in pairs[:contexts]]}
+    alone = [post(url, small)[2] for _ in range(repeats)]
+    behind, heavy_seconds = [], []
+    with ThreadPoolExecutor(1) as pool:
+        for _ in range(repeats):
+            running = pool.submit(post, url, heavy)
+            time.sleep(0.3)
+            status, reply, took = post(url, small)
+            if status != 200:
+                raise LoadTestError(f"the small request got {status}: {reply.get('error')}")
+            behind.append(took)
+            status, reply, took = running.result()
+            if status != 200:
+                raise LoadTestError(f"the heavy request got {status}: {reply.get('error')}")
+            heavy_seconds.append(took)
+    return (
+        "| small request alone, median ms | sent 0.3 s after a heavy one, median ms | worst ms | "
+        "worst / alone | heavy request, median s |\n| ---: | ---: | ---: | ---: | ---: |\n"
+        f"| {np.median(alone) * 1000:.0f} | {np.median(behind) * 1000:.0f} | {max(behind) * 1000:.0f} | "
+        f"{max(behind) / np.median(alone):.2f} | {np.median(heavy_seconds):.1f} |\n\n"
+        f"heavy: {contexts} contexts of {len(long_context):,} characters; {repeats} repeats"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group(required=True)
@@ -234,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60, help="most seconds per row")
     parser.add_argument("--max-batch", type=int, help="with --model: passed to the servers")
     parser.add_argument("--max-wait-ms", type=float, help="with --model: passed to the servers")
+    parser.add_argument(
+        "--heavy",
+        type=int,
+        metavar="N",
+        help="instead of the load rows: does a request of N long contexts delay a small one sent after it?",
+    )
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -266,6 +318,9 @@ def run(args: argparse.Namespace) -> int:
                 process, slo_url = start_server(args.model, [*extra, "--latency-slo", str(args.latency_slo)])
                 started.append(process)
         ready = wait_ready(url)
+        if args.heavy:
+            print(heavy_probe(url, pairs, args.heavy))
+            return 0
         rows = []
         bounds = (args.concurrency, args.requests, args.seconds)
         for budget in budgets:

@@ -188,3 +188,23 @@ def run_model_card_quick_start(folder: Path) -> str:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Skipped tests, counted by reason, with what to do: a run without the data is not green."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.section(f"{len(skipped)} tests were skipped, and why", sep="-", yellow=True)
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{count:4d}  {reason}")
+    if any("not found at" in reason for reason in reasons):
+        terminalreporter.write_line(
+            "The training, search and evaluation tests read SQuAD-format files from ../shared/data "
+            "(beside the checkout) or from $DYNAMIC_TINYBERT_DATA: see 'Data' in the README."
+        )

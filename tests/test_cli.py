@@ -45,7 +45,7 @@ def test_ask_prints_answers(tiny_model, capsys, tmp_path):
         "--json",
     )
     report = json.loads(out)
-    assert code == 0 and len(report["answers"]) == 3 and report["lengths"] == "1,0.8,0.6,0.4"
+    assert code == 0 and len(report["answers"]) == 3 and report["lengths"] == [1, 0.8, 0.6, 0.4]
     assert report["model"] == str(tiny_model)
     for answer in report["answers"]:
         assert CONTEXT[answer["start"] : answer["end"]] == answer["answer"]
@@ -117,9 +117,21 @@ def _bad_inputs(tiny_model, squad_file, tmp_path):
     malformed.write_text(
         '{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "x1", "question": 3}]}]}]}'
     )
+    unanswerable = tmp_path / "squad2.json"
+    document = json.loads(squad_file.read_text())
+    document["data"][0]["paragraphs"][0]["qas"][0]["answers"] = []  # SQuAD 2.0: no answer
+    unanswerable.write_text(json.dumps(document))
     ask = ["ask", "--question", "Why?", "--context", CONTEXT]
     model = ["--model", str(tiny_model)]
+    evaluate = ["eval", *model, "--data", str(squad_file)]
     return {
+        "a question without answers": ["eval", *model, "--data", str(unanswerable)],
+        "predictions into a folder": [*evaluate, "--predictions", str(tmp_path)],
+        "predictions into a missing folder": [*evaluate, "--predictions", str(tmp_path / "no" / "p.json")],
+        "an unknown device": [*ask, *model, "--device", "bogus"],
+        "a device this torch cannot use": [*ask, *model, "--device", "cuda:99"],
+        "empty lengths": [*ask, *model, "--lengths", ""],
+        "top-k over 20": [*ask, *model, "--top-k", "1000"],
         "missing model folder": [*ask, "--model", str(tmp_path / "nowhere")],
         "folder without a model": [*ask, "--model", str(not_a_model)],
         "invalid config": [*ask, "--model", str(broken)],
@@ -136,6 +148,13 @@ def _bad_inputs(tiny_model, squad_file, tmp_path):
 @pytest.mark.parametrize(
     "case",
     [
+        "a question without answers",
+        "predictions into a folder",
+        "predictions into a missing folder",
+        "an unknown device",
+        "a device this torch cannot use",
+        "empty lengths",
+        "top-k over 20",
         "missing model folder",
         "folder without a model",
         "invalid config",
@@ -156,6 +175,53 @@ def test_bad_input_exits_2_with_one_line(case, tiny_model, squad_file, tmp_path,
     assert len(lines) == 1 and lines[0].startswith("dynamic-tinybert") and "error:" in lines[0], err
     if case == "malformed data file":
         assert "'x1'" in err
+    if case == "a question without answers":
+        assert "'q1'" in err and "no gold answers" in err
+    if "device" in case:
+        assert "can use: cpu" in err
+
+
+def test_bad_predictions_path_is_refused_before_the_model_runs(tiny_model, squad_file, tmp_path, capsys):
+    from dynamic_tinybert import reader
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reader.QuestionAnswerer, "from_pretrained", never)
+        code, _, err = run(
+            capsys,
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(squad_file),
+            "--predictions",
+            str(tmp_path),
+        )
+    assert code == 2 and "is a folder" in err
+
+
+def test_help_shows_defaults_and_examples_that_work(capsys):
+    for command in ("serve", "search", "ask"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        if command == "serve":
+            assert "(default: 16)" in text and "(default: 30.0)" in text
+        if command == "search":
+            assert "(default: 0.05)" in text and "(default: 20)" in text
+        if command == "ask":
+            assert "1,0.8,0.6,0.5)" not in text and "the question to answer" in text
+
+
+def test_search_leaves_the_shipped_model_alone_without_force(capsys):
+    from dynamic_tinybert.checkpoint import DEFAULT_MODEL
+
+    frontier = (DEFAULT_MODEL / "frontier.json").read_bytes()
+    code, _, err = run(capsys, "search", "--model", str(DEFAULT_MODEL), "--data", "whatever.json")
+    assert code == 2 and "--force" in err
+    assert (DEFAULT_MODEL / "frontier.json").read_bytes() == frontier
 
 
 def test_console_command_end_to_end(tiny_model, squad_file, tmp_path):

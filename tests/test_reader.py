@@ -58,12 +58,32 @@ def test_max_answer_len_limits_answers(qa):
         ({"question": " ", "context": CONTEXT}, "question 0 is empty"),
         ({"question": "Why?", "context": ""}, "context 0 is empty"),
         ({"question": "Why?", "context": CONTEXT, "top_k": 0}, "top_k"),
+        ({"question": "Why?", "context": CONTEXT, "top_k": 1000}, "from 1 to 20"),
         ({"question": "Why?", "context": CONTEXT, "lengths": (1.0, 0.5)}, "4 layers"),
     ],
 )
 def test_bad_calls_get_clear_errors(qa, kwargs, message):
     with pytest.raises(ValueError, match=message):
         qa(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"question": 5, "context": "c"}, "question"),
+        ({"question": "Why?", "context": [CONTEXT, 3]}, "context"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_named(qa, kwargs, name):
+    with pytest.raises(TypeError, match=f"^{name} must be a string or a list of strings"):
+        qa(**kwargs)
+
+
+def test_scores_are_over_the_20_best_spans_whatever_top_k(qa):
+    one = qa(question="How large?", context=CONTEXT)
+    twenty = qa(question="How large?", context=CONTEXT, top_k=20)
+    assert twenty[0] == one
+    assert sum(a["score"] for a in twenty) == pytest.approx(1.0) or len(twenty) < 20
 
 
 def test_evaluate_scores_its_own_predictions(qa, squad_file):

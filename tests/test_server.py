@@ -577,7 +577,8 @@ def test_doctests():
 def test_serve_command_errors_exit_2_with_one_line(tiny_model, capsys, argv, words):
     model = [] if "--model" in argv else ["--model", str(tiny_model)]
     assert main(["serve", *model, *argv]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    # besides the progress line of the model loading, one line
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if ": loading " not in line]
     assert len(err) == 1 and err[0].startswith("dynamic-tinybert serve: error:") and words in err[0]
 
 
@@ -589,6 +590,7 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tiny_model):
         text=True,
     )
     try:
+        assert "loading" in process.stderr.readline()
         line = process.stderr.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
         wait_ready(url)
@@ -599,6 +601,23 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tiny_model):
             status, reply = in_flight.result(timeout=30)
         assert status == 200 and reply["answers"]
         assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+
+
+def test_sigterm_while_the_model_loads_exits_0(tiny_model):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dynamic_tinybert", "serve", "--model", str(tiny_model), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "loading" in process.stderr.readline()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert "Traceback" not in process.stderr.read()
     finally:
         if process.poll() is None:
             process.kill()

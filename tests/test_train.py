@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from dynamic_tinybert import QuestionAnswerer, checkpoint, read_squad
 from dynamic_tinybert.distill import layer_map
 from dynamic_tinybert.reader import collate
-from dynamic_tinybert.train import StepContext, Trainee, TrainingError, intermediate_step, prediction_step
+from dynamic_tinybert.train import StepContext, Trainee, intermediate_step, prediction_step
 
 from .conftest import FIXTURES, SHARED_DATA, kept_per_layer, make_checkpoint
 
@@ -407,10 +407,28 @@ def test_settings_errors(tiny_model, sixteen, tmp_path):
         )
         == 2
     )
-    with pytest.raises(TrainingError, match="SQuAD 1.1 dev"):
-        from dynamic_tinybert.train import load_examples
 
-        load_examples(str(SHARED_DATA / "squad" / "dev-v1.1.json"))
+
+def test_squad_dev_is_refused_by_content_under_any_name(sixteen, tiny_model, tmp_path, capsys):
+    from dynamic_tinybert.cli import main
+
+    # one question of SQuAD 1.1 dev (its first id) among training questions, in a file named
+    # like training data
+    document = json.loads(sixteen.read_text())
+    document["data"][0]["paragraphs"][0]["qas"][0]["id"] = "56be4db0acb8001400a502ec"
+    disguised = tmp_path / "train-extra.json"
+    disguised.write_text(json.dumps(document))
+    argv = ["train", "--stage", "finetune", "--model", str(tiny_model), "--data", str(disguised)]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "1 questions of SQuAD 1.1 dev" in error and "56be4db0acb8001400a502ec" in error
+    assert "Traceback" not in error
+    assert main(["search", "--model", str(tiny_model), "--data", str(disguised)]) == 2
+    assert "SQuAD 1.1 dev" in capsys.readouterr().err
+    # the data it was made from passes
+    from dynamic_tinybert.train import load_examples
+
+    assert len(load_examples(str(sixteen))) == 16
 
 
 @pytest.mark.skipif(
