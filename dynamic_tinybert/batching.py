@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -39,9 +39,6 @@ from .frontier import Point
 from .lengths import Lengths, encoder_gflops
 from .reader import QuestionAnswerer
 from .tokenizer import Window
-
-if TYPE_CHECKING:  # for annotations only: server.py imports this module, not the other way round
-    from .server import Parameters, ServeSettings
 
 # The controller aims below the target: its predictions leave out HTTP time and noise, and the
 # target is a 95th percentile rather than a mean.
@@ -300,10 +297,21 @@ class Metrics:
 class Batcher:
     """The queue, the worker task that forms micro-batches, and the model thread."""
 
-    def __init__(self, qa: QuestionAnswerer, settings: ServeSettings, metrics: Metrics):
+    def __init__(
+        self,
+        qa: QuestionAnswerer,
+        metrics: Metrics,
+        max_batch: int,
+        max_wait_ms: float,
+        latency_slo: float | None = None,
+    ):
+        """max_batch windows per micro-batch, the oldest request waiting at most max_wait_ms for
+        others; latency_slo (milliseconds) turns on the SLO controller."""
         self.qa = qa
-        self.settings = settings
         self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.latency_slo = None if latency_slo is None else latency_slo / 1000
         self.points: list[Point] = qa.frontier.points if qa.frontier is not None else []
         # every request drops tokens by the selector the frontier was searched with
         self.selector = qa.frontier.selector if qa.frontier is not None else None
@@ -315,17 +323,17 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self._set_point(len(self.points) - 1)
 
-    def route(self, parameters: Parameters) -> tuple[Lengths | None, int | None]:
+    def route(
+        self, lengths: Sequence[float] | None, budget: float | None, speedup: float | None
+    ) -> tuple[Lengths | None, int | None]:
         """(lengths, ceiling) of a request, checked before it joins the queue: explicit lengths
         run as given; with a frontier, a budget caps the point and no budget allows the full model."""
-        lengths, point = self.qa.choose(
-            parameters.lengths, parameters.budget, parameters.speedup, self.selector
-        )
+        chosen, point = self.qa.choose(lengths, budget, speedup, self.selector)
         if point is not None:
-            return lengths, next(i for i, p in enumerate(self.points) if p is point)
-        if parameters.lengths is None and self.points:
+            return chosen, next(i for i, p in enumerate(self.points) if p is point)
+        if lengths is None and self.points:
             return None, len(self.points) - 1
-        return lengths, None
+        return chosen, None
 
     async def submit(self, job: Job, timeout: float) -> Outcome:
         """Queue a job and wait for its answers; on timeout (or cancellation) it leaves the queue
@@ -358,8 +366,8 @@ class Batcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         costs = await loop.run_in_executor(self.executor, self._warm_up)
-        if self.settings.latency_slo is not None:
-            self.controller = SloController(costs, self.settings.latency_slo / 1000, self.settings.max_batch)
+        if self.latency_slo is not None:
+            self.controller = SloController(costs, self.latency_slo, self.max_batch)
         self.ready = True
         while True:
             await self._gather()
@@ -381,8 +389,8 @@ class Batcher:
             while not self.queue:
                 self.wakeup.clear()
                 await self.wakeup.wait()
-            remaining = self.queue[0].arrived + self.settings.max_wait_ms / 1000 - time.perf_counter()
-            if sum(j.left for j in self.queue) >= self.settings.max_batch or remaining <= 0:
+            remaining = self.queue[0].arrived + self.max_wait - time.perf_counter()
+            if sum(j.left for j in self.queue) >= self.max_batch or remaining <= 0:
                 return
             self.wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -402,7 +410,7 @@ class Batcher:
         request whose last window is handed out leaves the queue."""
         jobs = list(self.queue)
         slices = []
-        for job, n in zip(jobs, fair_shares([j.left for j in jobs], self.settings.max_batch), strict=True):
+        for job, n in zip(jobs, fair_shares([j.left for j in jobs], self.max_batch), strict=True):
             if n:
                 job.start(level, self.points)
                 slices.append(Slice(job, job.handed_out, job.handed_out + n))
@@ -465,7 +473,7 @@ class Batcher:
         """In the model thread, before the server reports ready: run the model once, and in SLO
         mode measure each frontier point's cost on one warm-up pair and on WARMUP_PAIRS of them."""
         self.qa.answer([WARMUP_QUESTION] * WARMUP_PAIRS, [WARMUP_CONTEXT] * WARMUP_PAIRS)
-        if self.settings.latency_slo is None:
+        if self.latency_slo is None:
             return []
         chars = len(WARMUP_QUESTION) + len(WARMUP_CONTEXT)
 

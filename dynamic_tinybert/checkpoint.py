@@ -9,11 +9,8 @@ safetensors, or from a pickle (.bin) with `weights_only=True`, so loading never 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .config import ConfigError, ModelConfig, WindowSettings
+from .files import atomic_write
 from .model import DynamicBertForQuestionAnswering
 from .selector import SelectorError, TokenSelector
 from .tokenizer import TOKENIZER_FILES, QATokenizer, TokenizerError
@@ -260,8 +258,8 @@ def save(
     written beside its target and renamed into place."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+
+    def write(staging: Path) -> None:
         state = {
             to_hf_name(k): v.detach().to(dtype or v.dtype).contiguous().cpu()
             for k, v in model.state_dict().items()
@@ -276,29 +274,5 @@ def save(
         tokenizer.save(staging)
         for name, content in (extra_files or {}).items():
             (staging / name).write_bytes(content)
-        _usual_permissions(staging)
-        _replace_dir(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
 
-
-def _usual_permissions(folder: Path) -> None:
-    """The permissions a folder and its files would have had without mkdtemp's private 0700."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for item in folder.iterdir():
-        item.chmod(0o666 & ~umask)
-
-
-def _replace_dir(source: Path, target: Path) -> None:
-    """Rename source to target, replacing an existing target folder."""
-    if not target.exists():
-        os.replace(source, target)
-        return
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(target, old)
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
+    return atomic_write(folder, write, folder=True)

@@ -7,7 +7,6 @@ Bad input (a missing or invalid model folder, a missing or malformed data file, 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -20,16 +19,13 @@ from .data import SquadFormatError, check_answerable, read_squad
 from .devices import DeviceError, resolve_device
 from .frontier import BudgetError
 from .lengths import LengthsError, format_lengths, parse_lengths
+from .options import UsageError, add_dataclass_options, settings_from
 from .search import SearchError
 from .selector import SelectorError
 from .train import TrainingError
 from .transformers_qa import VocabularyError
 
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad input from the command line; printed as one line, exit code 2."""
 
 
 # what bad input raises; each is printed as one line, with exit code 2
@@ -121,30 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, required=True, help="the PNG to write")
     plot.set_defaults(run=run_plot)
 
-    from .server import add_serve_command
+    from .server import ServeSettings, run_serve
 
-    add_serve_command(commands)
+    serve = commands.add_parser(
+        "serve", help="an HTTP API: POST /v1/answer, /healthz, /readyz, /metrics, /docs"
+    )
+    add_dataclass_options(serve, ServeSettings)
+    serve.set_defaults(run=run_serve)
     return parser
-
-
-def add_dataclass_options(parser: argparse.ArgumentParser, settings_class) -> None:
-    """One option per dataclass field, named after it, with the help, choices and nargs of its
-    metadata; the type follows the field's annotation."""
-    for f in dataclasses.fields(settings_class):
-        meta = dict(f.metadata)
-        flag = "--" + f.name.replace("_", "-")
-        options = {"dest": f.name, "help": meta.get("help"), "required": meta.get("required", False)}
-        if f.type == "bool":
-            parser.add_argument(flag, action="store_true", **options)
-            continue
-        kind = int if f.type.startswith("int") else float if f.type.startswith("float") else str
-        options.update(type=kind, default=None if options["required"] else f.default)
-        if options["default"] is not None and "default" not in (options["help"] or ""):
-            options["help"] = f"{options['help']} (default: {options['default']})"
-        for key in ("choices", "nargs"):
-            if key in meta:
-                options[key] = meta[key]
-        parser.add_argument(flag, **options)
 
 
 def _load(args: argparse.Namespace):
@@ -279,12 +259,6 @@ def _point(point) -> dict | None:
     if point is None:
         return None
     return point.to_dict()
-
-
-def settings_from(args: argparse.Namespace, settings_class):
-    """The settings dataclass filled from the options add_dataclass_options made."""
-    names = {f.name for f in dataclasses.fields(settings_class)}
-    return settings_class(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def run_train(args: argparse.Namespace) -> None:

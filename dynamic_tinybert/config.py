@@ -11,13 +11,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def option(help: str, **metadata: Any):
-    """A settings field that is also a command-line option: `help`, and optionally `default`,
-    `required`, `choices` and `nargs` (see cli.add_dataclass_options)."""
-    return field(default=metadata.pop("default", None), metadata={"help": help, **metadata})
-
-
 ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 # how a dropping layer chooses the tokens it keeps: the attention they receive (PoWER-BERT), or the
 # model's learned selector (selector.py)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import ModelConfig
+from .files import atomic_write
 from .lengths import Lengths, encoder_macs, validate_lengths
 
 FILENAME = "frontier.json"
@@ -140,11 +140,8 @@ class Frontier:
 
     def save(self, folder: str | Path) -> Path:
         """Write frontier.json into the model folder (atomically)."""
-        path = Path(folder) / FILENAME
-        staging = path.with_name(f".{FILENAME}.tmp")
-        staging.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        os.replace(staging, path)
-        return path
+        text = json.dumps(self.to_dict(), indent=1) + "\n"
+        return atomic_write(Path(folder) / FILENAME, lambda path: path.write_text(text))
 
     @classmethod
     def load(cls, folder: str | Path) -> Frontier | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,11 +21,13 @@ import numpy as np
 from tqdm import tqdm
 
 from .checkpoint import DEFAULT_MODEL
-from .config import SELECTORS, option
+from .config import SELECTORS
 from .data import read_squad, refuse_squad_dev
+from .files import atomic_write
 from .frontier import Frontier, Point, flops_ratio, pareto
 from .lengths import encoder_gflops, format_lengths, validate_lengths
 from .model import DynamicBertForQuestionAnswering
+from .options import option
 from .reader import QuestionAnswerer
 from .timing import latency_ms, machine, throughput
 
@@ -330,9 +331,7 @@ class Search:
             "rng": self.rng.bit_generator.state,
             "evaluated": self.evaluated,
         }
-        staging = self.state_path.with_name(f".{self.state_path.name}.tmp")
-        staging.write_text(json.dumps(state))
-        os.replace(staging, self.state_path)
+        atomic_write(self.state_path, lambda path: path.write_text(json.dumps(state)))
 
     def _resume(self) -> None:
         if not self.state_path.is_file():

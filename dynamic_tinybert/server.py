@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import signal
 import socket
 import sys
@@ -39,11 +38,10 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from starlette.exceptions import HTTPException
 
 from .batching import Batcher, Job, Metrics
-from .cli import UsageError, add_dataclass_options
-from .config import option
 from .devices import resolve_device
 from .frontier import BudgetError, Point
 from .lengths import LengthsError
+from .options import UsageError, option, settings_from
 from .reader import QuestionAnswerer
 
 
@@ -201,7 +199,7 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
             "run `dynamic-tinybert search` on it first"
         )
     metrics = Metrics()
-    batcher = Batcher(qa, settings, metrics)
+    batcher = Batcher(qa, metrics, settings.max_batch, settings.max_wait_ms, settings.latency_slo)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -240,7 +238,7 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
                 )
         parameters = request.parameters
         try:
-            lengths, ceiling = batcher.route(parameters)
+            lengths, ceiling = batcher.route(parameters.lengths, parameters.budget, parameters.speedup)
         except (BudgetError, LengthsError) as error:
             raise HTTPException(400, str(error)) from None
         questions, contexts = [p.question for p in inputs], [p.context for p in inputs]
@@ -412,15 +410,6 @@ class _CountRequests:
 # --- the command -------------------------------------------------------------------------------
 
 
-def add_serve_command(commands) -> None:
-    """Register `dynamic-tinybert serve` on the CLI's subcommands."""
-    serve = commands.add_parser(
-        "serve", help="an HTTP API: POST /v1/answer, /healthz, /readyz, /metrics, /docs"
-    )
-    add_dataclass_options(serve, ServeSettings)
-    serve.set_defaults(run=run_serve)
-
-
 def listen(app: FastAPI, settings: ServeSettings) -> tuple[uvicorn.Server, socket.socket]:
     """A uvicorn server for the app and the socket it will serve on, bound now: a port in use is
     an error here, and port 0 has its number."""
@@ -445,9 +434,8 @@ def _exit_cleanly(signum, frame) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> None:
-    names = {f.name for f in dataclasses.fields(ServeSettings)}
     try:
-        settings = ServeSettings(**{k: v for k, v in vars(args).items() if k in names})
+        settings = settings_from(args, ServeSettings)
     except ServeError as error:
         raise UsageError(str(error)) from None
     resolve_device(settings.device)  # before the model loads

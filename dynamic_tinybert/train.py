@@ -41,7 +41,6 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import option
 from .data import (
     Example,
     answer_matches,
@@ -54,8 +53,10 @@ from .data import (
 )
 from .devices import resolve_device
 from .distill import attention_loss, hidden_loss, layer_map, prediction_loss, span_loss
+from .files import replace
 from .lengths import Lengths, constant_ratio, geometric_lengths, sample_layer_skips, sample_lengths
 from .model import DynamicBertForQuestionAnswering, QAOutput
+from .options import option
 from .reader import QuestionAnswerer, collate
 from .selector import FILENAME as SELECTOR_FILE
 from .selector import SelectorConfig, TokenSelector, answer_region, context_tokens, selector_loss
@@ -465,20 +466,20 @@ def publish(model: nn.Module, tokenizer: QATokenizer, output: Path) -> None:
     each renamed into place, so that the folder always loads."""
     staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output))
     try:
+        folder = staging / "model"
         if isinstance(model, TransformersQA):
-            model.save(staging)
-            tokenizer.save(staging)
+            folder.mkdir()
+            model.save(folder)
+            tokenizer.save(folder)
         else:
-            checkpoint.save(model, tokenizer, staging / "m")
-            for item in (staging / "m").iterdir():
-                os.replace(item, staging / item.name)
+            checkpoint.save(model, tokenizer, folder)
         # a stale weights file of another format would be read first; a stale selector would be used
         for name in (*checkpoint.WEIGHT_FILES, SELECTOR_FILE):
-            if (output / name).exists() and not (staging / name).exists():
+            if (output / name).exists() and not (folder / name).exists():
                 (output / name).unlink()
-        for item in staging.iterdir():
+        for item in folder.iterdir():
             if item.is_file():
-                os.replace(item, output / item.name)
+                replace(item, output / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -506,7 +507,7 @@ def save_state(
         save_file(state, staging / "trainee.safetensors")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         (staging / "progress.json").write_text(json.dumps({"step": step, **progress}))
-        os.replace(staging, trainer / f"step-{step:08d}")
+        replace(staging, trainer / f"step-{step:08d}")
         for old in _states(output)[:-1]:
             shutil.rmtree(old, ignore_errors=True)
     procs.barrier()

@@ -1,0 +1,59 @@
+"""Writing files and folders whole or not at all, the one way the package does it.
+
+A process killed at any moment leaves either the old file (or folder) or the new one, never half
+of one: the new one is made at a hidden path beside its target and renamed into place.
+
+    atomic_write(folder / "frontier.json", lambda path: path.write_text(text))
+    atomic_write(folder, lambda staging: fill(staging), folder=True)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = False) -> Path:
+    """Make `target` by `write(staging)`, then rename the staging file (or, with folder=True,
+    the staging folder, created empty for `write` to fill) over it. A failed write leaves the
+    target as it was and no staging behind.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> atomic_write(root / "a.txt", lambda p: p.write_text("new")).read_text()
+    'new'
+    >>> sorted(p.name for p in root.iterdir())
+    ['a.txt']
+    """
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        if folder:
+            staging.mkdir(parents=True)
+        write(staging)
+        replace(staging, target)
+    finally:
+        _remove(staging)
+    return target
+
+
+def replace(staging: Path, target: Path) -> None:
+    """Rename a finished file or folder over `target`; an existing target folder is moved aside
+    first and removed after (a folder cannot be renamed over a full one)."""
+    if not (target.is_dir() and not target.is_symlink()):
+        os.replace(staging, target)
+        return
+    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+    os.replace(target, old)
+    os.replace(staging, target)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)

@@ -1,0 +1,53 @@
+"""Settings dataclasses as command-line options: one declaration of each setting, its help, its
+default and its checks, read by argparse and by code alike.
+
+    @dataclass
+    class SearchSettings:
+        grid: float = option("step of the per-layer shares", default=0.05)
+
+    add_dataclass_options(parser, SearchSettings)   # --grid GRID  step ... (default: 0.05)
+    settings = settings_from(args, SearchSettings)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import field
+from typing import Any
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit code 2."""
+
+
+def option(help: str, **metadata: Any):
+    """A settings field that is also a command-line option: `help`, and optionally `default`,
+    `required`, `choices` and `nargs`."""
+    return field(default=metadata.pop("default", None), metadata={"help": help, **metadata})
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, settings_class) -> None:
+    """One option per dataclass field, named after it, with the help, choices and nargs of its
+    metadata; the type follows the field's annotation, and the help shows the default."""
+    for f in dataclasses.fields(settings_class):
+        meta = dict(f.metadata)
+        flag = "--" + f.name.replace("_", "-")
+        options = {"dest": f.name, "help": meta.get("help"), "required": meta.get("required", False)}
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_true", **options)
+            continue
+        kind = int if f.type.startswith("int") else float if f.type.startswith("float") else str
+        options.update(type=kind, default=None if options["required"] else f.default)
+        if options["default"] is not None and "default" not in (options["help"] or ""):
+            options["help"] = f"{options['help']} (default: {options['default']})"
+        for key in ("choices", "nargs"):
+            if key in meta:
+                options[key] = meta[key]
+        parser.add_argument(flag, **options)
+
+
+def settings_from(args: argparse.Namespace, settings_class):
+    """The settings dataclass filled from the options add_dataclass_options made."""
+    names = {f.name for f in dataclasses.fields(settings_class)}
+    return settings_class(**{k: v for k, v in vars(args).items() if k in names})

@@ -1,0 +1,63 @@
+"""How the package is put together: its modules import one another without a cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import dynamic_tinybert
+
+PACKAGE = Path(dynamic_tinybert.__file__).parent
+
+
+def imports() -> dict[str, set[str]]:
+    """Module -> the package modules it imports, anywhere in it (in functions and under
+    TYPE_CHECKING too: a cycle there is still a circle in the design)."""
+    graph = {}
+    for path in PACKAGE.glob("*.py"):
+        name = path.stem
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    found.add(node.module.split(".")[0])
+                else:  # from . import checkpoint
+                    found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dynamic_tinybert."):
+                found.add(node.module.split(".")[1])
+        graph[name] = found - {name}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph, or None."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = "done"
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_one():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_package_has_no_import_cycle():
+    graph = imports()
+    assert {"cli", "server", "batching", "model"} <= set(graph)
+    assert cycle(graph) is None, " -> ".join(cycle(graph))
