@@ -22,7 +22,7 @@ from .lengths import LengthsError, format_lengths, parse_lengths
 from .options import UsageError, add_dataclass_options, settings_from
 from .search import SearchError
 from .selector import SelectorError
-from .train import TrainingError
+from .train_settings import TrainingError
 from .transformers_qa import VocabularyError
 
 EXIT_USAGE = 2
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=run_eval)
 
-    from .train import TrainSettings
+    from .train_settings import TrainSettings
 
     train = commands.add_parser("train", help="one stage of the training recipe (see train.py)")
     add_dataclass_options(train, TrainSettings)
@@ -262,7 +262,8 @@ def _point(point) -> dict | None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from .train import TrainSettings, train
+    from .train import train
+    from .train_settings import TrainSettings
 
     print(train(settings_from(args, TrainSettings)))
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from dynamic_tinybert import QuestionAnswerer, checkpoint, read_squad
 from dynamic_tinybert.distill import layer_map
 from dynamic_tinybert.reader import collate
-from dynamic_tinybert.train import StepContext, Trainee, intermediate_step, prediction_step
+from dynamic_tinybert.stages import StepContext, Trainee, intermediate_step, prediction_step
 
 from .conftest import FIXTURES, SHARED_DATA, kept_per_layer, make_checkpoint
 
@@ -236,7 +236,7 @@ def test_lengthdrop_with_a_selector_drops_what_it_selects_and_keeps_training_it(
 
 def test_distillation_losses_are_zero_when_the_student_is_the_teacher(teacher, sixteen):
     from dynamic_tinybert.reader import collate
-    from dynamic_tinybert.train import TrainSettings
+    from dynamic_tinybert.train_settings import TrainSettings
 
     model, tokenizer, _ = checkpoint.load(teacher)
     examples = read_squad(sixteen)
@@ -426,7 +426,7 @@ def test_squad_dev_is_refused_by_content_under_any_name(sixteen, tiny_model, tmp
     assert main(["search", "--model", str(tiny_model), "--data", str(disguised)]) == 2
     assert "SQuAD 1.1 dev" in capsys.readouterr().err
     # the data it was made from passes
-    from dynamic_tinybert.train import load_examples
+    from dynamic_tinybert.train_data import load_examples
 
     assert len(load_examples(str(sixteen))) == 16
 
@@ -437,8 +437,8 @@ def test_squad_dev_is_refused_by_content_under_any_name(sixteen, tiny_model, tmp
 def test_mpnet_teacher_sees_the_students_wordpieces_on_real_text():
     from transformers import AutoTokenizer
 
+    from dynamic_tinybert.stages import align
     from dynamic_tinybert.tokenizer import QATokenizer
-    from dynamic_tinybert.train import align
 
     student = QATokenizer.from_folder(PRETRAINED / "all-MiniLM-L6-v2")
     teacher_tokenizer = AutoTokenizer.from_pretrained(PRETRAINED / "all-mpnet-base-v2")
@@ -554,7 +554,7 @@ def test_questions_whose_answer_does_not_match_are_skipped_and_logged(sixteen, t
 def test_datasets_by_name_become_examples(monkeypatch):
     import types
 
-    from dynamic_tinybert.train import load_examples
+    from dynamic_tinybert.train_data import load_examples
 
     rows = [
         {

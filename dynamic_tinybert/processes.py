@@ -1,0 +1,79 @@
+"""One training process, or one of several started by torchrun or `accelerate launch`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .devices import resolve_device
+
+
+@dataclass
+class Processes:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        """Take the process group down before exit: left to the interpreter's shutdown, gloo's
+        threads can abort the process ("terminate called without an active exception")."""
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def start_processes(device: str) -> Processes:
+    """One process, or one of several started by torchrun / accelerate launch (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device != "auto":
+        device = resolve_device(device).type
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    target = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(target)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Processes(dist.get_rank() if world > 1 else 0, world, target)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return _cpu_has_bf16()
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): autocast then trains about
+    1.5x faster than fp32 (measured on a Zen 4 core: 13 against 9 examples a second)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_ranks_agree(trainee: torch.nn.Module, procs: Processes, log) -> None:
+    """Every process must end with the same weights; say so in the log."""
+    if procs.world == 1:
+        return
+    total = torch.stack([p.detach().double().sum() for p in trainee.parameters()]).sum().reshape(1)
+    gathered = [torch.zeros_like(total) for _ in range(procs.world)]
+    dist.all_gather(gathered, total)
+    agree = all(torch.equal(g, gathered[0]) for g in gathered)
+    log({"event": "ranks", "world": procs.world, "agree": agree, "checksums": [float(g) for g in gathered]})
+    if not agree:
+        raise RuntimeError(f"processes ended with different weights: {[float(g) for g in gathered]}")

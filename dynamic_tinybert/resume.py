@@ -1,0 +1,112 @@
+"""Saving and resuming: the published checkpoint, and trainer/step-N/, the state a killed run
+resumes from (weights, optimizer, each process's random state, and `ResumeState`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import checkpoint
+from .files import replace
+from .processes import Processes
+from .selector import FILENAME as SELECTOR_FILE
+from .stages import unwrap
+from .tokenizer import QATokenizer
+from .transformers_qa import TransformersQA
+
+
+@dataclass
+class ResumeState:
+    """Where a run stands, saved with every trainer state as progress.json."""
+
+    step: int = 0
+    best_f1: float | None = None  # the best held-out score so far, and its step
+    best_step: int | None = None
+    settings: dict = field(default_factory=dict)  # TrainSettings.resume_key() of the run
+    finished: bool = False
+
+    @classmethod
+    def read(cls, folder: Path) -> ResumeState:
+        return cls(**json.loads((folder / "progress.json").read_text()))
+
+
+def publish(model: nn.Module, tokenizer: QATokenizer, output: Path) -> None:
+    """Write the model into the output folder in the transformers layout, one file at a time,
+    each renamed into place, so that the folder always loads."""
+    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output))
+    try:
+        folder = staging / "model"
+        if isinstance(model, TransformersQA):
+            folder.mkdir()
+            model.save(folder)
+            tokenizer.save(folder)
+        else:
+            checkpoint.save(model, tokenizer, folder)
+        # a stale weights file of another format would be read first; a stale selector would be used
+        for name in (*checkpoint.WEIGHT_FILES, SELECTOR_FILE):
+            if (output / name).exists() and not (folder / name).exists():
+                (output / name).unlink()
+        for item in folder.iterdir():
+            if item.is_file():
+                replace(item, output / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def states(output: Path) -> list[Path]:
+    """The trainer states of a run, oldest first (a finished save leaves one)."""
+    return sorted((output / "trainer").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_state(output: Path, trainee: nn.Module, optimizer, state: ResumeState, procs: Processes) -> None:
+    """trainer/step-N/: weights, optimizer, each process's random state, progress. Written in a
+    staging folder and renamed, so that a kill at any moment leaves the previous state whole."""
+    trainer = output / "trainer"
+    staging = trainer / f".staging-{state.step:08d}"
+    if procs.main:
+        trainer.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    procs.barrier()
+    torch.save(_rng_state(), staging / f"rng-{procs.rank}.pt")
+    procs.barrier()
+    if procs.main:
+        weights = {k: v.detach().cpu().contiguous() for k, v in unwrap(trainee).state_dict().items()}
+        save_file(weights, staging / "trainee.safetensors")
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        (staging / "progress.json").write_text(json.dumps(asdict(state)))
+        replace(staging, trainer / f"step-{state.step:08d}")
+        for old in states(output)[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+    procs.barrier()
+
+
+def load_state(folder: Path, trainee: nn.Module, optimizer, procs: Processes) -> ResumeState:
+    unwrap(trainee).load_state_dict(load_file(folder / "trainee.safetensors", device=str(procs.device)))
+    optimizer.load_state_dict(
+        torch.load(folder / "optimizer.pt", map_location=procs.device, weights_only=True)
+    )
+    rng = folder / f"rng-{procs.rank}.pt"
+    if rng.exists():
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return ResumeState.read(folder)
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

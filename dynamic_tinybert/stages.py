@@ -1,0 +1,204 @@
+"""The stages of the recipe, each a loss on one batch (train.py runs them), and the models they
+train: the trainee, the teacher and how its vocabulary is aligned, the selector stage's frozen
+encoder, and the head composed after intermediate-layer distillation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import checkpoint
+from .distill import attention_loss, hidden_loss, prediction_loss, span_loss
+from .lengths import sample_layer_skips, sample_lengths
+from .model import DynamicBertForQuestionAnswering, QAOutput
+from .selector import SelectorConfig, TokenSelector, answer_region, context_tokens, selector_loss
+from .tokenizer import QATokenizer
+from .train_settings import TrainSettings
+from .transformers_qa import PROBE_TEXT, TransformersQA, VocabularyError, VocabularyMap
+
+
+def align(student: QATokenizer, teacher_folder: Path) -> VocabularyMap:
+    """The map from the student's token ids to the teacher's, checked on real text."""
+    from transformers import AutoTokenizer
+
+    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_folder)
+    vocabulary = VocabularyMap.between(student.vocabulary, teacher_tokenizer)
+    vocabulary.check_same_pieces(
+        student.encode_text(PROBE_TEXT), teacher_tokenizer.encode(PROBE_TEXT, add_special_tokens=False)
+    )
+    return vocabulary
+
+
+def load_teacher(settings: TrainSettings, student_tokenizer: QATokenizer) -> nn.Module | None:
+    if not settings.teacher:
+        return None
+    teacher, tokenizer, folder = checkpoint.load_qa_model(
+        settings.teacher, attentions=settings.stage == "intermediate"
+    )
+    if isinstance(teacher, TransformersQA):
+        teacher.vocabulary = align(student_tokenizer, folder)
+    elif tokenizer.vocabulary != student_tokenizer.vocabulary:
+        raise VocabularyError(f"the teacher {folder} and the student have different vocabularies")
+    return teacher.eval().requires_grad_(False)
+
+
+@dataclass
+class StepContext:
+    settings: TrainSettings
+    teacher: nn.Module | None
+    layers: list[int] | None  # teacher layer for each student layer (intermediate)
+    rng: np.random.Generator  # this step's randomness (LengthDrop), the same in every process
+
+
+class Trainee(nn.Module):
+    """What the optimizer trains: the model, and in intermediate-layer distillation the
+    projection of student hidden states into the teacher's width (never saved with the model).
+
+    Its forward pass is a whole training step's loss, so that DistributedDataParallel sees one
+    forward per backward even when LengthDrop runs the model several times.
+    """
+
+    def __init__(self, model: nn.Module, projection: nn.Linear | None = None):
+        super().__init__()
+        self.model = model
+        self.projection = projection
+
+    def forward(self, batch: dict[str, Tensor], labels: dict[str, Tensor], ctx: StepContext) -> Tensor:
+        return STEPS[ctx.settings.stage](self, batch, labels, ctx)
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        if hasattr(module, "attn_dropout"):
+            module.attn_dropout = p
+
+
+def freeze_for_selector(model: DynamicBertForQuestionAnswering, width: int) -> None:
+    """The selector stage trains the selector alone (a new one where the model has none) on the
+    frozen encoder, whose dropout is off: its full pass is the target."""
+    if model.selector is None:
+        model.selector = TokenSelector(
+            SelectorConfig(model.config.hidden_size, model.config.num_hidden_layers, width)
+        )
+    model.requires_grad_(False)
+    model.selector.requires_grad_(True)
+    set_dropout(model, 0.0)
+
+
+# --- the stages --------------------------------------------------------------------------------
+
+
+def finetune_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
+    out = trainee.model(**batch)
+    return span_loss(
+        out.start_logits, out.end_logits, labels["starts"], labels["ends"], batch["attention_mask"].bool()
+    )
+
+
+def intermediate_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
+    mask = batch["attention_mask"].bool()
+    out = trainee.model(**batch, output_hidden_states=True, output_attentions=True)
+    with torch.no_grad():
+        target = ctx.teacher(**batch, output_hidden_states=True, output_attentions=True)
+    loss = 0.0
+    for m, t in enumerate(ctx.layers):
+        hidden = (
+            out.hidden_states[m] if trainee.projection is None else trainee.projection(out.hidden_states[m])
+        )
+        loss = loss + hidden_loss(hidden, target.hidden_states[t], mask)
+        if m > 0:
+            loss = loss + attention_loss(out.attentions[m - 1], target.attentions[t - 1], mask)
+    return loss
+
+
+def prediction_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
+    out = trainee.model(**batch)
+    with torch.no_grad():
+        target = ctx.teacher(**batch)
+    return prediction_loss(out, target, batch["attention_mask"].bool(), ctx.settings.temperature)
+
+
+def lengthdrop_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
+    mask = batch["attention_mask"].bool()
+    full = trainee.model(**batch, output_attended=trainee.model.selector is not None)
+    if ctx.teacher is not None:
+        with torch.no_grad():
+            teacher = ctx.teacher(**batch)
+        loss = prediction_loss(full, teacher, mask, ctx.settings.temperature)
+    else:
+        loss = span_loss(full.start_logits, full.end_logits, labels["starts"], labels["ends"], mask)
+    # in-place distillation: the sub-models learn the full pass's distributions, held fixed
+    target = QAOutput(full.start_logits.detach(), full.end_logits.detach())
+    layers = len(trainee.model.layers)
+    configs = [ctx.settings.smallest_lengths(layers)]
+    configs += [
+        sample_lengths(ctx.rng, layers, ctx.settings.length_ratio) for _ in range(ctx.settings.random_configs)
+    ]
+    for lengths in configs:
+        skip = sample_layer_skips(ctx.rng, layers, ctx.settings.layerdrop)
+        loss = loss + prediction_loss(trainee.model(**batch, lengths=lengths, skip=skip), target, mask)
+    if trainee.model.selector is not None:
+        # the selector follows the encoder as it changes: it learns from the full pass's states
+        loss = loss + _selector_loss(trainee.model, batch, full, ctx.settings)
+    return loss
+
+
+def selector_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
+    with torch.no_grad():  # the encoder is frozen: its full pass gives the states and the targets
+        full = trainee.model(**batch, output_attended=True)
+    return _selector_loss(trainee.model, batch, full, ctx.settings)
+
+
+def _selector_loss(
+    model: DynamicBertForQuestionAnswering, batch, full: QAOutput, settings: TrainSettings
+) -> Tensor:
+    """Each layer's scorer, on the full pass's post-attention states, against where the full
+    pass puts its answer (selector.answer_region); the mean over layers."""
+    context = context_tokens(batch["attention_mask"], batch["token_type_ids"])
+    real = batch["attention_mask"].bool()
+    question = real & ~context
+    target = answer_region(
+        full.start_logits.detach(), full.end_logits.detach(), context, radius=settings.selector_radius
+    )
+    losses = [
+        selector_loss(model.selector(i, states.detach(), question, real), target, context)
+        for i, states in enumerate(full.attended)
+    ]
+    return torch.stack(losses).mean()
+
+
+STEPS = {
+    "finetune": finetune_step,
+    "intermediate": intermediate_step,
+    "prediction": prediction_step,
+    "lengthdrop": lengthdrop_step,
+    "selector": selector_step,
+}
+
+
+def unwrap(trainee: nn.Module) -> Trainee:
+    """The Trainee inside DistributedDataParallel, or itself."""
+    return trainee.module if isinstance(trainee, nn.parallel.DistributedDataParallel) else trainee
+
+
+def compose_head(
+    model: DynamicBertForQuestionAnswering, teacher: nn.Module, projection: nn.Linear | None
+) -> None:
+    """After intermediate-layer distillation, the student's QA head becomes the teacher's head
+    applied to projected student states: logits = W_t (P h + b_P) + b_t. Where the student
+    matches the teacher, it then answers as the teacher does, a good start for the next stage."""
+    head = teacher.head() if isinstance(teacher, TransformersQA) else getattr(teacher, "qa_head", None)
+    if head is None:
+        return
+    with torch.no_grad():
+        weight, bias = head.weight.float(), head.bias.float()
+        if projection is not None:
+            weight, bias = weight @ projection.weight.float(), weight @ projection.bias.float() + bias
+        model.qa_head.weight.copy_(weight)
+        model.qa_head.bias.copy_(bias)

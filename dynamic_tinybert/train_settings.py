@@ -1,0 +1,114 @@
+"""The settings of `dynamic-tinybert train`, declared once: the command line, the checks and the
+resume key are built from them (train.py runs them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .lengths import Lengths, geometric_lengths
+from .options import option
+
+STAGES = ("finetune", "intermediate", "prediction", "lengthdrop", "selector")
+NEEDS_TEACHER = ("intermediate", "prediction")
+
+
+class TrainingError(ValueError):
+    """Settings or inputs that cannot be trained on; reported before any training starts."""
+
+
+@dataclass
+class TrainSettings:
+    """Every setting of `dynamic-tinybert train`; the command line is built from these fields."""
+
+    stage: str = option(
+        "finetune, intermediate, prediction, lengthdrop or selector", choices=STAGES, required=True
+    )
+    model: str = option("the model folder to start from", required=True)
+    data: list[str] = option(
+        "SQuAD-format JSON files, or dataset names for `datasets`", nargs="+", required=True
+    )
+    output: str = option("the folder to write", required=True)
+    teacher: str | None = option("teacher model folder (intermediate, prediction; optional for lengthdrop)")
+    epochs: float | None = option("passes over the training data (default 2)")
+    max_steps: int | None = option("optimizer steps; instead of --epochs")
+    batch_size: int = option("examples per optimizer step, over all processes", default=16)
+    grad_accum: int = option("split each process's share of a batch into this many passes", default=1)
+    lr: float = option("peak learning rate", default=3e-5)
+    warmup: float = option("share of the steps with a rising learning rate", default=0.1)
+    weight_decay: float = option("AdamW weight decay (not on biases and norms)", default=0.01)
+    max_grad_norm: float = option("gradient clipping", default=1.0)
+    seed: int = option(
+        "seed of the held-out split (keep it across the stages of one recipe), the data order, "
+        "initialisation and dropout",
+        default=42,
+    )
+    save_steps: int = option(
+        "evaluate on the held-out split and save a resumable state every K steps", default=500
+    )
+    log_steps: int = option("write training metrics every K steps", default=20)
+    heldout: list[str] | None = option(
+        "held-out files for selection (default: cut from --data by article)", nargs="+"
+    )
+    heldout_fraction: float = option("share of each file's articles held out", default=0.05)
+    heldout_limit: int = option("held-out questions evaluated at each save", default=1000)
+    limit: int | None = option("use only the first N training questions (smoke runs)")
+    temperature: float = option("distillation temperature", default=1.0)
+    layerdrop: float = option("LengthDrop: probability of leaving a layer out of a sub-model", default=0.2)
+    length_ratio: float = option(
+        "LengthDrop: least share of the previous layer's tokens a layer keeps", default=0.8
+    )
+    random_configs: int = option("LengthDrop: random sub-models per step", default=2)
+    selector_width: int = option("selector: hidden width of each layer's scorer", default=64)
+    selector_radius: float = option(
+        "selector: how far (in tokens) the answer region spreads to its neighbours", default=8.0
+    )
+    selector_share: float = option(
+        "selector: checkpoints are selected on held-out F1 with every layer keeping this share", default=0.5
+    )
+    dropout: float | None = option("override the model's dropout probabilities")
+    precision: str = option(
+        "auto (bf16 where the hardware has it), fp32 or bf16",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+    )
+    device: str = option("auto, cpu or cuda", default="auto")
+    quiet: bool = option("no progress bar", default=False)
+
+    def smallest_lengths(self, layers: int) -> Lengths | None:
+        """LengthDrop's smallest configuration: each layer keeps length_ratio of the previous."""
+        return geometric_lengths(self.length_ratio, layers)
+
+    def check(self) -> None:
+        if self.stage in NEEDS_TEACHER and not self.teacher:
+            raise TrainingError(f"--stage {self.stage} needs --teacher")
+        if self.epochs is not None and self.max_steps is not None:
+            raise TrainingError("give --epochs or --max-steps, not both")
+        for name in ("batch_size", "grad_accum", "save_steps", "log_steps", "heldout_limit"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise TrainingError("--max-steps must be at least 1")
+        if not 0 < self.heldout_fraction < 1:
+            raise TrainingError("--heldout-fraction must be between 0 and 1")
+        if self.selector_width < 1 or self.selector_radius <= 0:
+            raise TrainingError("--selector-width and --selector-radius must be positive")
+        if not 0 < self.selector_share <= 1:
+            raise TrainingError("--selector-share must be in (0, 1]")
+
+    def resume_key(self) -> dict:
+        """The settings a resumed run must share with the run it continues."""
+        keep = (
+            "stage",
+            "model",
+            "data",
+            "teacher",
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "lr",
+            "seed",
+            "limit",
+        )
+        if self.stage == "selector":
+            keep += ("selector_width", "selector_radius")
+        return {k: getattr(self, k) for k in keep}
