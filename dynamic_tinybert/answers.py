@@ -1,4 +1,5 @@
-"""Start/end logits -> ranked answer spans (pure; DESIGN.md section 6).
+"""Start/end logits -> ranked answer spans (pure; docs/method.md, "Windows, answers and the
+metric").
 
 As in the transformers QA examples: per window, the n_best highest start logits and the n_best
 highest end logits (over every token of the window, question included) form candidate pairs; a

@@ -87,7 +87,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class WindowSettings:
-    """How a (question, context) pair becomes model inputs (DESIGN.md section 6)."""
+    """How a (question, context) pair becomes model inputs (docs/method.md, "Windows, answers
+    and the metric")."""
 
     max_length: int = 384  # tokens per window, [CLS] question [SEP] context [SEP]
     stride: int = 128  # tokens shared by two consecutive windows of one context

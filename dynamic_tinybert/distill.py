@@ -1,4 +1,4 @@
-"""The training losses, as pure functions of tensors (DESIGN.md section 3).
+"""The training losses, as pure functions of tensors (docs/method.md, "The training recipe").
 
 Every loss ignores padding. The distribution-matching losses are written as KL divergences:
 their gradients are those of the soft cross-entropy of TinyBERT, and they are zero when the

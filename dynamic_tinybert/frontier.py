@@ -1,6 +1,6 @@
 """The accuracy/cost frontier of a model's length configurations, stored beside its config.json.
 
-`frontier.json` holds the Pareto-optimal configurations the search found (DESIGN.md section 4),
+`frontier.json` holds the Pareto-optimal configurations the search found (docs/method.md, "The search"),
 cheapest first, always ending with the full model, each with its cost and held-out accuracy, and
 the selector they were searched with (their accuracy and cost hold for that one only):
 

@@ -1,4 +1,4 @@
-"""Length configurations and the one cost model (DESIGN.md sections 2 and 5).
+"""Length configurations and the one cost model (docs/method.md, "Drop and restore" and "The cost model").
 
 A length configuration gives, per layer, the share of the input's own tokens (padding excluded)
 that the layer keeps and passes on. `None` means the full model. Everything that counts tokens

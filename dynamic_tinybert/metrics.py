@@ -1,4 +1,5 @@
-"""The official SQuAD 1.1 metric (evaluate-v1.1.py), as pure functions (DESIGN.md section 6).
+"""The official SQuAD 1.1 metric (evaluate-v1.1.py), as pure functions (docs/method.md,
+"Windows, answers and the metric").
 
 Answers are normalised (lower case, punctuation dropped, the articles a/an/the dropped, white
 space collapsed); exact match and token-overlap F1 are taken against each gold answer, keeping

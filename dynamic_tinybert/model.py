@@ -1,4 +1,5 @@
-"""The BERT encoder with drop-and-restore token reduction, and its QA head (DESIGN.md section 2).
+"""The BERT encoder with drop-and-restore token reduction, and its QA head (docs/method.md,
+"Drop and restore").
 
 At full length this computes exactly what transformers' BertForQuestionAnswering computes. Given
 a length configuration, a layer that keeps fewer tokens than it received

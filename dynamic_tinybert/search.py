@@ -1,4 +1,4 @@
-"""Evolutionary search of length configurations (DESIGN.md section 4), as in the Length-Adaptive
+"""Evolutionary search of length configurations (docs/method.md, "The search"), as in the Length-Adaptive
 Transformer: start from constant-ratio configurations spread between the smallest and the full
 one; each iteration mutates and crosses frontier members and keeps the Pareto frontier of
 held-out F1 against cost (FLOPs, or latency measured on this machine).

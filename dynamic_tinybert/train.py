@@ -1,4 +1,4 @@
-"""One training loop for every stage of the recipe (DESIGN.md section 3).
+"""One training loop for every stage of the recipe (docs/method.md, "The training recipe").
 
     finetune      span loss on gold answers (the teacher, or a student trained directly)
     intermediate  TinyBERT's intermediate-layer distillation: hidden states (through a learned

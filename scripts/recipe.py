@@ -1,4 +1,4 @@
-"""The whole Dynamic-TinyBERT recipe, end to end (DESIGN.md section 3):
+"""The whole Dynamic-TinyBERT recipe, end to end (docs/method.md, "The training recipe"):
 
     teacher fine-tuning -> intermediate-layer distillation -> prediction-layer distillation
     -> the learned token selector -> LengthDrop (its sub-models dropping what the selector drops)
@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-# (stage, epochs, learning rate, batch size): DESIGN.md section 3, after Intel
+# (stage, epochs, learning rate, batch size): docs/method.md, "The training recipe", after Intel
 STAGES = [
     ("finetune", 2, 3e-5, 8),
     ("intermediate", 20, 5e-5, 16),
