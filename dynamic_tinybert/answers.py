@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .options import option
 from .tokenizer import Window
 
 
@@ -32,6 +33,42 @@ class Answer:
 
 NO_ANSWER = Answer(text="", score=0.0, start=0, end=0)
 N_BEST = 20  # candidate spans per window and answers per question that scores are taken over
+
+
+class AnswerSettingsError(ValueError):
+    """An answer setting out of its range."""
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    """How answers are read off the model, declared once: the Python API's defaults, the options
+    of `ask` and `eval`, and the server's parameters come from these fields."""
+
+    top_k: int = option(f"how many answers to return, 1 to {N_BEST}", default=1)
+    max_answer_len: int = option("longest answer in tokens", default=30)
+    batch_size: int = option("windows per forward pass", default=32)
+
+    def check(self) -> AnswerSettings:
+        """These settings, or AnswerSettingsError naming the one out of range.
+
+        >>> AnswerSettings(top_k=21).check()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dynamic_tinybert.answers.AnswerSettingsError: top_k must be an integer from 1 to 20 ... got 21
+        """
+        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= N_BEST:
+            raise AnswerSettingsError(
+                f"top_k must be an integer from 1 to {N_BEST} (answers are ranked among the {N_BEST} "
+                f"best candidate spans), got {self.top_k!r}"
+            )
+        for name in ("max_answer_len", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise AnswerSettingsError(f"{name} must be a positive integer, got {value!r}")
+        return self
+
+
+ANSWERS = AnswerSettings()  # the defaults
 
 
 @dataclass(frozen=True)
@@ -58,7 +95,7 @@ def window_spans(
     start_logits: np.ndarray,
     end_logits: np.ndarray,
     n_best: int = N_BEST,
-    max_answer_len: int = 30,
+    max_answer_len: int = ANSWERS.max_answer_len,
 ) -> list[Span]:
     """The candidate spans of one window; the logits cover exactly its tokens."""
     starts = top_indices(start_logits, n_best)[:, None]  # (n, 1)

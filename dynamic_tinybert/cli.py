@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .answers import N_BEST
+from .answers import ANSWERS, AnswerSettings, AnswerSettingsError
 from .checkpoint import CheckpointError
 from .config import SELECTORS
 from .data import SquadFormatError, check_answerable, read_squad
@@ -20,6 +20,7 @@ from .devices import DeviceError, resolve_device
 from .frontier import BudgetError
 from .lengths import LengthsError, format_lengths, parse_lengths
 from .options import UsageError, add_dataclass_options, settings_from
+from .reader import QuestionAnswerer
 from .search import SearchError
 from .selector import SelectorError
 from .train_settings import TrainingError
@@ -40,6 +41,7 @@ USER_ERRORS = (
     SearchError,
     SelectorError,
     DeviceError,
+    AnswerSettingsError,
 )
 
 
@@ -67,10 +69,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="which tokens dropping layers keep: the attention they receive, or the model's learned "
         "selector (default: learned where the model has one)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
-    parser.add_argument(
-        "--max-answer-len", type=int, default=30, help="longest answer in tokens (default 30)"
-    )
+    add_dataclass_options(parser, AnswerSettings, names=("batch_size", "max_answer_len"))
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -87,9 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = ask.add_mutually_exclusive_group(required=True)
     source.add_argument("--context", help="the passage to answer from")
     source.add_argument("--context-file", type=Path, help="read the passage from this file")
-    ask.add_argument(
-        "--top-k", type=int, default=1, help=f"how many answers to return, 1 to {N_BEST} (default 1)"
-    )
+    add_dataclass_options(ask, AnswerSettings, names=("top_k",))
     ask.set_defaults(run=run_ask)
 
     evaluate = commands.add_parser("eval", help="official SQuAD 1.1 EM/F1 on a SQuAD-format file")
@@ -128,12 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):
-    from .reader import QuestionAnswerer  # torch is imported only once arguments are fine
-
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.max_answer_len < 1:
-        raise UsageError(f"--max-answer-len must be at least 1, got {args.max_answer_len}")
+    AnswerSettings(getattr(args, "top_k", ANSWERS.top_k), args.max_answer_len, args.batch_size).check()
     resolve_device(args.device)  # before the model loads
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device)
     lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths is not None else None
@@ -142,11 +134,6 @@ def _load(args: argparse.Namespace):
 
 
 def run_ask(args: argparse.Namespace) -> None:
-    if not 1 <= args.top_k <= N_BEST:
-        raise UsageError(
-            f"--top-k must be from 1 to {N_BEST} (answers are ranked among the {N_BEST} best spans), "
-            f"got {args.top_k}"
-        )
     context = args.context
     if args.context_file is not None:
         try:

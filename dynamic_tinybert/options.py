@@ -27,10 +27,13 @@ def option(help: str, **metadata: Any):
     return field(default=metadata.pop("default", None), metadata={"help": help, **metadata})
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, settings_class) -> None:
-    """One option per dataclass field, named after it, with the help, choices and nargs of its
-    metadata; the type follows the field's annotation, and the help shows the default."""
+def add_dataclass_options(parser: argparse.ArgumentParser, settings_class, names=None) -> None:
+    """One option per dataclass field (or per field in `names`), named after it, with the help,
+    choices and nargs of its metadata; the type follows the field's annotation, and the help
+    shows the default."""
     for f in dataclasses.fields(settings_class):
+        if names is not None and f.name not in names:
+            continue
         meta = dict(f.metadata)
         flag = "--" + f.name.replace("_", "-")
         options = {"dest": f.name, "help": meta.get("help"), "required": meta.get("required", False)}

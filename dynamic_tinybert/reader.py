@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .answers import N_BEST, NO_ANSWER, Answer, rank_answers, window_spans
+from .answers import ANSWERS, NO_ANSWER, Answer, AnswerSettings, rank_answers, window_spans
 from .data import Example, batches_by_length, check_answerable, gold_answers
 from .devices import resolve_device
 from .frontier import BudgetError, Frontier, Point
@@ -110,12 +110,12 @@ class QuestionAnswerer:
         *args,
         question: str | Sequence[str] | None = None,
         context: str | Sequence[str] | None = None,
-        top_k: int = 1,
-        max_answer_len: int = 30,
+        top_k: int = ANSWERS.top_k,
+        max_answer_len: int = ANSWERS.max_answer_len,
         lengths: Sequence[float] | None = None,
         budget: float | None = None,
         speedup: float | None = None,
-        batch_size: int = 32,
+        batch_size: int = ANSWERS.batch_size,
         selector: str | None = None,
     ) -> dict | list:
         """qa(question=..., context=...), qa({"question", "context"}) or qa([{...}, ...])."""
@@ -152,10 +152,10 @@ class QuestionAnswerer:
         self,
         questions: Sequence[str],
         contexts: Sequence[str],
-        top_k: int = 1,
-        max_answer_len: int = 30,
+        top_k: int = ANSWERS.top_k,
+        max_answer_len: int = ANSWERS.max_answer_len,
         lengths: Sequence[float] | None = None,
-        batch_size: int = 32,
+        batch_size: int = ANSWERS.batch_size,
         progress: bool = False,
         selector: str | None = None,
     ) -> list[list[Answer]]:
@@ -170,10 +170,10 @@ class QuestionAnswerer:
         self,
         windows: Sequence[Sequence[Window]],
         contexts: Sequence[str],
-        top_k: int = 1,
-        max_answer_len: int = 30,
+        top_k: int = ANSWERS.top_k,
+        max_answer_len: int = ANSWERS.max_answer_len,
         lengths: Sequence[float] | None = None,
-        batch_size: int = 32,
+        batch_size: int = ANSWERS.batch_size,
         progress: bool = False,
         selector: str | None = None,
     ) -> list[list[Answer]]:
@@ -189,8 +189,8 @@ class QuestionAnswerer:
         windows: Sequence[Sequence[Window]],
         contexts: Sequence[str],
         logits: Sequence[tuple[np.ndarray, np.ndarray]],
-        top_k: int = 1,
-        max_answer_len: int = 30,
+        top_k: int = ANSWERS.top_k,
+        max_answer_len: int = ANSWERS.max_answer_len,
     ) -> list[list[Answer]]:
         """The top_k answers of each pair from the start and end logits of its windows (in the
         order of the flattened windows)."""
@@ -234,8 +234,8 @@ class QuestionAnswerer:
         self,
         examples: Sequence[Example],
         lengths: Sequence[float] | None = None,
-        batch_size: int = 32,
-        max_answer_len: int = 30,
+        batch_size: int = ANSWERS.batch_size,
+        max_answer_len: int = ANSWERS.max_answer_len,
         progress: bool = False,
         budget: float | None = None,
         speedup: float | None = None,
@@ -258,8 +258,8 @@ class QuestionAnswerer:
         examples: Sequence[Example],
         windows: Sequence[Sequence[Window]],
         lengths: Lengths | None,
-        batch_size: int = 32,
-        max_answer_len: int = 30,
+        batch_size: int = ANSWERS.batch_size,
+        max_answer_len: int = ANSWERS.max_answer_len,
         progress: bool = False,
         selector: str | None = None,
     ) -> Evaluation:
@@ -332,12 +332,4 @@ def _check_inputs(
             raise ValueError(f"question {i} is empty or not a string")
         if not isinstance(c, str) or not c.strip():
             raise ValueError(f"context {i} is empty or not a string")
-    if not isinstance(top_k, int) or not 1 <= top_k <= N_BEST:
-        raise ValueError(
-            f"top_k must be an integer from 1 to {N_BEST} (answers are ranked among the {N_BEST} best "
-            f"candidate spans), got {top_k!r}"
-        )
-    if not isinstance(max_answer_len, int) or max_answer_len < 1:
-        raise ValueError(f"max_answer_len must be a positive integer, got {max_answer_len!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    AnswerSettings(top_k, max_answer_len, batch_size).check()

@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from starlette.exceptions import HTTPException
 
+from .answers import ANSWERS, N_BEST
 from .batching import Batcher, Job, Metrics
 from .devices import resolve_device
 from .frontier import BudgetError, Point
@@ -108,8 +109,8 @@ class QAInput(BaseModel):
 class Parameters(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    top_k: int = Field(1, ge=1, le=20, description="answers per input, best first")
-    max_answer_len: int = Field(30, ge=1, le=512, description="longest answer in tokens")
+    top_k: int = Field(ANSWERS.top_k, ge=1, le=N_BEST, description="answers per input, best first")
+    max_answer_len: int = Field(ANSWERS.max_answer_len, ge=1, le=512, description="longest answer in tokens")
     budget: float | None = Field(
         None,
         gt=0,
