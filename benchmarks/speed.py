@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -27,40 +26,21 @@ import numpy as np
 import torch
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
-from dynamic_tinybert.data import batches_by_length
-from dynamic_tinybert.lengths import encoder_macs, format_lengths, geometric_lengths
-from dynamic_tinybert.reader import collate
+from dynamic_tinybert.data import batches_by_length, collate
+from dynamic_tinybert.frontier import flops_ratio
+from dynamic_tinybert.lengths import encoder_gflops, format_lengths, geometric_lengths, mean_gflops
+from dynamic_tinybert.timing import machine
 
 TARGETS = (0.75, 0.5, 1 / 3)
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    threads = torch.get_num_threads()
-    return f"{cpu}, {threads} threads, torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def flops_ratio(config, windows, lengths, scorer_macs: int = 0) -> float:
-    full = sum(encoder_macs(config, len(w)) for w in windows)
-    return sum(encoder_macs(config, len(w), lengths, scorer_macs) for w in windows) / full
-
-
-def lengths_for_ratio(config, windows, target: float, scorer_macs: int = 0):
-    """The geometric configuration whose FLOPs on these windows are closest to target x full."""
+def lengths_for_ratio(config, target: float, scorer_macs: int = 0):
+    """The geometric configuration whose FLOPs ratio (the frontier's, frontier.flops_ratio) is
+    closest to target."""
     low, high = 0.05, 1.0
     for _ in range(40):
         keep = (low + high) / 2
-        if (
-            flops_ratio(config, windows, geometric_lengths(keep, config.num_hidden_layers), scorer_macs)
-            > target
-        ):
+        if flops_ratio(config, geometric_lengths(keep, config.num_hidden_layers), scorer_macs) > target:
             high = keep
         else:
             low = keep
@@ -110,9 +90,7 @@ def main() -> int:
     singles = [collate([w], qa.device) for w in sample]
     singles_padded = [_pad_to(s, 384) for s in singles]
 
-    configs = {"full": None} | {
-        f"~{t:.2f} FLOPs": lengths_for_ratio(config, windows, t, scorer) for t in TARGETS
-    }
+    configs = {"full": None} | {f"~{t:.2f} FLOPs": lengths_for_ratio(config, t, scorer) for t in TARGETS}
     systems: dict[str, tuple[Callable, list, list]] = {
         f"dynamic-tinybert {name}": (
             lambda b, L=lengths: qa.model(**b, lengths=L, selector=selector),
@@ -149,14 +127,18 @@ def main() -> int:
 
     baseline = "transformers, dynamic padding"
     rows = []
-    full_macs = sum(encoder_macs(config, len(w)) for w in windows)
+    tokens = [len(w) for w in windows]
+    full_gflops = mean_gflops(config, tokens)
     for name in systems:
         ours = name.startswith("dynamic")
         lengths = configs[name.removeprefix("dynamic-tinybert ")] if ours else None
+        # GFLOPs per window on these windows; the ratio is the frontier's (budgets use it)
         if name.endswith("384"):
-            ratio = len(windows) * encoder_macs(config, 384) / full_macs
+            gflops = encoder_gflops(config, 384)
+            ratio = gflops / full_gflops
         else:
-            ratio = flops_ratio(config, windows, lengths, scorer if ours else 0)
+            gflops = mean_gflops(config, tokens, lengths, scorer if ours else 0)
+            ratio = flops_ratio(config, lengths, scorer if ours else 0)
         throughput = runs[name]["throughput"]
         vs_full = [
             t / f for t, f in zip(throughput, runs["dynamic-tinybert full"]["throughput"], strict=True)
@@ -166,7 +148,7 @@ def main() -> int:
             {
                 "system": name,
                 "lengths": format_lengths(lengths, config.num_hidden_layers) if ours else "",
-                "gflops_per_window": 2 * ratio * full_macs / len(windows) / 1e9,
+                "gflops_per_window": gflops,
                 "flops_ratio": ratio,
                 "latency_ms_batch1": statistics.median(runs[name]["latency"]),
                 "windows_per_s_batch32": statistics.median(throughput),

@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .answers import Answer
 from .frontier import Point
-from .lengths import Lengths, encoder_gflops
+from .lengths import Lengths, mean_gflops
 from .reader import QuestionAnswerer
 from .tokenizer import Window
 
@@ -466,7 +466,7 @@ class Batcher:
         """A finished job's answers per pair, best first, and its mean GFLOPs per window."""
         answers = self.qa.rank_windows(job.windows, job.contexts, job.logits, job.top_k, job.max_answer_len)
         config, scorer = self.qa.model.config, self.qa.scorer_macs(self.selector)
-        gflops = float(np.mean([encoder_gflops(config, len(w), lengths, scorer) for w in job.flat]))
+        gflops = mean_gflops(config, [len(w) for w in job.flat], lengths, scorer)
         return answers, gflops
 
     def _warm_up(self) -> list[Cost]:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from .tokenizer import Window
 
 
 class SquadFormatError(ValueError):
@@ -247,3 +250,20 @@ def training_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: 
         batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
     batches = [b for b in batches if len(b) == batch_size]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def collate(windows: Sequence[Window], device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad a batch of windows to its longest one (dynamic padding)."""
+    width = max(len(w) for w in windows)
+    ids = np.zeros((len(windows), width), dtype=np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, w in enumerate(windows):
+        ids[row, : len(w)] = w.input_ids
+        types[row, : len(w)] = w.token_type_ids
+        mask[row, : len(w)] = 1
+    return {
+        "input_ids": torch.from_numpy(ids).to(device),
+        "token_type_ids": torch.from_numpy(types).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }

@@ -130,6 +130,14 @@ def encoder_gflops(
     return 2 * encoder_macs(config, n_tokens, shares, scorer_macs) / 1e9
 
 
+def mean_gflops(
+    config: ModelConfig, window_tokens: Sequence[int], shares: Lengths | None = None, scorer_macs: int = 0
+) -> float:
+    """Mean GFLOPs per window over windows of these token counts (each at its own length: dynamic
+    padding), what `eval` and the server report."""
+    return float(np.mean([encoder_gflops(config, n, shares, scorer_macs) for n in window_tokens]))
+
+
 def geometric_lengths(keep: float, num_layers: int) -> Lengths | None:
     """Each layer keeps the share `keep` of the tokens the previous layer kept; LengthDrop's
     smallest configuration is geometric_lengths(0.8, L).

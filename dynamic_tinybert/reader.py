@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .answers import ANSWERS, NO_ANSWER, Answer, AnswerSettings, rank_answers, window_spans
-from .data import Example, batches_by_length, check_answerable, gold_answers
+from .data import Example, batches_by_length, check_answerable, collate, gold_answers
 from .devices import resolve_device
 from .frontier import BudgetError, Frontier, Point
-from .lengths import Lengths, encoder_gflops, validate_lengths
+from .lengths import Lengths, encoder_gflops, mean_gflops, validate_lengths
 from .metrics import squad_scores
 from .model import DynamicBertForQuestionAnswering
 from .tokenizer import QATokenizer, Window
@@ -283,9 +283,7 @@ class QuestionAnswerer:
             f1=scores.f1,
             questions=scores.questions,
             windows=len(flat),
-            gflops_per_window=float(np.mean([encoder_gflops(config, len(w), lengths, scorer) for w in flat]))
-            if flat
-            else 0.0,
+            gflops_per_window=mean_gflops(config, [len(w) for w in flat], lengths, scorer) if flat else 0.0,
             gflops_per_window_at_384=encoder_gflops(config, 384, lengths, scorer),
             seconds=seconds,
             predictions=predictions,
@@ -303,23 +301,6 @@ class QuestionAnswerer:
         """The cost model's selector term for this model and selector."""
         scorer = getattr(self.model, "scorer_macs", None)
         return scorer(selector) if scorer else 0
-
-
-def collate(windows: Sequence[Window], device: torch.device) -> dict[str, torch.Tensor]:
-    """Pad a batch of windows to its longest one (dynamic padding)."""
-    width = max(len(w) for w in windows)
-    ids = np.zeros((len(windows), width), dtype=np.int64)
-    types = np.zeros_like(ids)
-    mask = np.zeros_like(ids)
-    for row, w in enumerate(windows):
-        ids[row, : len(w)] = w.input_ids
-        types[row, : len(w)] = w.token_type_ids
-        mask[row, : len(w)] = 1
-    return {
-        "input_ids": torch.from_numpy(ids).to(device),
-        "token_type_ids": torch.from_numpy(types).to(device),
-        "attention_mask": torch.from_numpy(mask).to(device),
-    }
 
 
 def _check_inputs(

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .data import batches_by_length
+from .data import batches_by_length, collate
 from .lengths import Lengths
-from .reader import collate
 from .tokenizer import Window
 
 

@@ -35,12 +35,12 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint
-from .data import Example, training_batches, write_squad
+from .data import Example, collate, training_batches, write_squad
 from .distill import layer_map
 from .lengths import constant_ratio
 from .model import DynamicBertForQuestionAnswering
 from .processes import Processes, check_ranks_agree, start_processes, use_bf16
-from .reader import QuestionAnswerer, collate
+from .reader import QuestionAnswerer
 from .resume import ResumeState, load_state, publish, save_state, states
 from .stages import StepContext, Trainee, compose_head, freeze_for_selector, load_teacher, set_dropout, unwrap
 from .tokenizer import QATokenizer

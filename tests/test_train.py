@@ -16,8 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from dynamic_tinybert import QuestionAnswerer, checkpoint, read_squad
+from dynamic_tinybert.data import collate
 from dynamic_tinybert.distill import layer_map
-from dynamic_tinybert.reader import collate
 from dynamic_tinybert.stages import StepContext, Trainee, intermediate_step, prediction_step
 
 from .conftest import FIXTURES, SHARED_DATA, kept_per_layer, make_checkpoint
@@ -235,7 +235,7 @@ def test_lengthdrop_with_a_selector_drops_what_it_selects_and_keeps_training_it(
 
 
 def test_distillation_losses_are_zero_when_the_student_is_the_teacher(teacher, sixteen):
-    from dynamic_tinybert.reader import collate
+    from dynamic_tinybert.data import collate
     from dynamic_tinybert.train_settings import TrainSettings
 
     model, tokenizer, _ = checkpoint.load(teacher)
