@@ -15,6 +15,10 @@ import numpy as np
 
 from .config import ModelConfig
 
+# LengthDrop's smallest configuration keeps this share of the previous layer's tokens in each layer;
+# the search starts from the same smallest configuration
+LENGTHDROP_RATIO = 0.8
+
 Lengths = tuple[float, ...]
 
 
@@ -157,7 +161,7 @@ def constant_ratio(share: float, num_layers: int) -> Lengths | None:
     return validate_lengths([share] * num_layers, num_layers)
 
 
-def sample_lengths(rng: np.random.Generator, num_layers: int, low: float = 0.8) -> Lengths:
+def sample_lengths(rng: np.random.Generator, num_layers: int, low: float = LENGTHDROP_RATIO) -> Lengths:
     """A random configuration for LengthDrop: each layer keeps between `low` and all of the
     tokens the previous layer kept.
 

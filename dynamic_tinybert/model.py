@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -297,25 +298,21 @@ class DynamicBertForQuestionAnswering(nn.Module):
         output_attended: each layer's post-attention states, what the selector reads (training).
         """
         lengths = validate_lengths(lengths, self.config.num_hidden_layers)
-        full = lengths is None and not skip
-        if not full and (output_hidden_states or output_attentions or output_attended):
+        if (lengths is not None or skip) and (output_hidden_states or output_attentions or output_attended):
             raise ValueError("hidden states and attentions are only returned for the full model")
-        selector = self.resolve_selector(selector)
         B, T = input_ids.shape
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         tokens = Tokens.of_input(attention_mask)
         positions = torch.arange(T, device=input_ids.device).repeat(B)
         x = self.embeddings(*(t.flatten()[tokens.origin] for t in (input_ids, positions, token_type_ids)))
         final = None  # from the first drop on: every token's latest state in the input layout (B * T, d)
         hidden_states = [tokens.restore(x).view(B, T, -1)] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        attended_states = [] if output_attended else None
-        ranked = selector == "learned" or fixed_scores is not None
-        context = context_tokens(attention_mask, token_type_ids).flatten() if ranked else None
+        attentions, attended_states = ([] if output_attentions else None), ([] if output_attended else None)
+        rank = None  # learned or fixed ranking of the tokens; None: attention received
+        if self.resolve_selector(selector) == "learned" or fixed_scores is not None:
+            context = context_tokens(attention_mask, token_type_ids).flatten()
+            rank = partial(self._rank, context=context, positions=positions, fixed_scores=fixed_scores)
 
         plan = self.keep_plan(tokens.counts, lengths, skip)
         for i, (layer, keep) in enumerate(zip(self.layers, plan, strict=True)):
@@ -323,28 +320,34 @@ class DynamicBertForQuestionAnswering(nn.Module):
                 continue
             if keep is None:
                 attended, probs = layer.attend(x, tokens, output="probs" if output_attentions else "none")
-                if output_attentions:
+                if attentions is not None:
                     attentions.append(probs)
-                if output_attended:
+                if attended_states is not None:
                     attended_states.append(tokens.restore(attended).view(B, T, -1))
                 x = layer.feed_forward(attended)
             else:
-                if ranked:
-                    attended, _ = layer.attend(x, tokens)  # fused: no attention probabilities needed
-                    scores = self._rank(i, attended, tokens, context, positions, fixed_scores)
-                else:
-                    attended, scores = layer.attend(x, tokens, output="significance")
-                    scores = scores.masked_fill(~tokens.valid, -math.inf)
                 # the dropped tokens keep the state they came with
                 final = tokens.restore(x, final if final is not None else x.new_zeros(B * T, x.shape[-1]))
-                chosen, tokens = tokens.keep(*select_tokens(scores, keep.to(x.device)))
-                x = layer.feed_forward(attended[chosen])
+                x, tokens = self._drop(i, layer, x, tokens, keep, rank)
             if output_hidden_states:
                 hidden_states.append(tokens.restore(x).view(B, T, -1))
 
-        logits = self.qa_head(tokens.restore(x, final)).view(B, T, 2)
-        start_logits, end_logits = logits.unbind(dim=-1)
+        start_logits, end_logits = self.qa_head(tokens.restore(x, final)).view(B, T, 2).unbind(dim=-1)
         return QAOutput(start_logits, end_logits, hidden_states, attentions, attended_states)
+
+    def _drop(
+        self, i: int, layer: nn.Module, x: Tensor, tokens: Tokens, keep: Tensor, rank
+    ) -> tuple[Tensor, Tokens]:
+        """Layer i where it keeps `keep` tokens per row: attention over every token present, then
+        the feed-forward block on the best-ranked ones only."""
+        if rank is not None:
+            attended, _ = layer.attend(x, tokens)  # fused: no attention probabilities needed
+            scores = rank(i, attended, tokens)
+        else:
+            attended, scores = layer.attend(x, tokens, output="significance")
+            scores = scores.masked_fill(~tokens.valid, -math.inf)
+        chosen, tokens = tokens.keep(*select_tokens(scores, keep.to(x.device)))
+        return layer.feed_forward(attended[chosen]), tokens
 
     def _rank(
         self,

@@ -46,15 +46,8 @@ def plot_frontier(frontier: Frontier, out: str | Path, title: str = "") -> Path:
         )
         if points:
             full = frontier.full
-            axis.scatter(
-                [getattr(full, key)],
-                [full.heldout_f1],
-                marker="*",
-                s=250,
-                color="tab:red",
-                label="full model",
-                zorder=3,
-            )
+            style = {"marker": "*", "s": 250, "color": "tab:red", "zorder": 3, "label": "full model"}
+            axis.scatter(getattr(full, key), full.heldout_f1, **style)
         axis.set_xlabel(label)
         axis.set_ylabel("held-out F1")
         axis.grid(alpha=0.3)

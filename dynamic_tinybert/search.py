@@ -25,7 +25,7 @@ from .config import SELECTORS
 from .data import read_squad, refuse_squad_dev
 from .files import atomic_write
 from .frontier import Frontier, Point, flops_ratio, pareto
-from .lengths import encoder_gflops, format_lengths, validate_lengths
+from .lengths import LENGTHDROP_RATIO, encoder_gflops, format_lengths, validate_lengths
 from .model import DynamicBertForQuestionAnswering
 from .options import option
 from .reader import QuestionAnswerer
@@ -66,7 +66,7 @@ class SearchSettings:
     smallest: float = option(
         "the smallest initial configuration keeps this share of the previous layer's tokens "
         "in each layer (LengthDrop's smallest)",
-        default=0.8,
+        default=LENGTHDROP_RATIO,
     )
     batch_size: int = option("windows per forward pass", default=32)
     latency_windows: int = option("windows timed one at a time for a latency", default=32)

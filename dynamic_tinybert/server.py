@@ -220,7 +220,29 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
     app.add_exception_handler(HTTPException, _http_error)
     errors = {code: {"model": ErrorOut} for code in (400, 413, 422, 503)}
 
-    @app.post("/v1/answer", response_model=AnswerResponse, responses=errors)
+    app.post("/v1/answer", response_model=AnswerResponse, responses=errors)(
+        _answer_endpoint(qa, settings, batcher)
+    )
+    _add_status_routes(app, qa, batcher, metrics)
+    return app
+
+
+def _check_size(inputs: Sequence[QAInput], settings: ServeSettings) -> None:
+    """413 for more inputs, or a longer context, than the limits allow."""
+    if len(inputs) > settings.max_inputs:
+        raise HTTPException(413, f"{len(inputs)} inputs is more than the limit of {settings.max_inputs}")
+    for i, pair in enumerate(inputs):
+        if len(pair.context) > settings.max_context_chars:
+            raise HTTPException(
+                413,
+                f"context {i} has {len(pair.context)} characters, more than the limit of "
+                f"{settings.max_context_chars}",
+            )
+
+
+def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Batcher):
+    """POST /v1/answer: limits (413), routing (400), then the queue; 503 on timeout."""
+
     async def answer(request: AnswerRequest) -> AnswerResponse:
         """Answer one question about a context, or a list of them."""
         arrived = time.perf_counter()
@@ -228,15 +250,7 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
             raise HTTPException(503, "the model worker has stopped; see the server's log")
         single = isinstance(request.inputs, QAInput)
         inputs = [request.inputs] if single else request.inputs
-        if len(inputs) > settings.max_inputs:
-            raise HTTPException(413, f"{len(inputs)} inputs is more than the limit of {settings.max_inputs}")
-        for i, pair in enumerate(inputs):
-            if len(pair.context) > settings.max_context_chars:
-                raise HTTPException(
-                    413,
-                    f"context {i} has {len(pair.context)} characters, more than the limit of "
-                    f"{settings.max_context_chars}",
-                )
+        _check_size(inputs, settings)
         parameters = request.parameters
         try:
             lengths, ceiling = batcher.route(parameters.lengths, parameters.budget, parameters.speedup)
@@ -280,6 +294,12 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
             batch_size=outcome.batch_size,
         )
 
+    return answer
+
+
+def _add_status_routes(app: FastAPI, qa: QuestionAnswerer, batcher: Batcher, metrics: Metrics) -> None:
+    """GET /healthz, /readyz and /metrics."""
+
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         """The process is up and its worker runs."""
@@ -298,8 +318,6 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
     async def prometheus() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def _point_out(points: Sequence[Point], index: int | None) -> PointOut | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .lengths import Lengths, geometric_lengths
+from .lengths import LENGTHDROP_RATIO, Lengths, geometric_lengths
 from .options import option
 
 STAGES = ("finetune", "intermediate", "prediction", "lengthdrop", "selector")
@@ -55,7 +55,7 @@ class TrainSettings:
     temperature: float = option("distillation temperature", default=1.0)
     layerdrop: float = option("LengthDrop: probability of leaving a layer out of a sub-model", default=0.2)
     length_ratio: float = option(
-        "LengthDrop: least share of the previous layer's tokens a layer keeps", default=0.8
+        "LengthDrop: least share of the previous layer's tokens a layer keeps", default=LENGTHDROP_RATIO
     )
     random_configs: int = option("LengthDrop: random sub-models per step", default=2)
     selector_width: int = option("selector: hidden width of each layer's scorer", default=64)

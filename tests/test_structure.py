@@ -61,3 +61,19 @@ def test_the_package_has_no_import_cycle():
     graph = imports()
     assert {"cli", "server", "batching", "model"} <= set(graph)
     assert cycle(graph) is None, " -> ".join(cycle(graph))
+
+
+def test_no_function_of_the_package_is_longer_than_60_lines():
+    long = []
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert not long
+
+
+def test_the_training_modules_stay_under_350_lines():
+    for name in ("train", "train_settings", "train_data", "stages", "resume", "processes"):
+        assert len((PACKAGE / f"{name}.py").read_text().splitlines()) <= 350, name
