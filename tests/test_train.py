@@ -219,7 +219,9 @@ def test_lengthdrop_with_a_selector_drops_what_it_selects_and_keeps_training_it(
     used = []
     original = model_module.DynamicBertForQuestionAnswering._rank
     monkeypatch.setattr(
-        model_module.DynamicBertForQuestionAnswering, "_rank", lambda *a: used.append(1) or original(*a)
+        model_module.DynamicBertForQuestionAnswering,
+        "_rank",
+        lambda *a, **k: used.append(1) or original(*a, **k),
     )
     out = train(
         "--stage", "lengthdrop", "--model", str(selector_trained), *common(sixteen, tmp_path / "ld", 6)
