@@ -180,8 +180,9 @@ class Search:
         self.layers = qa.num_layers
         examples = []
         for source in settings.data:
-            examples += read_squad(source)
-            refuse_squad_dev(examples, source)
+            found = read_squad(source)
+            refuse_squad_dev(found, source)
+            examples += found
         self.examples = examples[: settings.limit] if settings.limit else examples
         self.windows = qa.tokenizer.encode_windows(
             [e.question for e in self.examples], [e.context for e in self.examples]

@@ -168,9 +168,7 @@ class TokenSelector(nn.Module):
             with safe_open(path, framework="pt") as f:
                 metadata = f.metadata() or {}
                 state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-            config = SelectorConfig(
-                int(metadata["hidden_size"]), int(metadata["num_layers"]), int(metadata["width"])
-            )
+            config = SelectorConfig.from_metadata(metadata)
         except Exception as error:  # truncated file, foreign file without our metadata, ...
             raise SelectorError(
                 f"cannot read {path} ({type(error).__name__}: {error}); retrain it with "

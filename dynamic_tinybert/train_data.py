@@ -16,12 +16,14 @@ from .train_settings import TrainingError, TrainSettings
 
 def load_examples(source: str) -> list[Example]:
     """A SQuAD-format JSON file, or a dataset name for the `datasets` library ("squad",
-    "rajpurkar/squad:train")."""
+    "rajpurkar/squad:train"); never one that holds SQuAD dev questions."""
     path = Path(source)
-    if path.exists() or source.endswith(".json"):
-        examples = read_squad(path)
-        refuse_squad_dev(examples, source)
-        return examples
+    examples = read_squad(path) if path.exists() or source.endswith(".json") else _dataset(source)
+    refuse_squad_dev(examples, source)
+    return examples
+
+
+def _dataset(source: str) -> list[Example]:
     try:
         from datasets import load_dataset
     except ImportError:

@@ -24,21 +24,13 @@ from .conftest import (
     run_model_card_quick_start,
     with_random_selector,
 )
-from .test_model import CONFIGS, random_batch
+from .test_model import CONFIGS, assert_batch_equals_each_row_alone, random_batch
 
 
 @pytest.mark.parametrize("lengths", CONFIGS)
 def test_batch_equals_each_row_alone_with_the_learned_selector(tiny_model, lengths):
     net, _ = with_random_selector(tiny_model)
-    sizes = [61, 9, 33, 60, 2]
-    batch = random_batch(net.config.vocab_size, sizes, seed=3)
-    with torch.no_grad():
-        together = net(**batch, lengths=lengths)
-        for row, n in enumerate(sizes):
-            alone = net(**{k: v[row : row + 1, :n] for k, v in batch.items()}, lengths=lengths)
-            for name in ("start_logits", "end_logits"):
-                a, b = getattr(alone, name)[0], getattr(together, name)[row, :n]
-                assert torch.allclose(a, b, atol=1e-5), f"row {row}: {name} differs by {(a - b).abs().max()}"
+    assert_batch_equals_each_row_alone(net, lengths)
 
 
 def test_full_length_is_the_same_with_or_without_a_selector(tiny_model):
@@ -108,6 +100,19 @@ def test_selector_is_saved_beside_the_model_and_loaded_with_it(tiny_selector_mod
     for a, b in zip(loaded.selector.state_dict().values(), net.selector.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert checkpoint.load(tiny_model)[0].selector is None
+
+
+def test_a_selector_of_another_shape_than_the_default_loads_as_saved(tiny_model, tmp_path):
+    from dynamic_tinybert.selector import SelectorConfig, TokenSelector
+
+    net, tokenizer, _ = checkpoint.load(tiny_model)
+    config = SelectorConfig(net.config.hidden_size, net.config.num_hidden_layers, 8, 2, 4, (3,))
+    net.selector = TokenSelector(config)
+    folder = checkpoint.save(net, tokenizer, tmp_path / "model")
+    loaded, _, _ = checkpoint.load(folder)
+    assert loaded.selector.config == config
+    for name, weight in net.selector.state_dict().items():
+        assert torch.equal(weight, loaded.selector.state_dict()[name]), name
 
 
 def test_plain_transformers_loads_a_folder_with_a_selector(tiny_selector_model):
