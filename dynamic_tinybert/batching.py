@@ -84,7 +84,7 @@ def fair_shares(left: Sequence[int], capacity: int) -> list[int]:
     return shares
 
 
-def pack(pairs: Sequence[int], max_batch: int) -> list[int]:
+def pack(windows: Sequence[int], max_batch: int) -> list[int]:
     """The micro-batch each queued request goes into, oldest first: whole requests, at most
     max_batch windows together, unless one request alone holds more (what the SLO controller
     predicts with: the same total work as the fair schedule, in coarser steps).
@@ -93,7 +93,7 @@ def pack(pairs: Sequence[int], max_batch: int) -> list[int]:
     [0, 0, 1, 2, 3, 4]
     """
     batch, filled, out = 0, 0, []
-    for n in pairs:
+    for n in windows:
         if filled and filled + n > max_batch:
             batch, filled = batch + 1, 0
         filled += n
@@ -106,7 +106,7 @@ class QueuedWork:
     """What the SLO controller sees of one queued request."""
 
     waited: float  # seconds in the queue so far
-    pairs: int  # windows still to run
+    windows: int  # windows still to run
     chars: int  # characters of questions and contexts still to run, the unit of work
 
 
@@ -148,7 +148,7 @@ class SloController:
 
     def predict(self, level: int, queue: Sequence[QueuedWork]) -> float:
         """Seconds until the last of the queued requests would be answered at this point."""
-        batches = pack([w.pairs for w in queue], self.max_batch)
+        batches = pack([w.windows for w in queue], self.max_batch)
         chars = np.bincount(batches, weights=[w.chars for w in queue]) if queue else np.zeros(0)
         cost = self.costs[level]
         ends = np.cumsum(cost.per_batch + cost.per_char * chars) * self.slowdown  # seconds from now
@@ -192,6 +192,8 @@ class Job:
         self.flat = [w for pair in self.windows for w in pair]
         self.logits: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.flat)
         self.ran = 0  # windows whose logits are in
+        total = sum(map(len, self.questions)) + sum(map(len, self.contexts))
+        self.chars_per_window = total / max(len(self.flat), 1)
 
     @property
     def pairs(self) -> int:
@@ -201,11 +203,6 @@ class Job:
     def left(self) -> int:
         """Windows not yet handed out."""
         return len(self.flat) - self.handed_out
-
-    @property
-    def chars_per_window(self) -> float:
-        total = sum(map(len, self.questions)) + sum(map(len, self.contexts))
-        return total / max(len(self.flat), 1)
 
     @property
     def chars(self) -> int:

@@ -49,9 +49,8 @@ def test_full_length_matches_transformers(fixture, request):
         assert diff <= 1e-4, f"{name} differs from transformers by {diff}"
 
 
-@pytest.mark.parametrize("lengths", CONFIGS)
-def test_batch_equals_each_row_alone(tiny_model, lengths):
-    net, _, _ = checkpoint.load(tiny_model)
+def assert_batch_equals_each_row_alone(net, lengths) -> None:
+    """Rows of different lengths, padded into one batch, get the logits each gets alone."""
     sizes = [61, 9, 33, 60, 2]
     batch = random_batch(net.config.vocab_size, sizes, seed=3)
     with torch.no_grad():
@@ -61,6 +60,12 @@ def test_batch_equals_each_row_alone(tiny_model, lengths):
             for name in ("start_logits", "end_logits"):
                 a, b = getattr(alone, name)[0], getattr(together, name)[row, :n]
                 assert torch.allclose(a, b, atol=1e-5), f"row {row}: {name} differs by {(a - b).abs().max()}"
+
+
+@pytest.mark.parametrize("lengths", CONFIGS)
+def test_batch_equals_each_row_alone(tiny_model, lengths):
+    net, _, _ = checkpoint.load(tiny_model)
+    assert_batch_equals_each_row_alone(net, lengths)
 
 
 def test_dropping_layers_feed_forward_only_the_kept_tokens(tiny_model):

@@ -519,7 +519,7 @@ def test_slo_controller_moves_down_at_once_and_back_up_one_point_at_a_time():
     # target 0.1 s: down to what predicts under 0.08 s, up one point to what predicts under 0.06 s
     costs = [Cost(0.001, 1e-5), Cost(0.001, 2e-5), Cost(0.001, 4e-5)]
     controller = SloController(costs, slo=0.1, max_batch=8)
-    request = QueuedWork(waited=0.0, pairs=1, chars=200)
+    request = QueuedWork(waited=0.0, windows=1, chars=200)
     assert controller.choose([request]) == 2  # 9 ms at the full model
     assert controller.choose([request] * 24) == 0  # 3 batches: 0.195 s at full, 0.099 s, 0.051 s
     assert controller.choose([request] * 9) == 1  # 2 batches: 0.074 s at full, 0.038 s at the middle
