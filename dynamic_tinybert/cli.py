@@ -74,6 +74,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+def _run_serve(args: argparse.Namespace) -> None:
+    try:
+        from .server import run_serve  # the web framework, only when serving
+    except ModuleNotFoundError as e:
+        raise UsageError(
+            f"serve needs the web server's packages, and {e.name or 'one'} is not installed: pip install "
+            "fastapi uvicorn pydantic prometheus_client (or reinstall dynamic-tinybert)"
+        ) from None
+    run_serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dynamic-tinybert", description="Extractive question answering with length-adaptive BERT."
@@ -114,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, required=True, help="the PNG to write")
     plot.set_defaults(run=run_plot)
 
-    from .server import ServeSettings, run_serve
+    from .serve_settings import ServeSettings
 
     serve = commands.add_parser(
         "serve", help="an HTTP API: POST /v1/answer, /healthz, /readyz, /metrics, /docs"
     )
     add_dataclass_options(serve, ServeSettings)
-    serve.set_defaults(run=run_serve)
+    serve.set_defaults(run=_run_serve)
     return parser
 
 

@@ -26,6 +26,14 @@ class Processes:
         if self.world > 1:
             dist.barrier()
 
+    def from_main(self, value: int) -> int:
+        """The main process's `value`, in every process (decisions that must agree)."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.long, device=self.device)
+        dist.broadcast(tensor, 0)
+        return int(tensor.item())
+
     def close(self) -> None:
         """Take the process group down before exit: left to the interpreter's shutdown, gloo's
         threads can abort the process ("terminate called without an active exception")."""

@@ -31,6 +31,7 @@ class ResumeState:
     best_step: int | None = None
     settings: dict = field(default_factory=dict)  # TrainSettings.resume_key() of the run
     finished: bool = False
+    total: int | None = None  # the step count --max-minutes fitted, kept by a resumed run
 
     @classmethod
     def read(cls, folder: Path) -> ResumeState:

@@ -26,7 +26,6 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Annotated
 
 import uvicorn
@@ -42,52 +41,9 @@ from .batching import Batcher, Job, Metrics
 from .devices import resolve_device
 from .frontier import BudgetError, Point
 from .lengths import LengthsError
-from .options import UsageError, option, settings_from
+from .options import UsageError, settings_from
 from .reader import QuestionAnswerer
-
-
-class ServeError(ValueError):
-    """Server settings that cannot work."""
-
-
-@dataclass
-class ServeSettings:
-    """Every setting of `dynamic-tinybert serve`; the command line is built from these fields."""
-
-    model: str | None = option(
-        "model folder, or a Hugging Face Hub id (default: the model that ships with the package)"
-    )
-    host: str = option("address to listen on; loopback unless you mean to expose it", default="127.0.0.1")
-    port: int = option("port to listen on; 0 picks a free one", default=8000)
-    device: str = option("torch device, e.g. cpu or cuda", default="cpu")
-    max_batch: int = option(
-        "most windows (384-token slices of the contexts) run in one micro-batch", default=16
-    )
-    max_wait_ms: float = option("how long the oldest queued request waits for others to join it", default=5.0)
-    latency_slo: float | None = option(
-        "target p95 latency in milliseconds: under load, move down the model's frontier to meet it"
-    )
-    request_timeout: float = option("seconds before a request gets 503 and leaves the queue", default=30.0)
-    max_body_bytes: int = option("largest request body; larger ones get 413", default=1_000_000)
-    max_context_chars: int = option("longest context in characters; longer ones get 413", default=50_000)
-    max_inputs: int = option("most (question, context) pairs in one request; more get 413", default=64)
-    max_windows: int = option(
-        "most windows one request may need (a window holds up to 384 tokens); more get 413", default=256
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("max_batch", "max_body_bytes", "max_context_chars", "max_inputs", "max_windows"):
-            if getattr(self, name) < 1:
-                raise ServeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.port <= 65535:
-            raise ServeError(f"--port must be between 0 and 65535, got {self.port}")
-        if not self.max_wait_ms >= 0:
-            raise ServeError(f"--max-wait-ms must not be negative, got {self.max_wait_ms}")
-        if not self.request_timeout > 0:
-            raise ServeError(f"--request-timeout must be positive, got {self.request_timeout}")
-        if self.latency_slo is not None and not self.latency_slo > 0:
-            raise ServeError(f"--latency-slo must be positive milliseconds, got {self.latency_slo}")
-
+from .serve_settings import ServeError, ServeSettings
 
 # --- the schema --------------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from .processes import Processes, check_ranks_agree, start_processes, use_bf16
 from .reader import QuestionAnswerer
 from .resume import ResumeState, load_state, publish, save_state, states
 from .stages import StepContext, Trainee, compose_head, freeze_for_selector, load_teacher, set_dropout, unwrap
+from .time_limit import TimeLimit
 from .tokenizer import QATokenizer
 from .train_data import TrainingData, heldout_sample, prepare_data
 from .train_settings import TrainingError, TrainSettings
@@ -89,6 +90,7 @@ class Run:
     per_epoch: int
     total: int
     log: _Log
+    limit: TimeLimit | None = None  # --max-minutes
 
     @property
     def model(self) -> nn.Module:
@@ -98,12 +100,15 @@ class Run:
 def train(settings: TrainSettings) -> Path:
     """Run (or resume) one stage; returns the output folder."""
     settings.check()
+    started = time.monotonic()
     procs = start_processes(settings.device)
     try:
         output = Path(settings.output)
         if _finished(output, settings, procs):
             return output
         run = _build(settings, procs, output)
+        if settings.max_minutes:
+            run.limit = TimeLimit(started + 60 * settings.max_minutes)
         _start_log(run)
         _loop(run)
         check_ranks_agree(run.trainee, procs, run.log.write)
@@ -160,7 +165,7 @@ def _build(settings: TrainSettings, procs: Processes, output: Path) -> Run:
         )
     if settings.batch_size % (procs.world * settings.grad_accum):
         raise TrainingError("--batch-size must divide evenly over processes and --grad-accum passes")
-    total = settings.max_steps or math.ceil((settings.epochs or 2.0) * per_epoch)
+    total = state.total or settings.max_steps or math.ceil((settings.epochs or 2.0) * per_epoch)
     heldout = heldout_sample(data.heldout, settings)
     log = _Log(output / "metrics.jsonl", procs.main)
     return Run(
@@ -222,6 +227,7 @@ def _loop(run: Run) -> None:
     )
     seen, began, epoch_of, batches = 0, time.perf_counter(), None, None
     lengths = [len(w) for w in run.data.windows]
+    first = state.step
     while state.step < run.total:
         epoch, index = divmod(state.step, run.per_epoch)
         if epoch != epoch_of:
@@ -233,6 +239,12 @@ def _loop(run: Run) -> None:
         loss = _optimizer_step(run, batches[index], ctx, bf16, lr)
         state.step += 1
         seen += settings.batch_size
+        if run.limit is not None:
+            total, record = run.limit.step_count(state.step, state.step - first, run.total, state.total)
+            run.total = bar.total = run.procs.from_main(total)
+            if record:
+                state.total = run.total if record["event"] == "fitted to time" else state.total
+                run.log.write(record)
         bar.update(1)
         if state.step % settings.log_steps == 0 or state.step == run.total:
             rate = seen / (time.perf_counter() - began)

@@ -31,6 +31,10 @@ class TrainSettings:
     teacher: str | None = option("teacher model folder (intermediate, prediction; optional for lengthdrop)")
     epochs: float | None = option("passes over the training data (default 2)")
     max_steps: int | None = option("optimizer steps; instead of --epochs")
+    max_minutes: float | None = option(
+        "finish within this many minutes: after a few steps the run fits its step count, and so its "
+        "learning-rate schedule, into the time left (a fixed accelerator lease)"
+    )
     batch_size: int = option("examples per optimizer step, over all processes", default=16)
     grad_accum: int = option("split each process's share of a batch into this many passes", default=1)
     lr: float = option("peak learning rate", default=3e-5)
@@ -88,6 +92,8 @@ class TrainSettings:
                 raise TrainingError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise TrainingError("--max-steps must be at least 1")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise TrainingError("--max-minutes must be positive")
         if not 0 < self.heldout_fraction < 1:
             raise TrainingError("--heldout-fraction must be between 0 and 1")
         if self.selector_width < 1 or self.selector_radius <= 0:

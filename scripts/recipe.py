@@ -9,8 +9,10 @@
 
 Each stage is one `dynamic-tinybert train` run writing its own folder under --out; a stage that
 has finished is skipped, one that was interrupted resumes, so the same command can simply be run
-again. The defaults are Intel's settings; --smoke runs every stage for a few steps on a few
-questions, to check the chain before a real run. LengthDrop is kept only if it improves the
+again. The defaults are Intel's settings; --epochs, --minutes, --batch-size and --lr change them per
+stage (e.g. --minutes intermediate=2.5: the stage fits its schedule into a fixed accelerator lease,
+see training/accelerator.md); --until stops after a stage. --smoke runs every stage for a few steps
+on a few questions, to check the chain before a real run. LengthDrop is kept only if it improves the
 held-out frontier (the mean F1 of the frontier points that budgets 0.25..1 pick) over the
 distilled student with its selector; the chosen model is written to --out/final.
 """
@@ -33,6 +35,20 @@ STAGES = [
     ("lengthdrop", 10, 2e-5, 16),
 ]
 BUDGETS = (1.0, 0.75, 0.5, 0.33, 0.25)
+
+
+def per_stage(kind):
+    """STAGE=VALUE -> (stage, value), for the per-stage overrides."""
+
+    def parse(text: str):
+        stage, _, value = text.partition("=")
+        if stage not in dict((s[0], s) for s in STAGES) or not value:
+            raise argparse.ArgumentTypeError(
+                f"expected STAGE=VALUE with STAGE one of {[s[0] for s in STAGES]}"
+            )
+        return stage, kind(value)
+
+    return parse
 
 
 def dynamic_tinybert(processes: int) -> list[str]:
@@ -84,6 +100,25 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1, help="processes per stage (torchrun)")
     parser.add_argument("--smoke", action="store_true", help="a few steps of every stage on a few questions")
     parser.add_argument("--skip-lengthdrop", action="store_true")
+    for name, kind, what in (
+        ("--epochs", float, "epochs"),
+        ("--minutes", float, "a time limit (train --max-minutes)"),
+        ("--batch-size", int, "batch size"),
+        ("--lr", float, "peak learning rate"),
+    ):
+        parser.add_argument(
+            name,
+            type=per_stage(kind),
+            action="append",
+            default=[],
+            metavar="STAGE=VALUE",
+            help=f"a stage's {what} instead of the default (repeat for several stages)",
+        )
+    parser.add_argument(
+        "--train-args", default="", help="more `train` options for every stage, e.g. '--save-steps 100000'"
+    )
+    parser.add_argument("--until", choices=[s[0] for s in STAGES], help="stop after this stage")
+    parser.add_argument("--skip-search", action="store_true", help="train the stages only")
     parser.add_argument("--search-limit", type=int, default=1000, help="held-out questions the search uses")
     args = parser.parse_args()
 
@@ -96,9 +131,12 @@ def main() -> int:
         "selector": "prediction",
         "lengthdrop": "selector",
     }
+    epochs_of, minutes_of = dict(args.epochs), dict(args.minutes)
+    batch_of, lr_of = dict(args.batch_size), dict(args.lr)
     for stage, epochs, lr, batch in STAGES:
         if stage == "lengthdrop" and args.skip_lengthdrop:
             continue
+        epochs, lr, batch = epochs_of.get(stage, epochs), lr_of.get(stage, lr), batch_of.get(stage, batch)
         output = args.out / stage
         command = [
             *base,
@@ -114,7 +152,10 @@ def main() -> int:
             "--lr",
             str(lr),
             "--quiet",
+            *args.train_args.split(),
         ]
+        if stage in minutes_of:
+            command += ["--max-minutes", str(minutes_of[stage])]
         if stage not in ("finetune", "selector"):
             command += ["--teacher", str(folders["finetune"])]
         if args.smoke:
@@ -134,6 +175,10 @@ def main() -> int:
             command += ["--epochs", str(epochs), "--batch-size", str(batch)]
         run(command)
         folders[stage] = output
+        if stage == args.until:
+            break
+    if args.skip_search or args.until:
+        return 0
 
     search = (
         [

@@ -390,6 +390,23 @@ def test_unalignable_teacher_is_refused_before_training(tiny_model, sixteen, tmp
     assert not (tmp_path / "o").exists()
 
 
+def test_max_minutes_fits_the_step_count_and_schedule_into_the_time(tiny_model, sixteen, tmp_path):
+    """A fixed accelerator lease: the run plans 100,000 steps, is given 6 s, and ends in time with
+    its learning rate decayed to zero, finished and resumable like any other run."""
+    args = common(sixteen, tmp_path / "out", 100_000)
+    began = time.monotonic()
+    out = train("--stage", "finetune", "--model", str(tiny_model), *args, "--max-minutes", "0.1")
+    took = time.monotonic() - began
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    fitted = [r for r in records if r.get("event") == "fitted to time"]
+    assert len(fitted) == 1 and 25 < fitted[0]["steps"] < 100_000
+    steps = [r for r in records if "lr" in r]
+    assert steps[-1]["step"] == fitted[0]["steps"] and steps[-1]["lr"] < 0.05 * 1e-3
+    assert took < 6 + 10  # loading, the last evaluation and save fall outside the fitted steps
+    progress = json.loads(next((out / "trainer").glob("step-*/progress.json")).read_text())
+    assert progress["finished"] and progress["total"] == fitted[0]["steps"]
+
+
 def test_settings_errors(tiny_model, sixteen, tmp_path):
     from dynamic_tinybert.cli import main
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The real chain (started by call2.sh; log in $ROOT/chain.log): the teacher's fine-tuning, its
+# evaluation on SQuAD dev, then, once the student's parts have arrived, intermediate-layer and
+# prediction-layer distillation, the learned selector and LengthDrop. Every stage fits its
+# schedule into its share of the time left before the deadline (train --max-minutes).
+# Writes $R/DONE holding the exit status.
+set -uo pipefail
+deadline=$(( $(date +%s) + ${1:?usage: chain.sh SECONDS} ))
+source training/accelerator/common.sh
+TRAIN=("$D"/train/*.json)
+STARTUP=${STARTUP:-20}  # seconds a stage spends before train() starts (interpreter, CUDA)
+# minutes SHARE [STAGES_AFTER]: SHARE of the seconds left, less the start-up of each stage to come
+minutes() {
+    $PY -c "import sys,time; s=float(sys.argv[1]); left=$deadline-time.time()-$STARTUP*int(sys.argv[2]); print(round(max(0.2, s*left/60), 2))" "$1" "$2"
+}
+# the teacher's settings, the same in both recipe runs (a finished stage is recognised by them)
+FT=(--epochs finetune=2 --batch-size finetune=32 --lr finetune=4e-5)
+COMMON=(--teacher "$M/teacher" --data "${TRAIN[@]}" --out "$R" --train-args "--save-steps 100000 ${TRAIN_ARGS:-}")
+finish() { echo "$1" >"$R/DONE"; echo "chain: exit $1 at $(date +%T)"; exit "$1"; }
+
+echo "chain: start $(date +%T), deadline $(date -d @$deadline +%T)"
+$PY scripts/recipe.py "${COMMON[@]}" --student "$M/teacher" --until finetune "${FT[@]}" \
+    --minutes "finetune=$(minutes ${SHARE_FINETUNE:-0.27} 1)" || finish 1
+echo "chain: teacher done $(date +%T)"
+for _ in $(seq 600); do source training/accelerator/common.sh >/dev/null; [ -e "$M/student" ] && [ -e "$D/dev" ] && break; sleep 1; done
+[ -e "$M/student" ] || { echo "chain: the student never arrived"; finish 1; }
+$PY -m dynamic_tinybert eval --model "$R/finetune" --data "$D"/dev/*.json --device "${DEVICE:-cuda}" --json --quiet \
+    >"$R/teacher-dev.json" 2>"$R/teacher-dev.log" &
+# shares of what is left: intermediate, prediction, selector, LengthDrop
+$PY scripts/recipe.py "${COMMON[@]}" --student "$M/student" --skip-search "${FT[@]}" \
+    --epochs intermediate=20 --batch-size intermediate=32 --lr intermediate=1e-4 \
+    --minutes "intermediate=$(minutes 0.34 4)" \
+    --epochs prediction=10 --batch-size prediction=32 --lr prediction=5e-5 \
+    --minutes "prediction=$(minutes 0.28 4)" \
+    --epochs selector=3 --batch-size selector=32 --minutes "selector=$(minutes 0.12 4)" \
+    --epochs lengthdrop=10 --batch-size lengthdrop=32 --minutes "lengthdrop=$(minutes 0.26 4)"
+status=$?
+wait
+cat "$R/teacher-dev.json"
+finish $status
