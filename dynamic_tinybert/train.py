@@ -108,7 +108,8 @@ def train(settings: TrainSettings) -> Path:
             return output
         run = _build(settings, procs, output)
         if settings.max_minutes:
-            run.limit = TimeLimit(started + 60 * settings.max_minutes)
+            planned = settings.max_steps or math.ceil((settings.epochs or 2.0) * run.per_epoch)
+            run.limit = TimeLimit(started + 60 * settings.max_minutes, planned)
         _start_log(run)
         _loop(run)
         check_ranks_agree(run.trainee, procs, run.log.write)
@@ -240,10 +241,10 @@ def _loop(run: Run) -> None:
         state.step += 1
         seen += settings.batch_size
         if run.limit is not None:
-            total, record = run.limit.step_count(state.step, state.step - first, run.total, state.total)
+            total, record = run.limit.step_count(state.step, state.step - first, run.total)
             run.total = bar.total = run.procs.from_main(total)
             if record:
-                state.total = run.total if record["event"] == "fitted to time" else state.total
+                state.total = run.total
                 run.log.write(record)
         bar.update(1)
         if state.step % settings.log_steps == 0 or state.step == run.total:

@@ -100,6 +100,12 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1, help="processes per stage (torchrun)")
     parser.add_argument("--smoke", action="store_true", help="a few steps of every stage on a few questions")
     parser.add_argument("--skip-lengthdrop", action="store_true")
+    parser.add_argument(
+        "--skip-intermediate",
+        action="store_true",
+        help="prediction-layer distillation straight from --student (a student already trained for QA, "
+        "when there is no time for intermediate-layer distillation's epochs)",
+    )
     for name, kind, what in (
         ("--epochs", float, "epochs"),
         ("--minutes", float, "a time limit (train --max-minutes)"),
@@ -127,14 +133,16 @@ def main() -> int:
     starts = {
         "finetune": "teacher",
         "intermediate": "student",
-        "prediction": "intermediate",
+        "prediction": "student" if args.skip_intermediate else "intermediate",
         "selector": "prediction",
         "lengthdrop": "selector",
     }
     epochs_of, minutes_of = dict(args.epochs), dict(args.minutes)
     batch_of, lr_of = dict(args.batch_size), dict(args.lr)
     for stage, epochs, lr, batch in STAGES:
-        if stage == "lengthdrop" and args.skip_lengthdrop:
+        if (stage == "lengthdrop" and args.skip_lengthdrop) or (
+            stage == "intermediate" and args.skip_intermediate
+        ):
             continue
         epochs, lr, batch = epochs_of.get(stage, epochs), lr_of.get(stage, lr), batch_of.get(stage, batch)
         output = args.out / stage

@@ -126,5 +126,8 @@ def test_the_whole_lease_rehearsed_on_tiny_models_ends_with_both_students_fetche
         names = logs.getnames()
         chain = logs.extractfile("chain.log").read().decode()
         teacher = json.loads(logs.extractfile("recipe/teacher-dev.json").read())
-    assert "chain: exit 0" in chain and teacher["questions"] >= 24
-    assert {f"recipe/{s}/metrics.jsonl" for s in ("finetune", "intermediate", "lengthdrop")} <= set(names)
+        assert "chain: exit 0" in chain and teacher["questions"] >= 24
+        assert {f"recipe/{s}/metrics.jsonl" for s in ("finetune", "prediction", "lengthdrop")} <= set(names)
+        # by default (chain.sh) prediction-layer distillation starts from the student
+        start = json.loads(logs.extractfile("recipe/prediction/metrics.jsonl").readline())
+        assert start["settings"]["model"] == str(tmp_path / "root" / "models" / "student")

@@ -399,12 +399,34 @@ def test_max_minutes_fits_the_step_count_and_schedule_into_the_time(tiny_model, 
     took = time.monotonic() - began
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     fitted = [r for r in records if r.get("event") == "fitted to time"]
-    assert len(fitted) == 1 and 25 < fitted[0]["steps"] < 100_000
+    assert fitted and all(25 < f["steps"] < 100_000 for f in fitted)
     steps = [r for r in records if "lr" in r]
-    assert steps[-1]["step"] == fitted[0]["steps"] and steps[-1]["lr"] < 0.05 * 1e-3
+    assert steps[-1]["step"] == fitted[-1]["steps"] and steps[-1]["lr"] < 0.05 * 1e-3
     assert took < 6 + 10  # loading, the last evaluation and save fall outside the fitted steps
     progress = json.loads(next((out / "trainer").glob("step-*/progress.json")).read_text())
-    assert progress["finished"] and progress["total"] == fitted[0]["steps"]
+    assert progress["finished"] and progress["total"] == fitted[-1]["steps"]
+
+
+def test_the_step_count_is_refitted_as_the_rate_settles(monkeypatch):
+    """Slow first steps (a GPU meeting each batch shape for the first time) must not stop the run
+    early: the count is refitted each time the steps done double, on the latest half's rate."""
+    from dynamic_tinybert import time_limit
+
+    clock = [0.0]
+    monkeypatch.setattr(time_limit.time, "monotonic", lambda: clock[0])
+    limit = time_limit.TimeLimit(deadline=1000.0, planned=1_000_000)
+    total, fits = 1_000_000, []
+    for done in range(1, 401):
+        clock[0] += 1.0 if done <= 25 else 0.1  # 1 step/s at first, then 10
+        total, record = limit.step_count(done, done, total)
+        if record:
+            fits.append((done, record["steps"]))
+    assert [done for done, _ in fits] == [25, 50, 100, 200, 400]
+    assert fits[0][1] == 25 + int(1.0 * 975 * 0.9)  # the first fit sees the slow steps alone
+    # later fits see the settled rate: 10 steps/s over the time left
+    assert fits[-1][1] == 400 + int(10.0 * (1000 - clock[0]) * 0.9)
+    clock[0] = 1000.0
+    assert limit.step_count(401, 401, total) == (401, {"event": "out of time", "step": 401})
 
 
 def test_settings_errors(tiny_model, sixteen, tmp_path):

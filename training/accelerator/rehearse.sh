@@ -5,7 +5,7 @@
 set -euo pipefail
 W=${1:?usage: rehearse.sh WORKDIR}
 cd "$(dirname "$0")/../.."
-export PYTHON=${PYTHON:-python} ACCEL_ROOT=$W/root DEVICE=cpu STARTUP=1 CARRIED=$W/carried TRAIN_ARGS="--limit 48"
+export PYTHON=${PYTHON:-python} ACCEL_ROOT=$W/root DEVICE=cpu STARTUP=1 CARRIED=$W/carried TRAIN_ARGS="--limit 48" SMOKE=1
 mkdir -p "$W/in/train"
 $PYTHON - "$W/in" <<'PY'
 import json, sys
