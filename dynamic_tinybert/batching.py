@@ -84,6 +84,22 @@ def fair_shares(left: Sequence[int], capacity: int) -> list[int]:
     return shares
 
 
+def finishing_first(shares: Sequence[int], left: Sequence[int]) -> list[int]:
+    """The shares of the requests this micro-batch would finish, where it would also carry windows
+    of requests it would not: the short ones run alone rather than topped up with a long one's
+    windows (which would make them wait for those too); None where there is nothing to split.
+
+    >>> finishing_first([7, 1], [100, 1])
+    [0, 1]
+    >>> finishing_first([2, 2], [2, 2]) is None, finishing_first([8], [100]) is None
+    (True, True)
+    """
+    done = [n > 0 and n == k for n, k in zip(shares, left, strict=True)]
+    if not any(done) or all(d or n == 0 for d, n in zip(done, shares, strict=True)):
+        return None
+    return [n if d else 0 for n, d in zip(shares, done, strict=True)]
+
+
 def pack(windows: Sequence[int], max_batch: int) -> list[int]:
     """The micro-batch each queued request goes into, oldest first: whole requests, at most
     max_batch windows together, unless one request alone holds more (what the SLO controller
@@ -186,9 +202,11 @@ class Job:
     point: int | None = None  # the frontier point it runs at, fixed when its first window runs
     started: bool = False
     handed_out: int = 0  # windows given to micro-batches so far
+    turn: float = 0.0  # its place in the round: when it arrived, then when its last windows ran
     batch_size: int = 0  # windows in the largest micro-batch it ran in
 
     def __post_init__(self) -> None:
+        self.turn = self.arrived
         self.flat = [w for pair in self.windows for w in pair]
         self.logits: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.flat)
         self.ran = 0  # windows whose logits are in
@@ -259,6 +277,11 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
+        self.slice_windows = Gauge(
+            "dynamic_tinybert_slice_windows",
+            "full-model windows that run in --slice-ms (timed at start-up; 0: no slice)",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "dynamic_tinybert_batch_size",
             "windows per micro-batch",
@@ -301,12 +324,18 @@ class Batcher:
         max_batch: int,
         max_wait_ms: float,
         latency_slo: float | None = None,
+        slice_ms: float | None = None,
     ):
         """max_batch windows per micro-batch, the oldest request waiting at most max_wait_ms for
-        others; latency_slo (milliseconds) turns on the SLO controller."""
+        others; latency_slo (milliseconds) turns on the SLO controller; slice_ms caps a
+        micro-batch at the windows the full model runs in that time (measured at warm-up), so that
+        a request arriving behind a long one waits about that long, not a whole max_batch."""
         self.qa = qa
         self.metrics = metrics
         self.max_batch = max_batch
+        self.slice = slice_ms / 1000 if slice_ms else None
+        self.deferred = False  # whether the last micro-batch left a started request's windows out
+        self.slice_windows: float | None = None  # full-model windows that run in slice_ms
         self.max_wait = max_wait_ms / 1000
         self.latency_slo = None if latency_slo is None else latency_slo / 1000
         self.points: list[Point] = qa.frontier.points if qa.frontier is not None else []
@@ -362,7 +391,11 @@ class Batcher:
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        costs = await loop.run_in_executor(self.executor, self._warm_up)
+        costs, window_seconds = await loop.run_in_executor(self.executor, self._warm_up)
+        if self.slice is not None:
+            self.slice_windows = self.slice / max(window_seconds, 1e-9)
+        if self.slice_windows is not None:
+            self.metrics.slice_windows.set(self.slice_windows)
         if self.latency_slo is not None:
             self.controller = SloController(costs, self.latency_slo, self.max_batch)
         self.ready = True
@@ -378,6 +411,30 @@ class Batcher:
                 groups.setdefault((piece.job.lengths, piece.job.point), []).append(piece)
             for (lengths, point), group in groups.items():
                 await self._run(group, lengths, point)
+            self._requeue(slices)
+
+    def _cap(self, jobs: Sequence[Job], level: int) -> int:
+        """Windows in the next micro-batch: max_batch; with slice_ms, while a long request is queued
+        (more windows left than run in slice_ms), the windows that run in that time at the
+        queue's costliest share of the full model's FLOPs, so that requests arriving behind it
+        wait about that long. Without a long request, short ones batch up to max_batch."""
+        if self.slice_windows is None:
+            return self.max_batch
+        flops = max((self._flops(j, level) for j in jobs), default=1.0)
+        sliced = max(1, min(self.max_batch, int(self.slice_windows / flops)))
+        return sliced if any(j.left > sliced for j in jobs) else self.max_batch
+
+    def _flops(self, job: Job, level: int) -> float:
+        """A job's FLOPs against the full model's, at the point it runs or would run now (the full
+        model's for explicit lengths: an upper bound)."""
+        point = job.point if job.started else None if job.ceiling is None else min(level, job.ceiling)
+        return self.points[point].flops_ratio if point is not None and point >= 0 else 1.0
+
+    def _requeue(self, slices: list[Slice]) -> None:
+        """Requests whose windows just ran go behind every request that arrived meanwhile."""
+        now = time.perf_counter()
+        for piece in slices:
+            piece.job.turn = now
 
     async def _gather(self) -> None:
         """Wait for a request, then until max_batch windows wait or the oldest request has waited
@@ -403,11 +460,17 @@ class Batcher:
         return level
 
     def _take(self, level: int) -> list[Slice]:
-        """The next micro-batch: the queued requests' next windows in turn, oldest first. A
-        request whose last window is handed out leaves the queue."""
-        jobs = list(self.queue)
+        """The next micro-batch: the queued requests' next windows in turn, round-robin (see
+        _requeue), so that a micro-batch smaller than the queue still reaches every request in
+        turn. A request whose last window is handed out leaves the queue."""
+        jobs = sorted(self.queue, key=lambda j: j.turn)
+        left = [j.left for j in jobs]
+        shares = fair_shares(left, self._cap(jobs, level))
+        # short requests alone, but never twice running: the long one moves on every other batch
+        alone = None if self.deferred else finishing_first(shares, left)
+        self.deferred = alone is not None
         slices = []
-        for job, n in zip(jobs, fair_shares([j.left for j in jobs], self.max_batch), strict=True):
+        for job, n in zip(jobs, alone or shares, strict=True):
             if n:
                 job.start(level, self.points)
                 slices.append(Slice(job, job.handed_out, job.handed_out + n))
@@ -466,12 +529,20 @@ class Batcher:
         gflops = mean_gflops(config, [len(w) for w in job.flat], lengths, scorer)
         return answers, gflops
 
-    def _warm_up(self) -> list[Cost]:
-        """In the model thread, before the server reports ready: run the model once, and in SLO
-        mode measure each frontier point's cost on one warm-up pair and on WARMUP_PAIRS of them."""
+    def _warm_up(self) -> tuple[list[Cost], float]:
+        """In the model thread, before the server reports ready: run the model once, then time
+        the full model's seconds per window (for slice_ms); in SLO mode measure each frontier
+        point's cost on one warm-up pair and on WARMUP_PAIRS of them."""
         self.qa.answer([WARMUP_QUESTION] * WARMUP_PAIRS, [WARMUP_CONTEXT] * WARMUP_PAIRS)
+        window_seconds = 0.0
+        if self.slice is not None:  # full windows, the longest slices a micro-batch holds
+            questions, contexts = [WARMUP_QUESTION] * WARMUP_PAIRS, [WARMUP_CONTEXT * 4] * WARMUP_PAIRS
+            windows = self.qa.tokenizer.encode_windows(questions, contexts)
+            began = time.perf_counter()
+            self.qa.answer_windows(windows, contexts)
+            window_seconds = (time.perf_counter() - began) / sum(map(len, windows))
         if self.latency_slo is None:
-            return []
+            return [], window_seconds
         chars = len(WARMUP_QUESTION) + len(WARMUP_CONTEXT)
 
         def seconds(lengths: Lengths | None, pairs: int) -> float:
@@ -492,7 +563,7 @@ class Batcher:
             one, many = seconds(point.config, 1), seconds(point.config, WARMUP_PAIRS)
             per_char = max(many - one, 1e-9) / ((WARMUP_PAIRS - 1) * chars)
             costs.append(Cost(max(one - per_char * chars, 0.0), per_char))
-        return costs
+        return costs, window_seconds
 
     def _count_queue(self) -> None:
         self.metrics.queued.set(sum(j.pairs for j in self.queue))

@@ -25,6 +25,12 @@ class ServeSettings:
     max_batch: int = option(
         "most windows (384-token slices of the contexts) run in one micro-batch", default=16
     )
+    slice_ms: float = option(
+        "longest a micro-batch should run, in milliseconds: it holds at most the windows the full "
+        "model runs in that time (timed at start-up), so that a request behind a long one waits "
+        "about this long; 0: --max-batch alone",
+        default=100.0,
+    )
     max_wait_ms: float = option("how long the oldest queued request waits for others to join it", default=5.0)
     latency_slo: float | None = option(
         "target p95 latency in milliseconds: under load, move down the model's frontier to meet it"
@@ -45,6 +51,8 @@ class ServeSettings:
             raise ServeError(f"--port must be between 0 and 65535, got {self.port}")
         if not self.max_wait_ms >= 0:
             raise ServeError(f"--max-wait-ms must not be negative, got {self.max_wait_ms}")
+        if self.slice_ms is None or not self.slice_ms >= 0:
+            raise ServeError(f"--slice-ms must be 0 (off) or positive milliseconds, got {self.slice_ms}")
         if not self.request_timeout > 0:
             raise ServeError(f"--request-timeout must be positive, got {self.request_timeout}")
         if self.latency_slo is not None and not self.latency_slo > 0:

@@ -156,7 +156,9 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
             "run `dynamic-tinybert search` on it first"
         )
     metrics = Metrics()
-    batcher = Batcher(qa, metrics, settings.max_batch, settings.max_wait_ms, settings.latency_slo)
+    batcher = Batcher(
+        qa, metrics, settings.max_batch, settings.max_wait_ms, settings.latency_slo, settings.slice_ms
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="most requests per row")
     parser.add_argument("--seconds", type=float, default=60, help="most seconds per row")
     parser.add_argument("--max-batch", type=int, help="with --model: passed to the servers")
+    parser.add_argument("--slice-ms", type=float, help="with --model: passed to the servers")
     parser.add_argument("--max-wait-ms", type=float, help="with --model: passed to the servers")
     parser.add_argument(
         "--heavy",
@@ -306,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.data, args.questions)
     extra = [
         *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
+        *(["--slice-ms", str(args.slice_ms)] if args.slice_ms is not None else []),
         *(["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []),
     ]
     started: list[subprocess.Popen] = []

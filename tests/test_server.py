@@ -397,6 +397,46 @@ def test_a_heavy_request_does_not_hold_up_a_small_one_sent_just_after_it(qa):
     assert small_seconds < 3 * sorted(alone_seconds)[1] + 0.15
 
 
+def test_short_requests_run_alone_but_never_twice_in_a_row_past_a_long_one(qa):
+    """No long request's windows top up a micro-batch that finishes short ones (they would wait for
+    them), and the long request still moves on at least every other micro-batch."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    batcher = batching.Batcher(qa, batching.Metrics(), max_batch=4, max_wait_ms=0)
+
+    def job(windows: int) -> batching.Job:
+        return batching.Job(
+            ["q"], ["c"], [[None] * windows], 1, 30, None, None, time.perf_counter(), loop.create_future()
+        )
+
+    def take() -> list[tuple[str, int]]:
+        slices = batcher._take(-1)
+        batcher._requeue(slices)  # as once they have run
+        return [(names[s.job], s.stop - s.first) for s in slices]
+
+    heavy, small1, small2, small3, small4 = job(20), job(1), job(1), job(1), job(2)
+    names = {heavy: "heavy", small1: "s1", small2: "s2", small3: "s3", small4: "s4"}
+    batcher.queue.extend([heavy, small1])
+    assert take() == [("s1", 1)]  # alone, not with 3 of the heavy one's windows
+    assert take() == [("heavy", 4)]
+    batcher.queue.extend([small2, small3])
+    assert take() == [("s2", 1), ("s3", 1)]
+    batcher.queue.append(small4)
+    assert take() == [("s4", 2), ("heavy", 2)]  # the heavy one moves: it was left out last time
+    # a micro-batch of one window reaches a request that arrived behind a long one next time
+    batcher.max_batch = 1
+    running = batcher._take(-1)
+    assert [names[s.job] for s in running] == ["heavy"]
+    small5 = job(1)  # arrives while the heavy one's window runs
+    names[small5] = "s5"
+    batcher.queue.append(small5)
+    batcher._requeue(running)
+    assert take() == [("s5", 1)]
+    assert take() == [("heavy", 1)]
+    loop.close()
+
+
 def test_a_timed_out_request_stops_costing_model_time(qa):
     with (
         slow_model(qa, 0.05) as calls,
