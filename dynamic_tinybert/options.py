@@ -1,6 +1,11 @@
 """Settings dataclasses as command-line options: one declaration of each setting, its help, its
 default and its checks, read by argparse and by code alike.
 
+Every settings class checks itself in one way: a `check()` method that raises its module's
+error (a ValueError the CLI reports as one line, exit 2). `settings_from` calls it for the command
+line; the functions that take settings from code (`train`, `search`, `create_app`,
+`QuestionAnswerer.__call__`) call it on what they are given.
+
     @dataclass
     class SearchSettings:
         grid: float = option("step of the per-layer shares", default=0.05)
@@ -51,6 +56,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, settings_class, names
 
 
 def settings_from(args: argparse.Namespace, settings_class):
-    """The settings dataclass filled from the options add_dataclass_options made."""
+    """The settings dataclass filled from the options add_dataclass_options made, and checked."""
     names = {f.name for f in dataclasses.fields(settings_class)}
-    return settings_class(**{k: v for k, v in vars(args).items() if k in names})
+    settings = settings_class(**{k: v for k, v in vars(args).items() if k in names})
+    if hasattr(settings, "check"):
+        settings.check()
+    return settings

@@ -25,7 +25,7 @@ from .config import SELECTORS
 from .data import read_squad, refuse_squad_dev
 from .files import atomic_write
 from .frontier import Frontier, Point, flops_ratio, pareto
-from .lengths import LENGTHDROP_RATIO, encoder_gflops, format_lengths, validate_lengths
+from .lengths import LENGTHDROP_RATIO, Lengths, encoder_gflops, format_lengths, validate_lengths
 from .model import DynamicBertForQuestionAnswering
 from .options import option
 from .reader import QuestionAnswerer
@@ -197,7 +197,7 @@ class Search:
         ]
         self.mean_length = float(np.mean([len(w) for w in self.flat]))
         self.rng = np.random.default_rng([settings.seed, 1])
-        self.evaluated: dict[str, dict] = {}  # units as "20,16,..." -> measurements
+        self.evaluated: dict[Units, dict] = {}  # measurements (search_state.json keys them "20,16,...")
         self.iteration = -1  # -1: the initial population is not evaluated yet
         self.state_path = Path(settings.state) if settings.state else qa.folder / "search_state.json"
         self.selector = qa.resolve_selector(settings.selector)  # "learned" or "attention"
@@ -206,23 +206,26 @@ class Search:
     def shares(self, units: Units) -> tuple[float, ...]:
         return tuple(round(u / self.steps, 6) for u in units)
 
+    def lengths(self, units: Units) -> Lengths | None:
+        """The configuration in the form the model takes: the search's one conversion of units."""
+        return validate_lengths(self.shares(units), self.layers)
+
     def evaluate(self, units: Units) -> dict:
         """F1, EM and cost of one configuration, computed once."""
-        key = ",".join(map(str, units))
-        if key not in self.evaluated:
-            lengths = validate_lengths(self.shares(units), self.layers)
+        if units not in self.evaluated:
+            lengths = self.lengths(units)
             result = self.qa.evaluate_windows(
                 self.examples, self.windows, lengths, self.settings.batch_size, selector=self.selector
             )
             record = {"exact_match": result.exact_match, "f1": result.f1}
             if self.settings.objective == "latency":
                 record["latency_ms"] = self._latency(lengths)
-            self.evaluated[key] = record
-        return self.evaluated[key]
+            self.evaluated[units] = record
+        return self.evaluated[units]
 
     def point(self, units: Units) -> Point:
         record = self.evaluate(units)
-        lengths = validate_lengths(self.shares(units), self.layers)
+        lengths = self.lengths(units)
         config = self.qa.model.config
         return Point(
             lengths=self.shares(units),
@@ -243,7 +246,7 @@ class Search:
 
     def frontier_units(self) -> list[Units]:
         full = (self.steps,) * self.layers
-        points = {self._units_of(key): self.point(self._units_of(key)) for key in self.evaluated}
+        points = {units: self.point(units) for units in self.evaluated}
         best = pareto(list(points.values()), points[full], cost=self._cost)
         chosen = {id(p) for p in best}
         return [u for u, p in sorted(points.items(), key=lambda item: self._cost(item[1])) if id(p) in chosen]
@@ -300,8 +303,8 @@ class Search:
         """Time every frontier point and constant-ratio configuration; write frontier.json."""
         frontier = self.frontier_units()
         for units in dict.fromkeys([*frontier, *constant]):
-            record = self.evaluated[",".join(map(str, units))]
-            lengths = validate_lengths(self.shares(units), self.layers)
+            record = self.evaluated[units]
+            lengths = self.lengths(units)
             if "throughput" not in record:
                 record.setdefault("latency_ms", self._latency(lengths))
                 record["throughput"] = throughput(
@@ -330,7 +333,7 @@ class Search:
             "settings": self.settings.key(),
             "iteration": self.iteration,
             "rng": self.rng.bit_generator.state,
-            "evaluated": self.evaluated,
+            "evaluated": {",".join(map(str, units)): record for units, record in self.evaluated.items()},
         }
         atomic_write(self.state_path, lambda path: path.write_text(json.dumps(state)))
 
@@ -353,7 +356,7 @@ class Search:
             return
         self.iteration = state["iteration"]
         self.rng.bit_generator.state = state["rng"]
-        self.evaluated = state["evaluated"]
+        self.evaluated = {self._units_of(key): record for key, record in state["evaluated"].items()}
 
 
 def search(settings: SearchSettings) -> Frontier:

@@ -43,7 +43,7 @@ class ServeSettings:
         "most windows one request may need (a window holds up to 384 tokens); more get 413", default=256
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("max_batch", "max_body_bytes", "max_context_chars", "max_inputs", "max_windows"):
             if getattr(self, name) < 1:
                 raise ServeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

@@ -150,6 +150,7 @@ class ErrorOut(BaseModel):
 def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app serving one model; the worker starts with the app's lifespan."""
     settings = settings or ServeSettings()
+    settings.check()
     if settings.latency_slo is not None and qa.frontier is None:
         raise BudgetError(
             f"--latency-slo moves along the model's frontier, and {qa.folder} has none (frontier.json); "

@@ -597,6 +597,18 @@ def test_slo_mode_needs_a_frontier(qa):
         create_app(qa, ServeSettings(latency_slo=100))
 
 
+def test_settings_from_code_are_checked_as_the_command_line_checks_them(qa):
+    from dynamic_tinybert.serve_settings import ServeError
+
+    for bad, message in (
+        ({"max_batch": 0}, "--max-batch must be at least 1"),
+        ({"slice_ms": -1}, "--slice-ms"),
+    ):
+        with pytest.raises(ServeError, match=message):
+            create_app(qa, ServeSettings(**bad))
+    assert main(["serve", "--model", str(qa.folder), "--slice-ms", "-5"]) == 2
+
+
 def test_doctests():
     assert doctest.testmod(batching).failed == 0
 
