@@ -9,7 +9,11 @@ Latency: one window at a time, median over --latency-windows windows. Throughput
 in batches of 32 sorted by length. Each repetition runs every system once, interleaved, and the
 ratios are taken inside a repetition; the table gives medians over --repeats repetitions.
 
-    python benchmarks/speed.py --model M [--out results.json]
+With --dtypes fp32,bf16,int8 the model and the transformers baseline also run in those
+precisions (dynamic_tinybert/precision.py; transformers in bf16 or with the same dynamic
+quantization of its encoder's linear maps).
+
+    python benchmarks/speed.py --model M [--dtypes fp32,bf16] [--out results.json]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.data import batches_by_length, collate
 from dynamic_tinybert.frontier import flops_ratio
 from dynamic_tinybert.lengths import encoder_gflops, format_lengths, geometric_lengths, mean_gflops
+from dynamic_tinybert.precision import dtype_name
 from dynamic_tinybert.timing import machine
 
 TARGETS = (0.75, 0.5, 1 / 3)
@@ -63,8 +68,10 @@ def main() -> int:
     parser.add_argument(
         "--selector", choices=("attention", "learned"), help="default: learned where the model has one"
     )
+    parser.add_argument("--dtypes", default="fp32", help="precisions to run, e.g. fp32,bf16,int8")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    dtypes = [dtype_name(d.strip()) for d in args.dtypes.split(",") if d.strip()]
 
     from transformers import AutoModelForQuestionAnswering
 
@@ -91,16 +98,33 @@ def main() -> int:
     singles_padded = [_pad_to(s, 384) for s in singles]
 
     configs = {"full": None} | {f"~{t:.2f} FLOPs": lengths_for_ratio(config, t, scorer) for t in TARGETS}
-    systems: dict[str, tuple[Callable, list, list]] = {
-        f"dynamic-tinybert {name}": (
-            lambda b, L=lengths: qa.model(**b, lengths=L, selector=selector),
-            batches,
-            singles,
+    systems: dict[str, tuple[Callable, list, list]] = {}
+    # per row: (lengths, our full-length row and the transformers row of the same dtype)
+    meta: dict[str, tuple] = {}
+    for dtype in dtypes:
+        ours = qa if dtype == "fp32" else QuestionAnswerer.from_pretrained(args.model, dtype=dtype)
+        suffix = "" if dtype == "fp32" else f", {dtype}"
+        for name, lengths in configs.items():
+            systems[f"dynamic-tinybert {name}{suffix}"] = (
+                lambda b, m=ours.model, L=lengths: m(**b, lengths=L, selector=selector),
+                batches,
+                singles,
+            )
+            meta[f"dynamic-tinybert {name}{suffix}"] = (
+                lengths,
+                f"dynamic-tinybert full{suffix}",
+                f"transformers, dynamic padding{suffix}",
+            )
+        theirs = hf if dtype == "fp32" else _hf_in(dtype, qa.folder)
+        systems[f"transformers, dynamic padding{suffix}"] = (lambda b, m=theirs: m(**b), batches, singles)
+        meta[f"transformers, dynamic padding{suffix}"] = (
+            None,
+            None,
+            f"transformers, dynamic padding{suffix}",
         )
-        for name, lengths in configs.items()
-    }
-    systems["transformers, dynamic padding"] = (lambda b: hf(**b), batches, singles)
-    systems["transformers, padded to 384"] = (lambda b: hf(**b), padded, singles_padded)
+    if "fp32" in dtypes:
+        systems["transformers, padded to 384"] = (lambda b: hf(**b), padded, singles_padded)
+        meta["transformers, padded to 384"] = (None, None, "transformers, dynamic padding")
 
     runs: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in systems}
     with torch.inference_mode():
@@ -125,13 +149,12 @@ def main() -> int:
                     file=sys.stderr,
                 )
 
-    baseline = "transformers, dynamic padding"
     rows = []
     tokens = [len(w) for w in windows]
     full_gflops = mean_gflops(config, tokens)
     for name in systems:
-        ours = name.startswith("dynamic")
-        lengths = configs[name.removeprefix("dynamic-tinybert ")] if ours else None
+        lengths, full_row, baseline = meta[name]
+        ours = full_row is not None
         # GFLOPs per window on these windows; the ratio is the frontier's (budgets use it)
         if name.endswith("384"):
             gflops = encoder_gflops(config, 384)
@@ -140,9 +163,8 @@ def main() -> int:
             gflops = mean_gflops(config, tokens, lengths, scorer if ours else 0)
             ratio = flops_ratio(config, lengths, scorer if ours else 0)
         throughput = runs[name]["throughput"]
-        vs_full = [
-            t / f for t, f in zip(throughput, runs["dynamic-tinybert full"]["throughput"], strict=True)
-        ]
+        full = runs[full_row]["throughput"] if ours else throughput
+        vs_full = [t / f for t, f in zip(throughput, full, strict=True)]
         vs_baseline = [t / b for t, b in zip(throughput, runs[baseline]["throughput"], strict=True)]
         rows.append(
             {
@@ -163,7 +185,7 @@ def main() -> int:
     )
     print(
         "| system | lengths | GFLOPs/window | FLOPs vs full | latency batch 1 (ms) | windows/s batch 32 "
-        "| speedup vs transformers dynamic | speedup / FLOPs reduction |"
+        "| speedup vs transformers dynamic (same dtype) | speedup / FLOPs reduction |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -181,6 +203,21 @@ def main() -> int:
 
 def _maybe(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
+
+
+def _hf_in(dtype: str, folder):
+    """The transformers model in that precision: bf16 weights, or its encoder's linear maps
+    dynamically quantized as precision.apply_dtype quantizes ours."""
+    from transformers import AutoModelForQuestionAnswering
+
+    model = AutoModelForQuestionAnswering.from_pretrained(folder).eval()
+    if dtype == "bf16":
+        return model.to(torch.bfloat16)
+    if dtype == "int8":
+        model.bert.encoder = torch.ao.quantization.quantize_dynamic(
+            model.bert.encoder, {torch.nn.Linear}, dtype=torch.qint8
+        )
+    return model
 
 
 def _pad_to(batch: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from .devices import DeviceError, resolve_device
 from .frontier import BudgetError
 from .lengths import LengthsError, format_lengths, parse_lengths
 from .options import UsageError, add_dataclass_options, settings_from
+from .precision import DTYPES, DtypeError, check_dtype
 from .reader import QuestionAnswerer
 from .search import SearchError
 from .selector import SelectorError
@@ -42,6 +43,7 @@ USER_ERRORS = (
     SelectorError,
     DeviceError,
     AnswerSettingsError,
+    DtypeError,
 )
 
 
@@ -71,6 +73,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     add_dataclass_options(parser, AnswerSettings, names=("batch_size", "max_answer_len"))
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="fp32",
+        help="precision: fp32, bf16 (CPUs with AVX512-BF16 or AMX, and CUDA) or int8 (CPU) (default: fp32)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -137,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace):
     AnswerSettings(getattr(args, "top_k", ANSWERS.top_k), args.max_answer_len, args.batch_size).check()
-    resolve_device(args.device)  # before the model loads
-    qa = QuestionAnswerer.from_pretrained(args.model, device=args.device)
+    check_dtype(args.dtype, resolve_device(args.device))  # before the model loads
+    qa = QuestionAnswerer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths is not None else None
     lengths, point = qa.choose(lengths, args.budget, args.speedup, args.selector)
     return qa, lengths, point
@@ -172,6 +180,7 @@ def run_ask(args: argparse.Namespace) -> None:
                     "model": str(qa.folder),
                     "lengths": _lengths_list(lengths, qa.num_layers),
                     "selector": qa.resolve_selector(args.selector),
+                    "dtype": qa.dtype,
                     "frontier_point": _point(point),
                     "answers": [a.to_dict() for a in answers],
                 }
@@ -216,6 +225,7 @@ def run_eval(args: argparse.Namespace) -> None:
         "gflops_per_window_at_384": result.gflops_per_window_at_384,
         "lengths": _lengths_list(lengths, qa.num_layers),
         "selector": result.selector,
+        "dtype": result.dtype,
         "frontier_point": _point(point),
         "model": str(qa.folder),
     }
@@ -226,7 +236,7 @@ def run_eval(args: argparse.Namespace) -> None:
     print(f"F1                 {result.f1:.2f}")
     print(f"questions          {result.questions}")
     print(f"GFLOPs per window  {result.gflops_per_window:.3f}  (mean over {result.windows} windows)")
-    print(f"wall seconds       {result.seconds:.2f}")
+    print(f"wall seconds       {result.seconds:.2f}  ({result.dtype})")
     if lengths is not None:
         print(f"selector           {result.selector}")
     if point is not None:

@@ -28,6 +28,7 @@ from .frontier import BudgetError, Frontier, Point
 from .lengths import Lengths, encoder_gflops, mean_gflops, validate_lengths
 from .metrics import squad_scores
 from .model import DynamicBertForQuestionAnswering
+from .precision import apply_dtype, check_dtype, dtype_name
 from .tokenizer import QATokenizer, Window
 
 
@@ -44,6 +45,7 @@ class Evaluation:
     lengths: Lengths | None = None  # the configuration that ran
     point: Point | None = None  # the frontier point a budget picked
     selector: str = "attention"  # which tokens dropping layers kept: "attention" or "learned"
+    dtype: str = "fp32"  # the precision it ran in
 
 
 class QuestionAnswerer:
@@ -53,9 +55,13 @@ class QuestionAnswerer:
         tokenizer: QATokenizer,
         folder: Path | None = None,
         device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "fp32",
     ):
+        """dtype: "fp32", "bf16" or "int8" (precision.py); refused where the device cannot run it."""
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+        self.dtype = dtype_name(dtype)
+        check_dtype(self.dtype, self.device)
+        self.model = apply_dtype(model.eval(), self.dtype).to(self.device)
         self.tokenizer = tokenizer
         self.folder = folder
         self.frontier = Frontier.load(folder) if folder is not None else None
@@ -65,13 +71,13 @@ class QuestionAnswerer:
         cls,
         name_or_path: str | Path | None = None,
         device: str | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = "fp32",
     ) -> QuestionAnswerer:
         """Load a transformers-layout QA checkpoint from a folder or a Hub id (None: the default
         model that ships with the package): BERT runs in our length-adaptive model, other types
-        (a teacher) through transformers at full length."""
+        (a teacher) through transformers at full length. dtype: "fp32", "bf16" or "int8"."""
         model, tokenizer, folder = checkpoint.load_qa_model(name_or_path)
-        return cls(model.to(dtype), tokenizer, folder, device or "cpu")
+        return cls(model, tokenizer, folder, device or "cpu", dtype)
 
     @property
     def num_layers(self) -> int:
@@ -289,6 +295,7 @@ class QuestionAnswerer:
             predictions=predictions,
             lengths=lengths,
             selector=self.resolve_selector(selector),
+            dtype=self.dtype,
         )
 
     def resolve_selector(self, selector: str | None = None) -> str:

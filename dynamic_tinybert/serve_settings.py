@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .options import option
+from .precision import DTYPES
 
 
 class ServeError(ValueError):
@@ -22,6 +23,11 @@ class ServeSettings:
     host: str = option("address to listen on; loopback unless you mean to expose it", default="127.0.0.1")
     port: int = option("port to listen on; 0 picks a free one", default=8000)
     device: str = option("torch device, e.g. cpu or cuda", default="cpu")
+    dtype: str = option(
+        "precision: fp32, bf16 (CPUs with AVX512-BF16 or AMX, and CUDA) or int8 (CPU)",
+        choices=DTYPES,
+        default="fp32",
+    )
     max_batch: int = option(
         "most windows (384-token slices of the contexts) run in one micro-batch", default=16
     )
@@ -51,6 +57,8 @@ class ServeSettings:
             raise ServeError(f"--port must be between 0 and 65535, got {self.port}")
         if not self.max_wait_ms >= 0:
             raise ServeError(f"--max-wait-ms must not be negative, got {self.max_wait_ms}")
+        if self.dtype not in DTYPES:
+            raise ServeError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.slice_ms is None or not self.slice_ms >= 0:
             raise ServeError(f"--slice-ms must be 0 (off) or positive milliseconds, got {self.slice_ms}")
         if not self.request_timeout > 0:

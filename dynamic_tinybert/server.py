@@ -42,6 +42,7 @@ from .devices import resolve_device
 from .frontier import BudgetError, Point
 from .lengths import LengthsError
 from .options import UsageError, settings_from
+from .precision import DtypeError, check_dtype
 from .reader import QuestionAnswerer
 from .serve_settings import ServeError, ServeSettings
 
@@ -416,7 +417,10 @@ def run_serve(args: argparse.Namespace) -> None:
         settings = settings_from(args, ServeSettings)
     except ServeError as error:
         raise UsageError(str(error)) from None
-    resolve_device(settings.device)  # before the model loads
+    try:
+        check_dtype(settings.dtype, resolve_device(settings.device))  # before the model loads
+    except DtypeError as error:
+        raise UsageError(str(error)) from None
     # SIGTERM while the model loads (nothing in flight yet) is a clean stop too
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     print(
@@ -425,7 +429,7 @@ def run_serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     try:
-        qa = QuestionAnswerer.from_pretrained(settings.model, device=settings.device)
+        qa = QuestionAnswerer.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype)
         server, sock = listen(create_app(qa, settings), settings)
     except ServeError as error:
         raise UsageError(str(error)) from None

@@ -1,0 +1,71 @@
+"""The precision inference runs in: fp32, bf16 (the encoder's weights and activations in bfloat16,
+on CPUs with AVX512-BF16 or AMX and on CUDA) or int8 (PyTorch's dynamic quantization of the
+encoder layers' linear maps: int8 weights, activations quantized per batch; CPU only).
+
+A precision the machine cannot run well is refused with the reason, never replaced silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from .processes import cpu_has_bf16
+
+DTYPES = ("fp32", "bf16", "int8")
+_BY_TORCH = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+
+
+class DtypeError(ValueError):
+    """A precision this machine, device or torch build cannot run."""
+
+
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """ "fp32", "bf16" or "int8", from that name or a torch dtype.
+
+    >>> dtype_name(torch.bfloat16), dtype_name("int8")
+    ('bf16', 'int8')
+    """
+    name = _BY_TORCH.get(dtype) if isinstance(dtype, torch.dtype) else dtype
+    if name not in DTYPES:
+        raise DtypeError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return name
+
+
+def check_dtype(name: str, device: torch.device) -> None:
+    """Raise DtypeError unless `device` runs `name` natively."""
+    if name == "bf16":
+        if device.type == "cpu" and not cpu_has_bf16():
+            raise DtypeError(
+                "--dtype bf16 needs a CPU with AVX512-BF16 or AMX (this one would emulate it, slower "
+                "than fp32); use --dtype fp32, or int8"
+            )
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise DtypeError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bf16; use --dtype fp32")
+        if device.type not in ("cpu", "cuda"):
+            raise DtypeError(f"--dtype bf16 runs on cpu or cuda, not {device.type}")
+    if name == "int8":
+        if device.type != "cpu":
+            raise DtypeError(f"--dtype int8 (dynamic quantization) runs on the CPU only, not {device.type}")
+        if not set(torch.backends.quantized.supported_engines) & {"x86", "fbgemm", "onednn"}:
+            raise DtypeError("this torch build has no x86 quantization engine for --dtype int8")
+
+
+def apply_dtype(model: nn.Module, name: str) -> nn.Module:
+    """The model in that precision (int8: the linear maps of its encoder layers quantized; the
+    embeddings, the QA head and the selector's scorers stay fp32)."""
+    if name == "bf16":
+        return model.to(torch.bfloat16)
+    model = model.float()
+    if name == "int8":
+        layers = getattr(model, "layers", None)
+        target = layers if isinstance(layers, nn.Module) else model
+        with warnings.catch_warnings():  # torch points eager-mode quantization users to torchao
+            warnings.simplefilter("ignore")
+            quantized = torch.ao.quantization.quantize_dynamic(target, {nn.Linear}, dtype=torch.qint8)
+        if target is model:
+            return quantized
+        model.layers = quantized
+    return model

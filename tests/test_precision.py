@@ -1,0 +1,91 @@
+"""Inference in fp32, bf16 and int8 (dynamic_tinybert/precision.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dynamic_tinybert import QuestionAnswerer, checkpoint, precision
+from dynamic_tinybert.cli import main
+from dynamic_tinybert.precision import DtypeError, apply_dtype, check_dtype, dtype_name
+
+from .conftest import CONTEXT, with_random_selector
+from .test_model import CONFIGS, assert_batch_equals_each_row_alone, random_batch
+
+needs_bf16 = pytest.mark.skipif(not precision.cpu_has_bf16(), reason="this CPU has no native bf16")
+# bf16 keeps 8 bits of mantissa: a padded batch and a row alone round differently, by about a
+# hundredth of the logits' scale. int8 quantizes activations with one scale per batch, so a row's
+# logits depend on its batch-mates within the quantization step.
+TOLERANCE = {"fp32": 1e-5, "bf16": 0.1, "int8": 0.25}
+RUNNABLE = ["fp32", pytest.param("bf16", marks=needs_bf16), "int8"]
+
+
+@pytest.mark.parametrize("dtype", RUNNABLE)
+@pytest.mark.parametrize("lengths", CONFIGS)
+def test_every_configuration_runs_in_every_dtype_and_batched_equals_each_row_alone(
+    tiny_selector_model, dtype, lengths
+):
+    net, _, _ = checkpoint.load(tiny_selector_model)
+    net = apply_dtype(net.eval(), dtype)
+    assert_batch_equals_each_row_alone(net, lengths, atol=TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", RUNNABLE[1:])
+def test_lower_precisions_stay_close_to_fp32(tiny_model, dtype):
+    reference, _ = with_random_selector(tiny_model)
+    lowered, _ = with_random_selector(tiny_model)
+    lowered = apply_dtype(lowered.eval(), dtype)
+    batch = random_batch(reference.config.vocab_size, [40, 25, 33], seed=5)
+    with torch.no_grad():
+        for lengths in (None, (1.0, 0.8, 0.6, 0.4)):
+            a = reference.eval()(**batch, lengths=lengths, selector="learned").start_logits
+            b = lowered(**batch, lengths=lengths, selector="learned").start_logits.float()
+            scale = a.abs().max()
+            assert (a - b).abs().max() < 0.1 * scale, (dtype, lengths)
+    if dtype == "bf16":
+        assert next(p for p in lowered.layers.parameters()).dtype == torch.bfloat16
+    else:
+        assert any("quantized" in type(m).__module__ for m in lowered.layers.modules())
+        assert lowered.qa_head.weight.dtype == torch.float32  # the head and the selector stay fp32
+
+
+@pytest.mark.parametrize("dtype", RUNNABLE)
+def test_the_api_and_the_cli_answer_in_each_dtype_and_say_which(tiny_selector_model, dtype, capsys):
+    qa = QuestionAnswerer.from_pretrained(tiny_selector_model, dtype=dtype)
+    assert qa.dtype == dtype
+    result = qa(question="who wrote it?", context=CONTEXT)
+    assert result["answer"]
+    code = main(
+        [
+            "ask",
+            "--model",
+            str(tiny_selector_model),
+            "--question",
+            "who wrote it?",
+            "--context",
+            CONTEXT,
+            "--dtype",
+            dtype,
+            "--json",
+        ]
+    )
+    assert code == 0 and json.loads(capsys.readouterr().out)["dtype"] == dtype
+    # a torch dtype is accepted too
+    if dtype == "bf16":
+        assert QuestionAnswerer.from_pretrained(tiny_selector_model, dtype=torch.bfloat16).dtype == "bf16"
+
+
+def test_a_dtype_the_machine_cannot_run_is_refused_with_the_reason(tiny_model, monkeypatch, capsys):
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    with pytest.raises(DtypeError, match="AVX512-BF16 or AMX"):
+        check_dtype("bf16", torch.device("cpu"))
+    with pytest.raises(DtypeError, match="CPU only"):
+        check_dtype("int8", torch.device("cuda"))
+    with pytest.raises(DtypeError, match="not one of fp32, bf16, int8"):
+        dtype_name("fp16")
+    with pytest.raises(DtypeError, match="AVX512-BF16"):
+        QuestionAnswerer.from_pretrained(tiny_model, dtype="bf16")
+    code = main(["ask", "--model", str(tiny_model), "--question", "q", "--context", "c d", "--dtype", "bf16"])
+    assert code == 2 and "AVX512-BF16 or AMX" in capsys.readouterr().err
