@@ -53,11 +53,38 @@ def check_dtype(name: str, device: torch.device) -> None:
             raise DtypeError("this torch build has no x86 quantization engine for --dtype int8")
 
 
-def apply_dtype(model: nn.Module, name: str) -> nn.Module:
+# bf16 on the CPU: the model's linear maps get their packed tokens padded to a multiple of
+# this many rows. A dropping layer hands each batch a new token count, and a bf16 (AMX) matrix
+# product of a shape not seen before costs milliseconds; with few shapes, --budget 0.5 in bf16 on
+# 400 dev questions went from 2.53 s to about 1.9 s (full length 2.84 -> 2.8), the answers unchanged.
+BF16_ROWS = 256
+
+
+class RowPaddedLinear(nn.Linear):
+    """nn.Linear whose (N, d) input is padded with zero rows to a multiple of `rows` (the extra
+    outputs dropped): the same results, in fewer distinct shapes."""
+
+    rows = BF16_ROWS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if x.dim() != 2 or n % self.rows == 0:
+            return super().forward(x)
+        padded = torch.cat([x, x.new_zeros(self.rows - n % self.rows, x.shape[1])])
+        return super().forward(padded)[:n]
+
+
+def apply_dtype(model: nn.Module, name: str, device: torch.device | None = None) -> nn.Module:
     """The model in that precision (int8: the linear maps of its encoder layers quantized; the
-    embeddings, the QA head and the selector's scorers stay fp32)."""
+    embeddings, the QA head and the selector's scorers stay fp32; bf16 on the CPU: every linear
+    map a RowPaddedLinear)."""
     if name == "bf16":
-        return model.to(torch.bfloat16)
+        model = model.to(torch.bfloat16)
+        if device is None or device.type == "cpu":
+            for module in model.modules():
+                if type(module) is nn.Linear:
+                    module.__class__ = RowPaddedLinear  # same parameters and state-dict keys
+        return model
     model = model.float()
     if name == "int8":
         layers = getattr(model, "layers", None)

@@ -61,7 +61,7 @@ class QuestionAnswerer:
         self.device = resolve_device(device)
         self.dtype = dtype_name(dtype)
         check_dtype(self.dtype, self.device)
-        self.model = apply_dtype(model.eval(), self.dtype).to(self.device)
+        self.model = apply_dtype(model.eval(), self.dtype, self.device).to(self.device)
         self.tokenizer = tokenizer
         self.folder = folder
         self.frontier = Frontier.load(folder) if folder is not None else None

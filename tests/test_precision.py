@@ -89,3 +89,25 @@ def test_a_dtype_the_machine_cannot_run_is_refused_with_the_reason(tiny_model, m
         QuestionAnswerer.from_pretrained(tiny_model, dtype="bf16")
     code = main(["ask", "--model", str(tiny_model), "--question", "q", "--context", "c d", "--dtype", "bf16"])
     assert code == 2 and "AVX512-BF16 or AMX" in capsys.readouterr().err
+
+
+def test_padded_linear_maps_give_the_unpadded_results():
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(16, 8).to(torch.bfloat16)
+    padded = torch.nn.Linear(16, 8).to(torch.bfloat16)
+    padded.load_state_dict(plain.state_dict())
+    padded.__class__ = precision.RowPaddedLinear
+    for rows in (1, 37, 256, 300):
+        x = torch.randn(rows, 16, dtype=torch.bfloat16)
+        a, b = plain(x), padded(x)
+        assert b.shape == (rows, 8) and torch.allclose(a.float(), b.float(), atol=0.02)
+    x3 = torch.randn(2, 5, 16, dtype=torch.bfloat16)  # not packed: passed through as it is
+    assert torch.equal(plain(x3), padded(x3))
+    assert list(padded.state_dict()) == ["weight", "bias"]
+
+
+@needs_bf16
+def test_bf16_on_the_cpu_pads_every_linear_map(tiny_selector_model):
+    qa = QuestionAnswerer.from_pretrained(tiny_selector_model, dtype="bf16")
+    linears = [m for m in qa.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m, precision.RowPaddedLinear) for m in linears)
