@@ -394,7 +394,6 @@ class Batcher:
         costs, window_seconds = await loop.run_in_executor(self.executor, self._warm_up)
         if self.slice is not None:
             self.slice_windows = self.slice / max(window_seconds, 1e-9)
-        if self.slice_windows is not None:
             self.metrics.slice_windows.set(self.slice_windows)
         if self.latency_slo is not None:
             self.controller = SloController(costs, self.latency_slo, self.max_batch)

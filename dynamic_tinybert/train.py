@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from contextlib import nullcontext
@@ -108,8 +107,7 @@ def train(settings: TrainSettings) -> Path:
             return output
         run = _build(settings, procs, output)
         if settings.max_minutes:
-            planned = settings.max_steps or math.ceil((settings.epochs or 2.0) * run.per_epoch)
-            run.limit = TimeLimit(started + 60 * settings.max_minutes, planned)
+            run.limit = TimeLimit(started + 60 * settings.max_minutes, settings.planned_steps(run.per_epoch))
         _start_log(run)
         _loop(run)
         check_ranks_agree(run.trainee, procs, run.log.write)
@@ -166,7 +164,7 @@ def _build(settings: TrainSettings, procs: Processes, output: Path) -> Run:
         )
     if settings.batch_size % (procs.world * settings.grad_accum):
         raise TrainingError("--batch-size must divide evenly over processes and --grad-accum passes")
-    total = state.total or settings.max_steps or math.ceil((settings.epochs or 2.0) * per_epoch)
+    total = state.total or settings.planned_steps(per_epoch)
     heldout = heldout_sample(data.heldout, settings)
     log = _Log(output / "metrics.jsonl", procs.main)
     return Run(

@@ -3,6 +3,7 @@ resume key are built from them (train.py runs them)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .lengths import LENGTHDROP_RATIO, Lengths, geometric_lengths
@@ -77,6 +78,10 @@ class TrainSettings:
     )
     device: str = option("auto, cpu or cuda", default="auto")
     quiet: bool = option("no progress bar", default=False)
+
+    def planned_steps(self, per_epoch: int) -> int:
+        """The optimizer steps --max-steps or --epochs ask for (--max-minutes may fit fewer)."""
+        return self.max_steps or math.ceil((self.epochs or 2.0) * per_epoch)
 
     def smallest_lengths(self, layers: int) -> Lengths | None:
         """LengthDrop's smallest configuration: each layer keeps length_ratio of the previous."""

@@ -174,11 +174,8 @@ def tree_bytes(repo: Path) -> int:
         capture_output=True,
         check=True,
     ).stdout.split(b"\0")
-    return sum(
-        (repo / os.fsdecode(name)).stat().st_size
-        for name in listed
-        if name and (repo / os.fsdecode(name)).is_file()
-    )
+    paths = [repo / os.fsdecode(name) for name in listed if name]
+    return sum(path.stat().st_size for path in paths if path.is_file())
 
 
 def distribute(files: list[Path], calls: Path, limit_mb: float, reserved: int) -> list[list[Path]]:
