@@ -64,14 +64,24 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return cpu_has_bf16()
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
+
+
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX): autocast then trains about
     1.5x faster than fp32 (measured on a Zen 4 core: 13 against 9 examples a second)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_vnni() -> bool:
+    """Whether the CPU multiplies int8 with 32-bit accumulation (AVX512-VNNI, AVX-VNNI or AMX),
+    so activations may use all 8 bits without the 16-bit saturation of older AVX2 products."""
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def check_ranks_agree(trainee: torch.nn.Module, procs: Processes, log) -> None:

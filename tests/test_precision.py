@@ -47,7 +47,12 @@ def test_lower_precisions_stay_close_to_fp32(tiny_model, dtype):
     if dtype == "bf16":
         assert next(p for p in lowered.layers.parameters()).dtype == torch.bfloat16
     else:
-        assert any("quantized" in type(m).__module__ for m in lowered.layers.modules())
+        quantized = [m for m in lowered.layers.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+        assert len(quantized) == 6 * len(lowered.layers)
+        # one scale per output channel; all 8 bits of the activations where the CPU has VNNI
+        assert all(m.weight().qscheme() == torch.per_channel_affine for m in quantized)
+        full_range = precision.cpu_has_vnni()
+        assert all(isinstance(m, precision.FullRangeDynamicLinear) == full_range for m in quantized)
         assert lowered.qa_head.weight.dtype == torch.float32  # the head and the selector stay fp32
 
 
