@@ -47,7 +47,8 @@ def test_lower_precisions_stay_close_to_fp32(tiny_model, dtype):
     if dtype == "bf16":
         assert next(p for p in lowered.layers.parameters()).dtype == torch.bfloat16
     else:
-        quantized = [m for m in lowered.layers.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+        dynamic = torch.ao.nn.quantized.dynamic.Linear
+        quantized = [m for m in lowered.layers.modules() if isinstance(m, dynamic)]
         assert len(quantized) == 6 * len(lowered.layers)
         # one scale per output channel; all 8 bits of the activations where the CPU has VNNI
         assert all(m.weight().qscheme() == torch.per_channel_affine for m in quantized)
