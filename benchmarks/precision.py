@@ -15,67 +15,15 @@ import argparse
 import statistics
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from peers import Peer, export_onnx, onnx_runtime
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
-from dynamic_tinybert.model import QAOutput
 from dynamic_tinybert.precision import DTYPES, check_dtype, dtype_name
 from dynamic_tinybert.timing import machine
-
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class OnnxQA(nn.Module):
-    """An ONNX Runtime session behind our model's call (full length only), so that the reader's
-    windowing and ranking run unchanged around it."""
-
-    def __init__(self, path: Path, config):
-        super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.config = config
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, lengths=None, **_) -> QAOutput:
-        if lengths is not None:
-            raise ValueError("ONNX Runtime runs the full model only")
-        feed = dict(zip(INPUTS, (input_ids, attention_mask, token_type_ids), strict=True))
-        start, end = self.session.run(None, {k: v.numpy() for k, v in feed.items()})
-        return QAOutput(torch.from_numpy(start), torch.from_numpy(end), None, None)
-
-
-def export_onnx(folder: Path, out: Path) -> tuple[Path, Path]:
-    """fp32 and int8 (onnxruntime.quantization.quantize_dynamic) ONNX files of the transformers
-    model in `folder`."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModelForQuestionAnswering
-
-    model = AutoModelForQuestionAnswering.from_pretrained(folder).eval().float()
-    example = torch.ones(2, 16, dtype=torch.long)
-    fp32, int8 = out / "model.onnx", out / "model-int8.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example, example, torch.zeros_like(example)),
-            fp32,
-            input_names=list(INPUTS),
-            output_names=["start_logits", "end_logits"],
-            dynamic_axes={
-                name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "start_logits", "end_logits")
-            },
-            opset_version=17,
-            dynamo=False,
-        )
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    return fp32, int8
 
 
 def main() -> int:
@@ -93,7 +41,7 @@ def main() -> int:
     args = parser.parse_args()
 
     examples = read_squad(args.data)[: args.questions]
-    base = QuestionAnswerer.from_pretrained(args.model)
+    base = QuestionAnswerer.from_pretrained(args.model, dtype="fp32")
     systems = {}
     for dtype in [dtype_name(d.strip()) for d in args.dtypes.split(",") if d.strip()]:
         check_dtype(dtype, torch.device("cpu"))
@@ -104,7 +52,8 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="onnx-"))
     fp32, int8 = export_onnx(base.folder, scratch)
     for name, path in (("ONNX Runtime fp32", fp32), ("ONNX Runtime int8 (quantize_dynamic)", int8)):
-        systems[name] = (QuestionAnswerer(OnnxQA(path, base.model.config), base.tokenizer, base.folder), None)
+        peer = Peer(onnx_runtime(path), base.model.config)
+        systems[name] = (QuestionAnswerer(peer, base.tokenizer, base.folder, dtype="fp32"), None)
 
     seconds: dict[str, list[float]] = {name: [] for name in systems}
     f1: dict[str, float] = {}

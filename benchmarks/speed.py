@@ -11,9 +11,13 @@ ratios are taken inside a repetition; the table gives medians over --repeats rep
 
 With --dtypes fp32,bf16,int8 the model and the transformers baseline also run in those
 precisions (dynamic_tinybert/precision.py; transformers in bf16 or with the same dynamic
-quantization of its encoder's linear maps).
+quantization of its encoder's linear maps). With --onnx, the same weights in ONNX Runtime too,
+in fp32 and int8 (benchmarks/peers.py; `pip install -e ".[bench]"`).
 
-    python benchmarks/speed.py --model M [--dtypes fp32,bf16] [--out results.json]
+Beside each row's speed: its F1 on the first --f1-questions questions of SQuAD dev (1,000 by
+default), end to end through the same reader, so that speed and accuracy are read together.
+
+    python benchmarks/speed.py --model M [--dtypes fp32,bf16] [--onnx] [--out results.json]
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from peers import Peer, export_onnx, onnx_runtime, transformers_in
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.data import batches_by_length, collate
@@ -69,17 +75,20 @@ def main() -> int:
         "--selector", choices=("attention", "learned"), help="default: learned where the model has one"
     )
     parser.add_argument("--dtypes", default="fp32", help="precisions to run, e.g. fp32,bf16,int8")
+    parser.add_argument("--onnx", action="store_true", help="ONNX Runtime rows, fp32 and int8")
+    parser.add_argument("--f1-questions", type=int, default=1000, help="F1 of each row on this many")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     dtypes = [dtype_name(d.strip()) for d in args.dtypes.split(",") if d.strip()]
 
-    from transformers import AutoModelForQuestionAnswering
-
-    qa = QuestionAnswerer.from_pretrained(args.model)
+    qa = QuestionAnswerer.from_pretrained(args.model, dtype="fp32")
     config = qa.model.config
     selector, scorer = qa.resolve_selector(args.selector), qa.scorer_macs(args.selector)
-    hf = AutoModelForQuestionAnswering.from_pretrained(qa.folder).eval()
-    examples = read_squad(args.data)[: args.questions]
+    hf = transformers_in("fp32", qa.folder)
+    everything = read_squad(args.data)
+    examples = everything[: args.questions]
+    scored = everything[: args.f1_questions]
+    scored_windows = qa.tokenizer.encode_windows([e.question for e in scored], [e.context for e in scored])
     windows = [
         w
         for ws in qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
@@ -101,30 +110,35 @@ def main() -> int:
     systems: dict[str, tuple[Callable, list, list]] = {}
     # per row: (lengths, our full-length row and the transformers row of the same dtype)
     meta: dict[str, tuple] = {}
+    f1: dict[str, float] = {}  # end to end on the scored questions
+
+    def peer(name: str, network, baseline: str, batch_list=batches, single_list=singles) -> None:
+        systems[name] = (network, batch_list, single_list)
+        meta[name] = (None, None, baseline)
+        reader = QuestionAnswerer(Peer(network, config), qa.tokenizer, qa.folder, dtype="fp32")
+        f1[name] = reader.evaluate_windows(scored, scored_windows, None).f1
+
     for dtype in dtypes:
         ours = qa if dtype == "fp32" else QuestionAnswerer.from_pretrained(args.model, dtype=dtype)
         suffix = "" if dtype == "fp32" else f", {dtype}"
         for name, lengths in configs.items():
-            systems[f"dynamic-tinybert {name}{suffix}"] = (
+            row = f"dynamic-tinybert {name}{suffix}"
+            systems[row] = (
                 lambda b, m=ours.model, L=lengths: m(**b, lengths=L, selector=selector),
                 batches,
                 singles,
             )
-            meta[f"dynamic-tinybert {name}{suffix}"] = (
-                lengths,
-                f"dynamic-tinybert full{suffix}",
-                f"transformers, dynamic padding{suffix}",
-            )
-        theirs = hf if dtype == "fp32" else _hf_in(dtype, qa.folder)
-        systems[f"transformers, dynamic padding{suffix}"] = (lambda b, m=theirs: m(**b), batches, singles)
-        meta[f"transformers, dynamic padding{suffix}"] = (
-            None,
-            None,
-            f"transformers, dynamic padding{suffix}",
-        )
+            meta[row] = (lengths, f"dynamic-tinybert full{suffix}", f"transformers, dynamic padding{suffix}")
+            f1[row] = ours.evaluate_windows(scored, scored_windows, lengths, selector=selector).f1
+        theirs = hf if dtype == "fp32" else transformers_in(dtype, qa.folder)
+        peer(f"transformers, dynamic padding{suffix}", theirs, f"transformers, dynamic padding{suffix}")
+    first = f"transformers, dynamic padding{'' if dtypes[0] == 'fp32' else ', ' + dtypes[0]}"
     if "fp32" in dtypes:
-        systems["transformers, padded to 384"] = (lambda b: hf(**b), padded, singles_padded)
-        meta["transformers, padded to 384"] = (None, None, "transformers, dynamic padding")
+        peer("transformers, padded to 384", hf, first, padded, singles_padded)
+    if args.onnx:
+        fp32, int8 = export_onnx(qa.folder, Path(tempfile.mkdtemp(prefix="onnx-")))
+        peer("ONNX Runtime fp32, dynamic padding", onnx_runtime(fp32), first)
+        peer("ONNX Runtime int8 (quantize_dynamic), dynamic padding", onnx_runtime(int8), first)
 
     runs: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in systems}
     with torch.inference_mode():
@@ -177,22 +191,25 @@ def main() -> int:
                 "speedup_vs_transformers_dynamic": statistics.median(vs_baseline),
                 # 1.0 when every FLOP saved is time saved
                 "speedup_per_flops_reduction": statistics.median(vs_full) * ratio if ours else None,
+                "f1": f1[name],
             }
         )
     print(
         f"\nmodel {args.model}, {selector} selector; {len(windows)} windows of the first {len(examples)} "
-        f"questions of SQuAD dev, mean {np.mean([len(w) for w in windows]):.0f} tokens; {machine()}\n"
+        f"questions of SQuAD dev, mean {np.mean([len(w) for w in windows]):.0f} tokens; F1 on the first "
+        f"{len(scored)} questions, end to end; {machine()}\n"
     )
     print(
         "| system | lengths | GFLOPs/window | FLOPs vs full | latency batch 1 (ms) | windows/s batch 32 "
-        "| speedup vs transformers dynamic (same dtype) | speedup / FLOPs reduction |"
+        "| speedup vs transformers dynamic (same dtype) | speedup / FLOPs reduction | F1 |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['system']} | {r['lengths']} | {r['gflops_per_window']:.2f} | {r['flops_ratio']:.2f} | "
             f"{r['latency_ms_batch1']:.1f} | {r['windows_per_s_batch32']:.1f} | "
-            f"{r['speedup_vs_transformers_dynamic']:.2f}x | {_maybe(r['speedup_per_flops_reduction'])} |"
+            f"{r['speedup_vs_transformers_dynamic']:.2f}x | {_maybe(r['speedup_per_flops_reduction'])} | "
+            f"{r['f1']:.2f} |"
         )
     if args.out:
         args.out.write_text(
@@ -203,21 +220,6 @@ def main() -> int:
 
 def _maybe(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
-
-
-def _hf_in(dtype: str, folder):
-    """The transformers model in that precision: bf16 weights, or its encoder's linear maps
-    dynamically quantized as precision.apply_dtype quantizes ours."""
-    from transformers import AutoModelForQuestionAnswering
-
-    model = AutoModelForQuestionAnswering.from_pretrained(folder).eval()
-    if dtype == "bf16":
-        return model.to(torch.bfloat16)
-    if dtype == "int8":
-        model.bert.encoder = torch.ao.quantization.quantize_dynamic(
-            model.bert.encoder, {torch.nn.Linear}, dtype=torch.qint8
-        )
-    return model
 
 
 def _pad_to(batch: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:

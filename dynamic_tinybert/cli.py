@@ -76,8 +76,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
         choices=DTYPES,
-        default="fp32",
-        help="precision: fp32, bf16 (CPUs with AVX512-BF16 or AMX, and CUDA) or int8 (CPU) (default: fp32)",
+        help="precision: fp32, bf16 (CPUs with AVX512-BF16 or AMX, and CUDA) or int8 (CPU) "
+        "(default: the model's, from its frontier.json; fp32 where it has none or this machine "
+        "cannot run it)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -145,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace):
     AnswerSettings(getattr(args, "top_k", ANSWERS.top_k), args.max_answer_len, args.batch_size).check()
-    check_dtype(args.dtype, resolve_device(args.device))  # before the model loads
+    if args.dtype is not None:
+        check_dtype(args.dtype, resolve_device(args.device))  # before the model loads
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths is not None else None
     lengths, point = qa.choose(lengths, args.budget, args.speedup, args.selector)

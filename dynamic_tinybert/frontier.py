@@ -5,12 +5,19 @@ cheapest first, always ending with the full model, each with its cost and held-o
 the selector they were searched with (their accuracy and cost hold for that one only):
 
     {"objective": "flops", "selector": "learned", "heldout": {...}, "machine": "...",
+     "dtype": "fp32", "default_dtype": "bf16",
      "points": [{"lengths": [0.6, 0.4, ...], "flops_ratio": 0.31, "gflops_at_384": 5.4,
                  "gflops_at_mean_length": 2.1, "heldout_exact_match": 71.2, "heldout_f1": 80.3,
-                 "latency_ms_batch1": 9.8, "throughput_batch32": 120.4}, ...]}
+                 "latency_ms_batch1": 9.8, "throughput_batch32": 120.4,
+                 "by_dtype": {"bf16": {"heldout_exact_match": 71.0, "heldout_f1": 80.2,
+                                       "latency_ms_batch1": 4.1, "throughput_batch32": 301.2}}}, ...]}
 
-A budget picks the most accurate point that fits: `pick(budget=0.5)` (at most half the full
-model's FLOPs) or `pick(speedup=2)` (at least twice the full model's measured throughput).
+A point's own accuracy and speed were measured in `dtype`, the precision the search ran in;
+`by_dtype` holds the same measurements in other precisions (`search --measure-dtypes`), and
+`default_dtype` the precision the model runs in when none is asked for (DEFAULT_DTYPE_RULE).
+A budget picks the most accurate point that fits, in the precision in use: `pick(budget=0.5)`
+(at most half the full model's FLOPs) or `pick(speedup=2)` (at least twice the full model's
+throughput measured in that precision).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 from .config import ModelConfig
 from .files import atomic_write
 from .lengths import Lengths, encoder_macs, validate_lengths
+from .precision import DTYPES
 
 FILENAME = "frontier.json"
 # window lengths over which a configuration's FLOPs ratio is taken (its largest): a budget met
@@ -31,8 +39,23 @@ FILENAME = "frontier.json"
 RATIO_LENGTHS = range(32, 385, 16)
 
 
+# a precision other than fp32 becomes a model's default when it is the fastest at full length
+# among those that lose at most this much held-out F1 against fp32
+DEFAULT_DTYPE_RULE = 0.2
+
+
 class BudgetError(ValueError):
     """A budget that no frontier point meets, or a model without a frontier."""
+
+
+@dataclass
+class Measured:
+    """A configuration run in one precision: held-out accuracy, and speed on the frontier's machine."""
+
+    heldout_exact_match: float
+    heldout_f1: float
+    latency_ms_batch1: float
+    throughput_batch32: float  # windows per second
 
 
 @dataclass
@@ -45,6 +68,7 @@ class Point:
     heldout_f1: float
     latency_ms_batch1: float | None = None  # measured on the machine the search ran on
     throughput_batch32: float | None = None  # windows per second
+    by_dtype: dict[str, Measured] = field(default_factory=dict)  # in precisions besides the frontier's
 
     @property
     def is_full(self) -> bool:
@@ -56,7 +80,10 @@ class Point:
         return validate_lengths(self.lengths, len(self.lengths))
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"lengths": list(self.lengths)}
+        out = asdict(self) | {"lengths": list(self.lengths)}
+        if not self.by_dtype:
+            del out["by_dtype"]
+        return out
 
 
 def flops_ratio(config: ModelConfig, lengths: Lengths | None, scorer_macs: int = 0) -> float:
@@ -77,14 +104,56 @@ class Frontier:
     machine: str = ""  # where latency and throughput were measured
     constant_ratio: list[Point] = field(default_factory=list)  # every layer keeps one share: for comparison
     selector: str = "attention"  # which tokens dropping layers keep (model.SELECTORS)
+    dtype: str = "fp32"  # the precision the search ran in: the points' own accuracy and speed
+    default_dtype: str = "fp32"  # the precision the model runs in when none is asked for
 
     @property
     def full(self) -> Point:
         return self.points[-1]
 
-    def pick(self, budget: float | None = None, speedup: float | None = None) -> Point:
+    def measured(self, point: Point, dtype: str | None = None) -> Measured | None:
+        """The point's accuracy and speed in a precision (default: the frontier's), if measured."""
+        if dtype is not None and dtype != self.dtype:
+            return point.by_dtype.get(dtype)
+        if point.latency_ms_batch1 is None or point.throughput_batch32 is None:
+            return None
+        return Measured(
+            point.heldout_exact_match, point.heldout_f1, point.latency_ms_batch1, point.throughput_batch32
+        )
+
+    @property
+    def dtypes(self) -> list[str]:
+        """The precisions whose accuracy and speed were measured at full length."""
+        return [self.dtype, *self.full.by_dtype] if self.measured(self.full) else list(self.full.by_dtype)
+
+    def fastest_close_to_fp32(self) -> str:
+        """The default precision the measurements call for: the fastest at full length (batch 32)
+        among those within DEFAULT_DTYPE_RULE held-out F1 of fp32; fp32 when nothing else was
+        measured (the search's precision when fp32 was not measured).
+
+        >>> full = Point((1.0,), 1.0, 1.0, 1.0, 80.0, 88.0, 20.0, 100.0)
+        >>> full.by_dtype = {"bf16": Measured(79.9, 87.9, 8.0, 250.0), "int8": Measured(79, 87, 9, 280)}
+        >>> Frontier([full]).fastest_close_to_fp32()
+        'bf16'
+        """
+        reference = self.measured(self.full, "fp32")
+        if reference is None:
+            return self.dtype
+        close = {
+            dtype: measured.throughput_batch32
+            for dtype in self.dtypes
+            if (measured := self.measured(self.full, dtype)).heldout_f1
+            >= reference.heldout_f1 - DEFAULT_DTYPE_RULE
+        }
+        return max(close, key=close.get)
+
+    def pick(
+        self, budget: float | None = None, speedup: float | None = None, dtype: str | None = None
+    ) -> Point:
         """The most accurate point within a FLOPs budget (share of the full model's, 0 < B <= 1)
-        or with at least a measured speedup over the full model (S >= 1); ties go to the cheaper."""
+        or with at least a measured speedup over the full model (S >= 1), by accuracy and speed
+        in `dtype` (default: the frontier's) where measured; ties go to the full model, then to
+        the cheaper."""
         if (budget is None) == (speedup is None):
             raise BudgetError("give a budget or a speedup, not both")
         if budget is not None:
@@ -98,18 +167,34 @@ class Frontier:
         else:
             if not speedup >= 1:
                 raise BudgetError(f"speedup {speedup} is below 1")
-            fits = [p for p in self.points if self._speedup(p) >= speedup - 1e-9]
-            cheapest = f"a speedup of {max(self._speedup(p) for p in self.points):.2f}"
+            fits = [p for p in self.points if self._speedup(p, dtype) >= speedup - 1e-9]
+            cheapest = f"a speedup of {max(self._speedup(p, dtype) for p in self.points):.2f}"
             wanted = f"speedup {speedup}"
         if not fits:
             raise BudgetError(f"{wanted} is beyond the cheapest frontier point ({cheapest})")
-        return max(fits, key=lambda p: (p.heldout_f1, -p.flops_ratio))
+        return max(fits, key=lambda p: (self._f1(p, dtype), p.is_full, -p.flops_ratio))
 
-    def _speedup(self, point: Point) -> float:
-        """Measured throughput against the full model's; FLOPs where nothing was measured."""
-        if point.throughput_batch32 and self.full.throughput_batch32:
-            return point.throughput_batch32 / self.full.throughput_batch32
-        return 1.0 / point.flops_ratio
+    def _f1(self, point: Point, dtype: str | None) -> float:
+        """Held-out F1 in that precision, at most the full model's there: as in pareto(), a
+        configuration that scores above full length does so by noise, and does not displace it."""
+        measured, full = self.measured(point, dtype), self.measured(self.full, dtype)
+        if measured is None or full is None:
+            return point.heldout_f1
+        return min(measured.heldout_f1, full.heldout_f1)
+
+    def _speedup(self, point: Point, dtype: str | None = None) -> float:
+        """Throughput measured in that precision against the full model's; FLOPs where the
+        frontier's own precision has no timings (another precision without them is refused)."""
+        own, full = self.measured(point, dtype), self.measured(self.full, dtype)
+        if own and full:
+            return own.throughput_batch32 / full.throughput_batch32
+        if dtype is None or dtype == self.dtype:
+            return 1.0 / point.flops_ratio
+        raise BudgetError(
+            f"the frontier has no {dtype} timings (it was measured in {', '.join(self.dtypes) or 'none'}): "
+            f"a speedup would be read from another precision's. Measure them with `dynamic-tinybert "
+            f"search --model M --data HELDOUT --measure-only --measure-dtypes {dtype}`, or give a --budget"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -117,14 +202,20 @@ class Frontier:
             "selector": self.selector,
             "heldout": self.heldout,
             "machine": self.machine,
+            "dtype": self.dtype,
+            "default_dtype": self.default_dtype,
             "points": [p.to_dict() for p in self.points],
             "constant_ratio": [p.to_dict() for p in self.constant_ratio],
         }
 
     @classmethod
     def from_dict(cls, raw: dict) -> Frontier:
+        def point(p: dict) -> Point:
+            by_dtype = {d: Measured(**m) for d, m in p.get("by_dtype", {}).items()}
+            return Point(**(p | {"lengths": tuple(p["lengths"]), "by_dtype": by_dtype}))
+
         def points(key: str) -> list[Point]:
-            return [Point(**(p | {"lengths": tuple(p["lengths"])})) for p in raw.get(key, [])]
+            return [point(p) for p in raw.get(key, [])]
 
         frontier = cls(
             points("points"),
@@ -133,9 +224,14 @@ class Frontier:
             raw.get("machine", ""),
             points("constant_ratio"),
             raw.get("selector", "attention"),  # files from before the learned selector
+            raw.get("dtype", "fp32"),  # files from before precisions: searched and run in fp32
+            raw.get("default_dtype", "fp32"),
         )
         if not frontier.points or not frontier.full.is_full:
             raise ValueError("the points must end with the full model")
+        named = {frontier.dtype, frontier.default_dtype, *(d for p in frontier.points for d in p.by_dtype)}
+        if not named <= set(DTYPES):
+            raise ValueError(f"precisions {sorted(named - set(DTYPES))} are not among {', '.join(DTYPES)}")
         return frontier
 
     def save(self, folder: str | Path) -> Path:

@@ -367,5 +367,6 @@ class DynamicBertForQuestionAnswering(nn.Module):
             scores = tokens.pad(fixed_scores.flatten()[tokens.origin, None].to(attended.dtype)).squeeze(-1)
         else:
             question = tokens.valid & ~is_context
-            scores = self.selector(layer, tokens.pad(attended), question, tokens.valid)
+            states = tokens.pad(attended).to(self.selector.dtype)  # fp32 when the encoder runs in bf16
+            scores = self.selector(layer, states, question, tokens.valid)
         return ranking(scores.float(), is_context, tokens.valid, position)

@@ -12,6 +12,7 @@ top_k > 1), a list of pairs gives a list of those.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from .frontier import BudgetError, Frontier, Point
 from .lengths import Lengths, encoder_gflops, mean_gflops, validate_lengths
 from .metrics import squad_scores
 from .model import DynamicBertForQuestionAnswering
-from .precision import apply_dtype, check_dtype, dtype_name
+from .precision import DtypeError, apply_dtype, check_dtype, dtype_name
 from .tokenizer import QATokenizer, Window
 
 
@@ -55,27 +56,40 @@ class QuestionAnswerer:
         tokenizer: QATokenizer,
         folder: Path | None = None,
         device: str | torch.device = "cpu",
-        dtype: str | torch.dtype = "fp32",
+        dtype: str | torch.dtype | None = None,
     ):
-        """dtype: "fp32", "bf16" or "int8" (precision.py); refused where the device cannot run it."""
+        """dtype: "fp32", "bf16" or "int8" (precision.py), refused where the device cannot run
+        it; None: the model folder's default precision (its frontier's default_dtype; fp32
+        instead, with a warning, where the device cannot run that)."""
         self.device = resolve_device(device)
-        self.dtype = dtype_name(dtype)
+        self.folder = folder
+        self.frontier = Frontier.load(folder) if folder is not None else None
+        self.dtype = dtype_name(dtype) if dtype is not None else self._default_dtype()
         check_dtype(self.dtype, self.device)
         self.model = apply_dtype(model.eval(), self.dtype, self.device).to(self.device)
         self.tokenizer = tokenizer
-        self.folder = folder
-        self.frontier = Frontier.load(folder) if folder is not None else None
+
+    def _default_dtype(self) -> str:
+        wanted = self.frontier.default_dtype if self.frontier is not None else "fp32"
+        try:
+            check_dtype(wanted, self.device)
+        except DtypeError as error:
+            message = f"{self.folder} runs in {wanted} by default, but here in fp32: {error}"
+            warnings.warn(message, stacklevel=3)
+            return "fp32"
+        return wanted
 
     @classmethod
     def from_pretrained(
         cls,
         name_or_path: str | Path | None = None,
         device: str | None = None,
-        dtype: str | torch.dtype = "fp32",
+        dtype: str | torch.dtype | None = None,
     ) -> QuestionAnswerer:
         """Load a transformers-layout QA checkpoint from a folder or a Hub id (None: the default
         model that ships with the package): BERT runs in our length-adaptive model, other types
-        (a teacher) through transformers at full length. dtype: "fp32", "bf16" or "int8"."""
+        (a teacher) through transformers at full length. dtype: "fp32", "bf16" or "int8"; None:
+        the folder's default precision."""
         model, tokenizer, folder = checkpoint.load_qa_model(name_or_path)
         return cls(model, tokenizer, folder, device or "cpu", dtype)
 
@@ -108,7 +122,7 @@ class QuestionAnswerer:
                 f"not the {selector} one; use --selector {self.frontier.selector}, give --lengths, or "
                 f"search again with --selector {selector}"
             )
-        point = self.frontier.pick(budget=budget, speedup=speedup)
+        point = self.frontier.pick(budget=budget, speedup=speedup, dtype=self.dtype)
         return point.config, point
 
     def __call__(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,10 +25,11 @@ from .checkpoint import DEFAULT_MODEL
 from .config import SELECTORS
 from .data import read_squad, refuse_squad_dev
 from .files import atomic_write
-from .frontier import Frontier, Point, flops_ratio, pareto
+from .frontier import DEFAULT_DTYPE_RULE, Frontier, Measured, Point, flops_ratio, pareto
 from .lengths import LENGTHDROP_RATIO, Lengths, encoder_gflops, format_lengths, validate_lengths
 from .model import DynamicBertForQuestionAnswering
 from .options import option
+from .precision import DTYPES
 from .reader import QuestionAnswerer
 from .timing import latency_ms, machine, throughput
 
@@ -68,6 +70,20 @@ class SearchSettings:
         "in each layer (LengthDrop's smallest)",
         default=LENGTHDROP_RATIO,
     )
+    dtype: str = option("precision the search runs and times in", default="fp32", choices=DTYPES)
+    measure_dtypes: tuple[str, ...] = option(
+        "also measure the frontier's points in these precisions (held-out accuracy on the same "
+        "questions, latency, throughput): --speedup picks by the precision in use, and the fastest "
+        f"within {DEFAULT_DTYPE_RULE} held-out F1 of fp32 becomes the model's default precision",
+        default=(),
+        nargs="+",
+        choices=DTYPES,
+    )
+    measure_only: bool = option(
+        "no search: measure the points of the model's frontier.json in --measure-dtypes (its own "
+        "precision among them: timed again)",
+        default=False,
+    )
     batch_size: int = option("windows per forward pass", default=32)
     latency_windows: int = option("windows timed one at a time for a latency", default=32)
     state: str | None = option("state file to resume from (default: search_state.json in the model folder)")
@@ -85,6 +101,10 @@ class SearchSettings:
             raise SearchError("--grid must divide 1 into equal steps, e.g. 0.05 or 0.1")
         if self.limit is not None and self.limit < 1:
             raise SearchError("--limit must be at least 1")
+        if self.measure_only and not self.measure_dtypes:
+            raise SearchError(
+                "--measure-only needs --measure-dtypes: the precisions to measure the frontier in"
+            )
 
     def key(self) -> dict:
         """What a resumed search must share with the one it continues (the iterations may grow:
@@ -102,7 +122,10 @@ class SearchSettings:
             "grid",
             "smallest",
         )
-        return {k: getattr(self, k) for k in keep}
+        key = {k: getattr(self, k) for k in keep}
+        if self.dtype != "fp32":  # states from before precisions continue
+            key["dtype"] = self.dtype
+        return key
 
 
 # --- the operators (pure) ------------------------------------------------------------------------
@@ -198,9 +221,11 @@ class Search:
         self.mean_length = float(np.mean([len(w) for w in self.flat]))
         self.rng = np.random.default_rng([settings.seed, 1])
         self.evaluated: dict[Units, dict] = {}  # measurements (search_state.json keys them "20,16,...")
+        self.measured: dict[str, dict[Units, dict]] = {}  # in other precisions: dtype -> units -> Measured
         self.iteration = -1  # -1: the initial population is not evaluated yet
         self.state_path = Path(settings.state) if settings.state else qa.folder / "search_state.json"
         self.selector = qa.resolve_selector(settings.selector)  # "learned" or "attention"
+        self._models: dict[str, QuestionAnswerer] = {qa.dtype: qa}
         self.scorer_macs = qa.scorer_macs(self.selector)
 
     def shares(self, units: Units) -> tuple[float, ...]:
@@ -312,7 +337,7 @@ class Search:
                 )
         self._save()
         result = Frontier(
-            points=[self.point(u) for u in frontier],
+            points=[self._with_measured(u) for u in frontier],
             objective=self.settings.objective,
             heldout={
                 "files": list(self.settings.data),
@@ -322,11 +347,82 @@ class Search:
                 "search": asdict(self.settings) | {"json": None, "quiet": None},
             },
             machine=machine(),
-            constant_ratio=[self.point(u) for u in constant],
+            constant_ratio=[self._with_measured(u) for u in constant],
             selector=self.selector,
+            dtype=self.qa.dtype,
         )
+        result.default_dtype = result.fastest_close_to_fp32()
         result.save(self.qa.folder)
         return result
+
+    def _with_measured(self, units: Units) -> Point:
+        """The configuration's point, with its measurements in each of --measure-dtypes."""
+        point = self.point(units)
+        for dtype, qa in self._other_precisions():
+            records = self.measured.setdefault(dtype, {})
+            if units not in records:
+                records[units] = asdict(self._measure(qa, self.lengths(units)))
+                self._save()
+            point.by_dtype[dtype] = Measured(**records[units])
+        return point
+
+    def _other_precisions(self) -> Iterator[tuple[str, QuestionAnswerer]]:
+        """(dtype, the model in it) for each of --measure-dtypes besides the search's own."""
+        for dtype in dict.fromkeys(self.settings.measure_dtypes):
+            if dtype != self.qa.dtype:
+                if dtype not in self._models:
+                    self._models[dtype] = QuestionAnswerer.from_pretrained(
+                        self.qa.folder, device=self.qa.device, dtype=dtype
+                    )
+                yield dtype, self._models[dtype]
+
+    def _measure(self, qa: QuestionAnswerer, lengths: Lengths | None) -> Measured:
+        """Held-out accuracy, latency and throughput of one configuration in qa's precision."""
+        result = qa.evaluate_windows(
+            self.examples, self.windows, lengths, self.settings.batch_size, selector=self.selector
+        )
+        return Measured(
+            heldout_exact_match=result.exact_match,
+            heldout_f1=result.f1,
+            latency_ms_batch1=latency_ms(qa.model, self.timed, lengths, qa.device, selector=self.selector),
+            throughput_batch32=throughput(
+                qa.model, self.flat[:256], lengths, qa.device, selector=self.selector
+            ),
+        )
+
+    def measure_only(self) -> Frontier:
+        """--measure-only: the points of the model's frontier.json measured in --measure-dtypes, on
+        the held-out questions it was searched on; the default precision chosen again."""
+        frontier = Frontier.load(self.qa.folder)
+        if frontier is None:
+            raise SearchError(f"{self.qa.folder} has no frontier.json to measure: run the search first")
+        if frontier.selector != self.selector or frontier.dtype != self.qa.dtype:
+            raise SearchError(
+                f"the frontier was searched with the {frontier.selector} selector in {frontier.dtype}: "
+                f"give --selector {frontier.selector} --dtype {frontier.dtype}"
+            )
+        if len(self.examples) != frontier.heldout.get("questions"):
+            raise SearchError(
+                f"the frontier was measured on {frontier.heldout.get('questions')} held-out questions "
+                f"({', '.join(frontier.heldout.get('files', []))}); --data and --limit give "
+                f"{len(self.examples)}"
+            )
+        points = [*frontier.points, *frontier.constant_ratio]
+        if frontier.dtype in self.settings.measure_dtypes:  # its own precision: timed again
+            for point in tqdm(
+                points, desc=frontier.dtype, unit="point", disable=self.settings.quiet, file=sys.stderr
+            ):
+                again = self._measure(self.qa, point.config)
+                point.latency_ms_batch1, point.throughput_batch32 = (
+                    again.latency_ms_batch1,
+                    again.throughput_batch32,
+                )
+        for dtype, qa in self._other_precisions():
+            for point in tqdm(points, desc=dtype, unit="point", disable=self.settings.quiet, file=sys.stderr):
+                point.by_dtype[dtype] = self._measure(qa, point.config)
+        frontier.default_dtype = frontier.fastest_close_to_fp32()
+        frontier.save(self.qa.folder)
+        return frontier
 
     def _save(self) -> None:
         state = {
@@ -334,6 +430,10 @@ class Search:
             "iteration": self.iteration,
             "rng": self.rng.bit_generator.state,
             "evaluated": {",".join(map(str, units)): record for units, record in self.evaluated.items()},
+            "measured": {
+                dtype: {",".join(map(str, units)): record for units, record in records.items()}
+                for dtype, records in self.measured.items()
+            },
         }
         atomic_write(self.state_path, lambda path: path.write_text(json.dumps(state)))
 
@@ -357,6 +457,10 @@ class Search:
         self.iteration = state["iteration"]
         self.rng.bit_generator.state = state["rng"]
         self.evaluated = {self._units_of(key): record for key, record in state["evaluated"].items()}
+        self.measured = {
+            dtype: {self._units_of(key): record for key, record in records.items()}
+            for dtype, records in state.get("measured", {}).items()
+        }
 
 
 def search(settings: SearchSettings) -> Frontier:
@@ -366,10 +470,11 @@ def search(settings: SearchSettings) -> Frontier:
             f"{settings.model} is the model that ships with the package, and the search would overwrite "
             "its frontier.json: search a copy of the folder, or give --force"
         )
-    qa = QuestionAnswerer.from_pretrained(settings.model)
+    qa = QuestionAnswerer.from_pretrained(settings.model, dtype=settings.dtype)
     if not isinstance(qa.model, DynamicBertForQuestionAnswering):
         raise SearchError(f"{settings.model} is not a BERT model: only BERT models drop tokens")
-    frontier = Search(qa, settings).run()
+    searcher = Search(qa, settings)
+    frontier = searcher.measure_only() if settings.measure_only else searcher.run()
     if settings.json:
         print(json.dumps([p.to_dict() for p in frontier.points]))
     else:
@@ -377,6 +482,12 @@ def search(settings: SearchSettings) -> Frontier:
             print(
                 f"{format_lengths(p.config, qa.num_layers):>40}  FLOPs {p.flops_ratio:.3f}  "
                 f"held-out F1 {p.heldout_f1:.2f}  EM {p.heldout_exact_match:.2f}  "
-                f"{p.latency_ms_batch1:.1f} ms  {p.throughput_batch32:.1f} windows/s"
+                f"{p.latency_ms_batch1:.1f} ms  {p.throughput_batch32:.1f} windows/s  ({frontier.dtype})"
+                + "".join(
+                    f"; {d}: F1 {m.heldout_f1:.2f} {m.latency_ms_batch1:.1f} ms "
+                    f"{m.throughput_batch32:.1f} windows/s"
+                    for d, m in p.by_dtype.items()
+                )
             )
+        print(f"default precision: {frontier.default_dtype}")
     return frontier

@@ -147,6 +147,10 @@ class TokenSelector(nn.Module):
         self.config = config
         self.scorers = nn.ModuleList(Scorer(config) for _ in range(config.num_layers))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def forward(self, layer: int, states: Tensor, question: Tensor, valid: Tensor) -> Tensor:
         """Raw scores (B, W) of the tokens `states` (B, W, d) at `layer` (0-based); question and
         valid (B, W) are True on the question's tokens and on real tokens."""

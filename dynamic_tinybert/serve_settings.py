@@ -23,10 +23,10 @@ class ServeSettings:
     host: str = option("address to listen on; loopback unless you mean to expose it", default="127.0.0.1")
     port: int = option("port to listen on; 0 picks a free one", default=8000)
     device: str = option("torch device, e.g. cpu or cuda", default="cpu")
-    dtype: str = option(
-        "precision: fp32, bf16 (CPUs with AVX512-BF16 or AMX, and CUDA) or int8 (CPU)",
+    dtype: str | None = option(
+        "precision: fp32, bf16 (CPUs with AVX512-BF16 or AMX, and CUDA) or int8 (CPU) "
+        "(default: the model's, from its frontier.json)",
         choices=DTYPES,
-        default="fp32",
     )
     max_batch: int = option(
         "most windows (384-token slices of the contexts) run in one micro-batch", default=16
@@ -57,7 +57,7 @@ class ServeSettings:
             raise ServeError(f"--port must be between 0 and 65535, got {self.port}")
         if not self.max_wait_ms >= 0:
             raise ServeError(f"--max-wait-ms must not be negative, got {self.max_wait_ms}")
-        if self.dtype not in DTYPES:
+        if self.dtype is not None and self.dtype not in DTYPES:
             raise ServeError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.slice_ms is None or not self.slice_ms >= 0:
             raise ServeError(f"--slice-ms must be 0 (off) or positive milliseconds, got {self.slice_ms}")

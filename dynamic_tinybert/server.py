@@ -271,7 +271,8 @@ def _add_status_routes(app: FastAPI, qa: QuestionAnswerer, batcher: Batcher, met
     async def readyz() -> JSONResponse:
         """Ready once the model is loaded and warmed up."""
         ready = batcher.ready and batcher.healthy
-        body = {"ready": ready, "model": str(qa.folder), "frontier_points": len(batcher.points)}
+        body = {"ready": ready, "model": str(qa.folder), "dtype": qa.dtype}
+        body["frontier_points"] = len(batcher.points)
         return JSONResponse(body, 200 if ready else 503)
 
     @app.get("/metrics")
@@ -418,7 +419,8 @@ def run_serve(args: argparse.Namespace) -> None:
     except ServeError as error:
         raise UsageError(str(error)) from None
     try:
-        check_dtype(settings.dtype, resolve_device(settings.device))  # before the model loads
+        if settings.dtype is not None:
+            check_dtype(settings.dtype, resolve_device(settings.device))  # before the model loads
     except DtypeError as error:
         raise UsageError(str(error)) from None
     # SIGTERM while the model loads (nothing in flight yet) is a clean stop too
@@ -438,7 +440,8 @@ def run_serve(args: argparse.Namespace) -> None:
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     print(
-        f"dynamic-tinybert serve: {qa.folder} on {url} (GET /readyz answers 200 once warmed up)",
+        f"dynamic-tinybert serve: {qa.folder} in {qa.dtype} on {url} "
+        "(GET /readyz answers 200 once warmed up)",
         file=sys.stderr,
         flush=True,
     )

@@ -2,7 +2,9 @@
 
 1. On the held-out split: each constant-ratio configuration (every layer keeps the same share)
    against the frontier's most accurate point at no more FLOPs.
-2. With --dev: the points that budgets pick, with SQuAD dev EM/F1 and their measured speed
+2. In each precision the frontier was measured in (`search --measure-dtypes`): the points that
+   budgets pick there, with their held-out F1 and speed against full length in that precision.
+3. With --dev: the points that budgets pick, with SQuAD dev EM/F1 and their measured speed
    (scripts/results_table.py gives the same rows beside the teacher's).
 
     python scripts/frontier_report.py --model M [--dev ../shared/data/squad/dev-v1.1.json \
@@ -49,6 +51,29 @@ def heldout_table(frontier) -> list[str]:
     return rows
 
 
+def dtype_table(frontier, budgets: list[float]) -> list[str]:
+    rows = [
+        "| precision | budget | lengths | FLOPs | held-out F1 | vs full | latency b1 (ms) | windows/s b32 "
+        "| speedup b32 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dtype in frontier.dtypes:
+        full = frontier.measured(frontier.full, dtype)
+        for budget in budgets:
+            try:
+                point = frontier.pick(budget=budget, dtype=dtype)
+            except BudgetError as error:
+                rows.append(f"| {dtype} | {budget:g} | {error} | | | | | | |")
+                continue
+            m = frontier.measured(point, dtype)
+            rows.append(
+                f"| {dtype} | {budget:g} | {shares(point)} | {point.flops_ratio:.3f} | {m.heldout_f1:.2f} | "
+                f"{m.heldout_f1 - full.heldout_f1:+.2f} | {m.latency_ms_batch1:.1f} | "
+                f"{m.throughput_batch32:.1f} | {m.throughput_batch32 / full.throughput_batch32:.2f}x |"
+            )
+    return rows
+
+
 def dev_table(qa: QuestionAnswerer, examples, budgets: list[float]) -> list[str]:
     rows = [
         "| budget | lengths | FLOPs | held-out F1 | dev EM | dev F1 | dev GFLOPs/window | latency b1 (ms) "
@@ -90,10 +115,13 @@ def main() -> int:
         f"machine: {qa.frontier.machine}\n"
     )
     print("\n".join(heldout_table(qa.frontier)))
+    budgets = [float(b) for b in args.budgets.split(",")]
+    print(f"\nBy precision (default: {qa.frontier.default_dtype}; searched in {qa.frontier.dtype})\n")
+    print("\n".join(dtype_table(qa.frontier, budgets)))
     if args.dev:
         examples = read_squad(args.dev)[: args.dev_limit] if args.dev_limit else read_squad(args.dev)
         print(f"\nSQuAD dev: {len(examples)} questions\n")
-        print("\n".join(dev_table(qa, examples, [float(b) for b in args.budgets.split(",")])))
+        print("\n".join(dev_table(qa, examples, budgets)))
     if args.plot:
         from dynamic_tinybert.plot import plot_frontier
 

@@ -46,6 +46,7 @@ def test_lower_precisions_stay_close_to_fp32(tiny_model, dtype):
             assert (a - b).abs().max() < 0.1 * scale, (dtype, lengths)
     if dtype == "bf16":
         assert next(p for p in lowered.layers.parameters()).dtype == torch.bfloat16
+        assert lowered.selector.dtype == torch.float32  # small products of ever new shapes
     else:
         dynamic = torch.ao.nn.quantized.dynamic.Linear
         quantized = [m for m in lowered.layers.modules() if isinstance(m, dynamic)]

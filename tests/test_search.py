@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
-from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert import QuestionAnswerer, precision, read_squad
 from dynamic_tinybert.cli import main
-from dynamic_tinybert.frontier import BudgetError, Frontier, Point, flops_ratio
+from dynamic_tinybert.frontier import BudgetError, Frontier, Measured, Point, flops_ratio
+from dynamic_tinybert.precision import DtypeError
 from dynamic_tinybert.search import Search, constant_ratios, crossover, initial_population, mutate
 
 from .conftest import SHARED_DATA
@@ -152,6 +154,101 @@ def test_pick_takes_the_most_accurate_point_that_fits():
         frontier.pick(budget=0.2)
     with pytest.raises(BudgetError, match="beyond"):
         frontier.pick(speedup=4)
+
+
+def test_pick_reads_accuracy_and_speed_in_the_precision_in_use():
+    points = [
+        _point((0.3, 0.3), 60, 0.3, 300),
+        _point((0.6, 0.5), 75, 0.55, 170),
+        _point((1, 1), 82, 1.0, 100),
+    ]
+    # in bf16 the cheap point gains little speed and the middle one scores higher than at 0.3
+    for point, measured in zip(points, [(70, 260), (74, 250), (81.9, 240)], strict=True):
+        point.by_dtype["bf16"] = Measured(0.0, measured[0], 1.0, measured[1])
+    frontier = Frontier(points)
+    assert frontier.pick(speedup=2).lengths == (0.3, 0.3)  # fp32: 3x and 1.7x
+    with pytest.raises(BudgetError, match="beyond"):
+        frontier.pick(speedup=2, dtype="bf16")  # bf16: 1.08x and 1.04x
+    assert frontier.pick(speedup=1.05, dtype="bf16").lengths == (0.3, 0.3)
+    assert frontier.pick(budget=0.6, dtype="bf16").lengths == (0.6, 0.5)
+    with pytest.raises(BudgetError, match="no int8 timings"):
+        frontier.pick(speedup=1.5, dtype="int8")
+    # without int8 measurements, accuracy falls back to the frontier's own
+    assert frontier.pick(budget=0.6, dtype="int8").lengths == (0.6, 0.5)
+    # a point above full length in bf16 (noise) ties with it there, and the full model wins
+    points[1].by_dtype["bf16"].heldout_f1 = 82.5
+    assert frontier.pick(budget=1.0, dtype="bf16").is_full
+    assert frontier.pick(budget=0.6, dtype="bf16").lengths == (0.6, 0.5)
+    points[1].by_dtype["bf16"].heldout_f1 = 74
+    # bf16 loses 0.1 F1 at full length and runs 2.4x faster: the default precision
+    assert frontier.fastest_close_to_fp32() == "bf16"
+    frontier.full.by_dtype["bf16"].heldout_f1 = 81.7
+    assert frontier.fastest_close_to_fp32() == "fp32"
+    again = Frontier.from_dict(json.loads(json.dumps(frontier.to_dict())))
+    assert again.points[0].by_dtype["bf16"] == points[0].by_dtype["bf16"]
+    assert "by_dtype" not in Frontier([_point((1, 1), 82, 1.0)]).to_dict()["points"][0]
+
+
+def test_the_search_measures_its_frontier_in_other_precisions_and_picks_the_default(
+    searched, tmp_path, capsys, monkeypatch
+):
+    folder = tmp_path / "measured"
+    shutil.copytree(searched, folder)
+    before = Frontier.load(folder)
+    dtypes = ["int8", "bf16"] if precision.cpu_has_bf16() else ["int8"]
+    run = ["search", "--model", str(folder), "--data", str(HELDOUT), *SMALL, "--measure-dtypes", *dtypes]
+    assert main([*run, "fp32", "--measure-only"]) == 0  # fp32, the frontier's own: timed again
+    after = Frontier.load(folder)
+    assert [p.throughput_batch32 for p in after.points] != [p.throughput_batch32 for p in before.points]
+    assert _essentials([p.to_dict() for p in after.points]) == _essentials(
+        [p.to_dict() for p in before.points]
+    )
+    for point in [*after.points, *after.constant_ratio]:
+        assert set(point.by_dtype) == set(dtypes)
+        assert all(0 <= m.heldout_f1 <= 100 and m.latency_ms_batch1 > 0 for m in point.by_dtype.values())
+    assert after.dtypes == ["fp32", *dtypes]
+    assert after.default_dtype == after.fastest_close_to_fp32()
+    # the model then runs in its default precision unless told otherwise
+    assert QuestionAnswerer.from_pretrained(folder).dtype == after.default_dtype
+    assert QuestionAnswerer.from_pretrained(folder, dtype="fp32").dtype == "fp32"
+    # measuring on other held-out questions than the frontier's is refused
+    assert main([*run, "--measure-only", "--limit", "20"]) == 2
+    assert "measured on 30 held-out questions" in capsys.readouterr().err
+    # a search measures its own frontier the same way, and resumes those measurements too
+    fresh = tmp_path / "fresh"
+    shutil.copytree(searched, fresh)
+    (fresh / "frontier.json").unlink()
+    assert (
+        main(["search", "--model", str(fresh), "--data", str(HELDOUT), *SMALL, "--measure-dtypes", "int8"])
+        == 0
+    )
+    measured = Frontier.load(fresh)
+    state = json.loads((fresh / "search_state.json").read_text())
+    for point in measured.points:
+        key = ",".join(str(round(share * 20)) for share in point.lengths)
+        assert state["measured"]["int8"][key] == asdict(point.by_dtype["int8"])
+    (fresh / "frontier.json").unlink()
+    monkeypatch.setattr(Search, "_measure", lambda *_: pytest.fail("measured again"))
+    assert (
+        main(["search", "--model", str(fresh), "--data", str(HELDOUT), *SMALL, "--measure-dtypes", "int8"])
+        == 0
+    )
+    assert Frontier.load(fresh).to_dict() == measured.to_dict()
+
+
+def test_a_default_precision_the_machine_cannot_run_falls_back_to_fp32_with_a_warning(
+    searched, tmp_path, monkeypatch
+):
+    folder = tmp_path / "bf16-default"
+    shutil.copytree(searched, folder)
+    frontier = Frontier.load(folder)
+    frontier.default_dtype = "bf16"
+    frontier.save(folder)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="runs in bf16 by default, but here in fp32"):
+        assert QuestionAnswerer.from_pretrained(folder).dtype == "fp32"
+    with pytest.raises(DtypeError, match="AVX512-BF16"):  # asked for by name: refused
+        QuestionAnswerer.from_pretrained(folder, dtype="bf16")
 
 
 def test_flops_ratio_is_the_largest_over_window_lengths(tiny_model):

@@ -1,0 +1,51 @@
+"""The benchmarks run end to end on a tiny model (their numbers are not checked, their sense is)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import DEV
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+pytestmark = pytest.mark.skipif(not DEV.is_file(), reason=f"SQuAD dev not found at {DEV}")
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_speed_gives_each_row_its_f1_and_transformers_answers_as_we_do(tiny_model, tmp_path):
+    out = tmp_path / "speed.json"
+    common = ["--questions", "6", "--f1-questions", "12", "--latency-windows", "2", "--repeats", "1"]
+    table = run("speed.py", "--model", str(tiny_model), "--data", str(DEV), *common, "--out", str(out))
+    rows = {r["system"]: r for r in json.loads(out.read_text())["rows"]}
+    assert "| F1 |" in table and len(rows) == 6
+    # the same weights at full length in fp32: the same answers, so the same F1
+    full, theirs = rows["dynamic-tinybert full"], rows["transformers, dynamic padding"]
+    assert full["f1"] == theirs["f1"] == rows["transformers, padded to 384"]["f1"]
+    assert all(r["latency_ms_batch1"] > 0 and r["windows_per_s_batch32"] > 0 for r in rows.values())
+
+
+def test_profile_splits_eval_into_phases_and_the_network_into_kinds(tiny_model):
+    table = run(
+        "profile_eval.py",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(DEV),
+        "--questions",
+        "8",
+        "--repeats",
+        "1",
+    )
+    for phase in ("tokenizing and windowing", "the network", "answer ranking", "linear maps", "layer norm"):
+        assert f"| {phase}" in table
