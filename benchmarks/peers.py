@@ -7,6 +7,7 @@ answer ranking run unchanged around it and only the network differs.
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from dynamic_tinybert.model import QAOutput
 from dynamic_tinybert.precision import apply_dtype
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+DEV = Path(__file__).parents[1] / "../shared/data/squad/dev-v1.1.json"
 Network = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]  # batch -> logits
 
 
@@ -93,3 +95,13 @@ def export_onnx(folder: Path, out: Path) -> tuple[Path, Path]:
         )
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     return fp32, int8
+
+
+def dev_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of an end-to-end benchmark on the first questions of SQuAD dev."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="dynamic_tinybert/default_model")
+    parser.add_argument("--data", default=str(DEV))
+    parser.add_argument("--questions", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    return parser

@@ -11,7 +11,6 @@ every system once, in turn; the table gives medians.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peers import Peer, export_onnx, onnx_runtime
+from peers import Peer, dev_parser, export_onnx, onnx_runtime
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.precision import DTYPES, check_dtype, dtype_name
@@ -27,15 +26,7 @@ from dynamic_tinybert.timing import machine
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="dynamic_tinybert/default_model")
-    parser.add_argument(
-        "--data", default=str(Path(__file__).parents[1] / "../shared/data/squad/dev-v1.1.json")
-    )
-    parser.add_argument("--questions", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = dev_parser(__doc__)
     parser.add_argument("--budget", type=float, default=0.5, help="the budget row of each precision")
     parser.add_argument("--dtypes", default="fp32,bf16,int8", help=f"of {', '.join(DTYPES)}")
     args = parser.parse_args()

@@ -7,14 +7,13 @@ first --questions questions of SQuAD dev, in one precision, at full length or a 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import torch
+from peers import dev_parser
 from torch.profiler import ProfilerActivity, profile
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
@@ -35,7 +34,7 @@ KINDS = {
     "layer norm": ("aten::native_layer_norm",),
     "GELU": ("aten::gelu",),
     "residual adds": ("aten::add",),
-    "packing, dropping and restoring tokens": (
+    "copies and gathers (packing tokens, the heads' layout, embeddings, dropping)": (
         "aten::index",
         "aten::index_select",
         "aten::index_copy_",
@@ -101,15 +100,7 @@ def network_kinds(qa: QuestionAnswerer, examples, lengths) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="dynamic_tinybert/default_model")
-    parser.add_argument(
-        "--data", default=str(Path(__file__).parents[1] / "../shared/data/squad/dev-v1.1.json")
-    )
-    parser.add_argument("--questions", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = dev_parser(__doc__)
     parser.add_argument("--dtype", default="fp32", choices=DTYPES)
     parser.add_argument("--budget", type=float)
     args = parser.parse_args()

@@ -20,6 +20,7 @@ from pathlib import Path
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.frontier import BudgetError
 from dynamic_tinybert.lengths import format_lengths
+from dynamic_tinybert.precision import DTYPES
 
 
 def shares(point) -> str:
@@ -101,11 +102,12 @@ def main() -> int:
     )
     parser.add_argument("--model", required=True)
     parser.add_argument("--dev")
+    parser.add_argument("--dtype", choices=DTYPES, help="precision (default: the model's)")
     parser.add_argument("--budgets", default="1,0.75,0.5,0.33,0.25")
     parser.add_argument("--dev-limit", type=int)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
-    qa = QuestionAnswerer.from_pretrained(args.model)
+    qa = QuestionAnswerer.from_pretrained(args.model, dtype=args.dtype)
     if qa.frontier is None:
         print(f"{args.model} has no frontier.json; run dynamic-tinybert search first", file=sys.stderr)
         return 2

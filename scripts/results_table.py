@@ -22,6 +22,7 @@ import numpy as np
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.frontier import BudgetError
 from dynamic_tinybert.lengths import encoder_gflops, format_lengths
+from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.timing import latency_ms, machine, throughput
 
 BUDGETS = (0.75, 0.5, 1 / 3, 0.25)
@@ -40,6 +41,7 @@ def main() -> int:
     teacher.add_argument("--teacher", help="a trained teacher: accuracy and speed")
     teacher.add_argument("--teacher-speed", help="a teacher architecture timed for the speedup only")
     parser.add_argument("--dev", required=True)
+    parser.add_argument("--dtype", choices=DTYPES, help="precision (default: the model's)")
     parser.add_argument("--dev-limit", type=int)
     parser.add_argument("--speed-questions", type=int, default=300)
     parser.add_argument("--latency-windows", type=int, default=40)
@@ -47,7 +49,7 @@ def main() -> int:
 
     dev = read_squad(args.dev)
     evaluated = dev[: args.dev_limit] if args.dev_limit else dev
-    student = QuestionAnswerer.from_pretrained(args.student)
+    student = QuestionAnswerer.from_pretrained(args.student, dtype=args.dtype)
     timed = dev[: args.speed_questions]
     windows = [
         w
@@ -114,7 +116,7 @@ def main() -> int:
 
     print(
         f"\nSQuAD 1.1 dev: {len(evaluated)} questions. Speed: {len(windows)} windows of the first "
-        f"{len(timed)} dev questions; {machine()}\n"
+        f"{len(timed)} dev questions; the student in {student.dtype}; {machine()}\n"
     )
     print(
         "| model | lengths | dev EM | dev F1 | GFLOPs/window | latency, batch 1 (ms) | windows/s, batch 32 "

@@ -26,6 +26,7 @@ from torch import nn
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.frontier import BudgetError, Frontier, flops_ratio
 from dynamic_tinybert.lengths import format_lengths
+from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.selector import answer_region, context_tokens
 
 
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "--data", required=True, help="SQuAD-format file: the held-out split, or dev for the README"
     )
     parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--dtype", choices=DTYPES, help="precision (default: the model's)")
     parser.add_argument("--budgets", default="0.33,0.4,0.5,0.6,0.75,0.9")
     parser.add_argument(
         "--attention-frontier", type=Path, help="a frontier.json searched with --selector attention"
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the records here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    qa = QuestionAnswerer.from_pretrained(args.model)
+    qa = QuestionAnswerer.from_pretrained(args.model, dtype=args.dtype)
     if qa.frontier is None or qa.frontier.selector != "learned" or qa.model.selector is None:
         print("the model needs a learned selector and a frontier searched with it", file=sys.stderr)
         return 2
