@@ -72,7 +72,9 @@ class Row:
         answered = len(self.latencies)
         p50, p95, p99 = (np.percentile(self.latencies, [50, 95, 99]) * 1000) if answered else (np.nan,) * 3
         errors = sum(self.errors.values())
-        points = ", ".join(f"{i}: {n}" for i, n in sorted(self.points.items(), key=lambda kv: str(kv[0])))
+        # frontier indices in order, then "lengths" (requests that gave their own)
+        order = sorted(self.points.items(), key=lambda kv: (isinstance(kv[0], str), str(kv[0]).zfill(6)))
+        points = ", ".join(f"{i}: {n}" for i, n in order)
         gflops = f"{np.mean(self.gflops):.3f}" if self.gflops else "-"
         return (
             f"| {self.mode} | {answered + errors} | {errors} | {answered / self.seconds:.1f} | "
@@ -282,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice-ms", type=float, help="with --model: passed to the servers")
     parser.add_argument("--max-wait-ms", type=float, help="with --model: passed to the servers")
     parser.add_argument(
+        "--dtype", choices=("fp32", "bf16", "int8"), help="with --model: passed to the servers"
+    )
+    parser.add_argument(
         "--heavy",
         type=int,
         metavar="N",
@@ -309,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
         *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
         *(["--slice-ms", str(args.slice_ms)] if args.slice_ms is not None else []),
         *(["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []),
+        *(["--dtype", args.dtype] if args.dtype else []),
     ]
     started: list[subprocess.Popen] = []
     try:
@@ -341,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             stop_server(process)
     print(
         f"{len(pairs)} questions, {args.concurrency} concurrent clients, at most {args.requests} requests "
-        f"or {args.seconds:g} s per row\n"
+        f"or {args.seconds:g} s per row; the server in {ready.get('dtype', 'fp32')}\n"
     )
     print(HEADER)
     for row in rows:
