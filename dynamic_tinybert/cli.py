@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .answers import ANSWERS, AnswerSettings, AnswerSettingsError
@@ -20,7 +21,7 @@ from .devices import DeviceError, resolve_device
 from .frontier import BudgetError
 from .lengths import LengthsError, format_lengths, parse_lengths
 from .options import UsageError, add_dataclass_options, settings_from
-from .precision import DTYPES, DtypeError, check_dtype
+from .precision import DTYPES, DtypeError, PrecisionFallback, check_dtype
 from .reader import QuestionAnswerer
 from .search import SearchError
 from .selector import SelectorError
@@ -296,10 +297,23 @@ def run_plot(args: argparse.Namespace) -> None:
     print(plot_frontier(frontier, args.out, title=folder.name))
 
 
+def _note(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings meant for the user as one line on stderr; others as Python shows them."""
+    if issubclass(category, PrecisionFallback):
+        print(f"dynamic-tinybert: note: {message}", file=sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _note
+            args.run(args)
     except USER_ERRORS as error:
         print(f"dynamic-tinybert {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE

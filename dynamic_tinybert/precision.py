@@ -23,6 +23,10 @@ class DtypeError(ValueError):
     """A precision this machine, device or torch build cannot run."""
 
 
+class PrecisionFallback(UserWarning):
+    """A model's default precision that this machine cannot run: it runs in fp32 instead."""
+
+
 def dtype_name(dtype: str | torch.dtype) -> str:
     """ "fp32", "bf16" or "int8", from that name or a torch dtype.
 

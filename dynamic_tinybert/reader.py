@@ -29,7 +29,7 @@ from .frontier import BudgetError, Frontier, Point
 from .lengths import Lengths, encoder_gflops, mean_gflops, validate_lengths
 from .metrics import squad_scores
 from .model import DynamicBertForQuestionAnswering
-from .precision import DtypeError, apply_dtype, check_dtype, dtype_name
+from .precision import DtypeError, PrecisionFallback, apply_dtype, check_dtype, dtype_name
 from .tokenizer import QATokenizer, Window
 
 
@@ -74,8 +74,8 @@ class QuestionAnswerer:
         try:
             check_dtype(wanted, self.device)
         except DtypeError as error:
-            message = f"{self.folder} runs in {wanted} by default, but here in fp32: {error}"
-            warnings.warn(message, stacklevel=3)
+            message = f"{self.folder} runs in {wanted} by default; here it runs in fp32 instead: {error}"
+            warnings.warn(message, PrecisionFallback, stacklevel=3)
             return "fp32"
         return wanted
 

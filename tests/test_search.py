@@ -12,7 +12,7 @@ import pytest
 from dynamic_tinybert import QuestionAnswerer, precision, read_squad
 from dynamic_tinybert.cli import main
 from dynamic_tinybert.frontier import BudgetError, Frontier, Measured, Point, flops_ratio
-from dynamic_tinybert.precision import DtypeError
+from dynamic_tinybert.precision import DtypeError, PrecisionFallback
 from dynamic_tinybert.search import Search, constant_ratios, crossover, initial_population, mutate
 
 from .conftest import SHARED_DATA
@@ -237,7 +237,7 @@ def test_the_search_measures_its_frontier_in_other_precisions_and_picks_the_defa
 
 
 def test_a_default_precision_the_machine_cannot_run_falls_back_to_fp32_with_a_warning(
-    searched, tmp_path, monkeypatch
+    searched, tmp_path, monkeypatch, capsys
 ):
     folder = tmp_path / "bf16-default"
     shutil.copytree(searched, folder)
@@ -245,8 +245,11 @@ def test_a_default_precision_the_machine_cannot_run_falls_back_to_fp32_with_a_wa
     frontier.default_dtype = "bf16"
     frontier.save(folder)
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
-    with pytest.warns(UserWarning, match="runs in bf16 by default, but here in fp32"):
+    with pytest.warns(PrecisionFallback, match="runs in bf16 by default; here it runs in fp32 instead"):
         assert QuestionAnswerer.from_pretrained(folder).dtype == "fp32"
+    # the command line says so in one line
+    assert main(["ask", "--model", str(folder), "--question", "who?", "--context", "Ann wrote it."]) == 0
+    assert capsys.readouterr().err.startswith(f"dynamic-tinybert: note: {folder} runs in bf16 by default")
     with pytest.raises(DtypeError, match="AVX512-BF16"):  # asked for by name: refused
         QuestionAnswerer.from_pretrained(folder, dtype="bf16")
 
