@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dynamic_tinybert import QuestionAnswerer
 from dynamic_tinybert.model import QAOutput
 from dynamic_tinybert.precision import apply_dtype
 
@@ -35,6 +36,11 @@ class Peer(nn.Module):
             raise ValueError("the peers run the full model only")
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         return QAOutput(*self.network(batch))
+
+
+def peer_reader(network: Network, qa: QuestionAnswerer) -> QuestionAnswerer:
+    """qa's reader (tokenizer, windows, answer ranking) around another system's network."""
+    return QuestionAnswerer(Peer(network, qa.model.config), qa.tokenizer, qa.folder, dtype="fp32")
 
 
 def transformers_in(dtype: str, folder: Path) -> Network:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peers import Peer, dev_parser, export_onnx, onnx_runtime
+from peers import dev_parser, export_onnx, onnx_runtime, peer_reader
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.precision import DTYPES, check_dtype, dtype_name
@@ -43,8 +43,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="onnx-"))
     fp32, int8 = export_onnx(base.folder, scratch)
     for name, path in (("ONNX Runtime fp32", fp32), ("ONNX Runtime int8 (quantize_dynamic)", int8)):
-        peer = Peer(onnx_runtime(path), base.model.config)
-        systems[name] = (QuestionAnswerer(peer, base.tokenizer, base.folder, dtype="fp32"), None)
+        systems[name] = (peer_reader(onnx_runtime(path), base), None)
 
     seconds: dict[str, list[float]] = {name: [] for name in systems}
     f1: dict[str, float] = {}

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peers import Peer, export_onnx, onnx_runtime, transformers_in
+from peers import export_onnx, onnx_runtime, peer_reader, transformers_in
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.data import batches_by_length, collate
@@ -115,8 +115,7 @@ def main() -> int:
     def peer(name: str, network, baseline: str, batch_list=batches, single_list=singles) -> None:
         systems[name] = (network, batch_list, single_list)
         meta[name] = (None, None, baseline)
-        reader = QuestionAnswerer(Peer(network, config), qa.tokenizer, qa.folder, dtype="fp32")
-        f1[name] = reader.evaluate_windows(scored, scored_windows, None).f1
+        f1[name] = peer_reader(network, qa).evaluate_windows(scored, scored_windows, None).f1
 
     for dtype in dtypes:
         ours = qa if dtype == "fp32" else QuestionAnswerer.from_pretrained(args.model, dtype=dtype)

@@ -263,8 +263,15 @@ class Search:
             throughput_batch32=record.get("throughput"),
         )
 
-    def _latency(self, lengths) -> float:
-        return latency_ms(self.qa.model, self.timed, lengths, self.qa.device, selector=self.selector)
+    def _latency(self, lengths, qa: QuestionAnswerer | None = None) -> float:
+        """Milliseconds of one window at a time, in qa's precision (default: the search's)."""
+        qa = qa or self.qa
+        return latency_ms(qa.model, self.timed, lengths, qa.device, selector=self.selector)
+
+    def _throughput(self, lengths, qa: QuestionAnswerer | None = None) -> float:
+        """Windows a second in batches, in qa's precision (default: the search's)."""
+        qa = qa or self.qa
+        return throughput(qa.model, self.flat[:256], lengths, qa.device, selector=self.selector)
 
     def _cost(self, point: Point) -> float:
         return point.latency_ms_batch1 if self.settings.objective == "latency" else point.flops_ratio
@@ -332,9 +339,7 @@ class Search:
             lengths = self.lengths(units)
             if "throughput" not in record:
                 record.setdefault("latency_ms", self._latency(lengths))
-                record["throughput"] = throughput(
-                    self.qa.model, self.flat[:256], lengths, self.qa.device, selector=self.selector
-                )
+                record["throughput"] = self._throughput(lengths)
         self._save()
         result = Frontier(
             points=[self._with_measured(u) for u in frontier],
@@ -384,10 +389,8 @@ class Search:
         return Measured(
             heldout_exact_match=result.exact_match,
             heldout_f1=result.f1,
-            latency_ms_batch1=latency_ms(qa.model, self.timed, lengths, qa.device, selector=self.selector),
-            throughput_batch32=throughput(
-                qa.model, self.flat[:256], lengths, qa.device, selector=self.selector
-            ),
+            latency_ms_batch1=self._latency(lengths, qa),
+            throughput_batch32=self._throughput(lengths, qa),
         )
 
     def measure_only(self) -> Frontier:
@@ -412,11 +415,8 @@ class Search:
             for point in tqdm(
                 points, desc=frontier.dtype, unit="point", disable=self.settings.quiet, file=sys.stderr
             ):
-                again = self._measure(self.qa, point.config)
-                point.latency_ms_batch1, point.throughput_batch32 = (
-                    again.latency_ms_batch1,
-                    again.throughput_batch32,
-                )
+                point.latency_ms_batch1 = self._latency(point.config)
+                point.throughput_batch32 = self._throughput(point.config)
         for dtype, qa in self._other_precisions():
             for point in tqdm(points, desc=dtype, unit="point", disable=self.settings.quiet, file=sys.stderr):
                 point.by_dtype[dtype] = self._measure(qa, point.config)

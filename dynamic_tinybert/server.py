@@ -271,8 +271,12 @@ def _add_status_routes(app: FastAPI, qa: QuestionAnswerer, batcher: Batcher, met
     async def readyz() -> JSONResponse:
         """Ready once the model is loaded and warmed up."""
         ready = batcher.ready and batcher.healthy
-        body = {"ready": ready, "model": str(qa.folder), "dtype": qa.dtype}
-        body["frontier_points"] = len(batcher.points)
+        body = {
+            "ready": ready,
+            "model": str(qa.folder),
+            "dtype": qa.dtype,
+            "frontier_points": len(batcher.points),
+        }
         return JSONResponse(body, 200 if ready else 503)
 
     @app.get("/metrics")
