@@ -79,15 +79,52 @@ def padded_rows(n: int) -> int:
 
 
 class RowPaddedLinear(nn.Linear):
-    """nn.Linear whose (N, d) input is padded with zero rows to padded_rows(N) (the extra outputs
-    dropped): the same results, in fewer distinct shapes."""
+    """nn.Linear for bf16 on the CPU: the same results, faster.
+
+    Its (N, d) input is padded with zero rows to padded_rows(N) (the extra outputs dropped), so
+    products come in few shapes. Outside autograd its weight is reordered once into oneDNN's
+    blocked layout (`mkldnn._reorder_linear_weight`, what torch.compile's CPU freezing does), and
+    kept beside the parameter: nn.Linear reorders it at every call, which at the row counts of one
+    window costs as much as the product (384 -> 1536 on 192 rows: 169 us against 92 packed, on
+    2 cores with AMX). The copy is made again whenever the weight changes."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        if x.dim() != 2 or padded_rows(n) == n:
+        if x.dim() != 2:
             return super().forward(x)
-        padded = torch.cat([x, x.new_zeros(padded_rows(n) - n, x.shape[1])])
-        return super().forward(padded)[:n]
+        n = x.shape[0]
+        if padded_rows(n) != n:
+            x = torch.cat([x, x.new_zeros(padded_rows(n) - n, x.shape[1])])
+        packed = self._packed_weight(x)
+        if packed is None:
+            return super().forward(x)[:n]
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")[:n]
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The weight in oneDNN's layout, where that op can run this product; else None."""
+        w = self.weight
+        on_cpu = x.device.type == w.device.type == "cpu"
+        if not (_CAN_PACK and on_cpu and x.dtype == w.dtype == torch.bfloat16):
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+            return None  # training through it: nn.Linear's autograd
+        # a weight made in inference mode has no version counter: its storage identifies it
+        key = (w.data_ptr(), None if w.is_inference() else w._version)
+        cached = self.__dict__.get("_packed")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
+            self.__dict__["_packed"] = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the reordered weight out (oneDNN's layout cannot be saved);
+        it is made again at the first call."""
+        state = self.__dict__.copy()
+        state.pop("_packed", None)
+        return state
+
+
+_CAN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 class FullRangeDynamicLinear(torch.ao.nn.quantized.dynamic.Linear):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -98,12 +99,18 @@ def test_a_dtype_the_machine_cannot_run_is_refused_with_the_reason(tiny_model, m
     assert code == 2 and "AVX512-BF16 or AMX" in capsys.readouterr().err
 
 
-def test_padded_linear_maps_give_the_unpadded_results():
+def _bf16_linear_pair(d_in: int, d_out: int) -> tuple[torch.nn.Linear, precision.RowPaddedLinear]:
+    """An nn.Linear in bf16 and a RowPaddedLinear with the same weights."""
     torch.manual_seed(0)
-    plain = torch.nn.Linear(16, 8).to(torch.bfloat16)
-    padded = torch.nn.Linear(16, 8).to(torch.bfloat16)
+    plain = torch.nn.Linear(d_in, d_out).to(torch.bfloat16)
+    padded = torch.nn.Linear(d_in, d_out).to(torch.bfloat16)
     padded.load_state_dict(plain.state_dict())
     padded.__class__ = precision.RowPaddedLinear
+    return plain, padded
+
+
+def test_padded_linear_maps_give_the_unpadded_results():
+    plain, padded = _bf16_linear_pair(16, 8)
     for rows in (1, 37, 256, 300):
         x = torch.randn(rows, 16, dtype=torch.bfloat16)
         a, b = plain(x), padded(x)
@@ -111,6 +118,28 @@ def test_padded_linear_maps_give_the_unpadded_results():
     x3 = torch.randn(2, 5, 16, dtype=torch.bfloat16)  # not packed: passed through as it is
     assert torch.equal(plain(x3), padded(x3))
     assert list(padded.state_dict()) == ["weight", "bias"]
+
+
+@pytest.mark.skipif(not precision._CAN_PACK, reason="this torch build has no oneDNN linear")
+def test_bf16_linear_maps_reorder_their_weight_once_and_again_when_it_changes():
+    plain, fast = _bf16_linear_pair(64, 48)
+    x = torch.randn(40, 64, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.allclose(fast(x).float(), plain(x).float(), atol=0.05)
+        packed = fast.__dict__["_packed"][1]
+        fast(x)
+        assert fast.__dict__["_packed"][1] is packed  # reordered once, not at every call
+        assert torch.equal(copy.deepcopy(fast)(x), fast(x))  # copies leave the reordered weight out
+    with torch.no_grad():
+        plain.weight.mul_(-2)
+    fast.load_state_dict(plain.state_dict())  # copies into the same parameter: a new version
+    with torch.inference_mode():
+        assert torch.allclose(fast(x).float(), plain(x).float(), atol=0.1)
+        assert fast.__dict__["_packed"][1] is not packed
+    # training through it: nn.Linear's autograd, the gradient as without the layout
+    y = fast(x.float().requires_grad_().to(torch.bfloat16))
+    y.float().sum().backward()
+    assert fast.weight.grad is not None and fast.weight.grad.shape == (48, 64)
 
 
 @needs_bf16
