@@ -152,6 +152,24 @@ def geometric_lengths(keep: float, num_layers: int) -> Lengths | None:
     return validate_lengths([keep ** (i + 1) for i in range(num_layers)], num_layers)
 
 
+def geometric_with_mean(share: float, num_layers: int) -> Lengths | None:
+    """The geometric configuration whose layers keep `share` of the input on average (about that
+    share of the layers' work, attention aside), shares rounded to 3 digits. Every layer drops
+    tokens, so every layer's scorer counts when the selector stage selects its checkpoints on it.
+
+    >>> geometric_with_mean(0.5, 6)
+    (0.805, 0.647, 0.521, 0.419, 0.337, 0.271)
+    """
+    low, high = 0.0, 1.0
+    for _ in range(50):
+        keep = (low + high) / 2
+        if sum(keep ** (i + 1) for i in range(num_layers)) < share * num_layers:
+            low = keep
+        else:
+            high = keep
+    return validate_lengths([round(low ** (i + 1), 3) for i in range(num_layers)], num_layers)
+
+
 def constant_ratio(share: float, num_layers: int) -> Lengths | None:
     """Every layer keeps the same share of the input.
 

@@ -45,6 +45,9 @@ class QAOutput:
     hidden_states: list[Tensor] | None = None  # L+1 tensors (B, T, d), embeddings first
     attentions: list[Tensor] | None = None  # L tensors (B, H, T, T)
     attended: list[Tensor] | None = None  # L tensors (B, T, d): each layer's post-attention states
+    # per dropping layer, when asked for: the learned selector's scores of the tokens present, in
+    # the input layout (B, T), and (B, T) True where a token was present (selector training)
+    scores: list[tuple[Tensor, Tensor]] | None = None
 
 
 class Embeddings(nn.Module):
@@ -286,6 +289,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         output_attended: bool = False,
+        output_scores: bool = False,
     ) -> QAOutput:
         """Start and end logits (B, T) for every input position.
 
@@ -296,6 +300,8 @@ class DynamicBertForQuestionAnswering(nn.Module):
         fixed_scores: (B, T) a ranking of the context tokens used at every dropping layer instead
           of a selector; a diagnostic (the oracle of scripts/selector_report.py), never a serving mode.
         output_attended: each layer's post-attention states, what the selector reads (training).
+        output_scores: the learned selector's scores at each dropping layer (training it on its
+          own cascade: what a layer sees after earlier layers dropped what they dropped).
         """
         lengths = validate_lengths(lengths, self.config.num_hidden_layers)
         if (lengths is not None or skip) and (output_hidden_states or output_attentions or output_attended):
@@ -310,9 +316,15 @@ class DynamicBertForQuestionAnswering(nn.Module):
         hidden_states = [tokens.restore(x).view(B, T, -1)] if output_hidden_states else None
         attentions, attended_states = ([] if output_attentions else None), ([] if output_attended else None)
         rank = None  # learned or fixed ranking of the tokens; None: attention received
-        if self.resolve_selector(selector) == "learned" or fixed_scores is not None:
+        learned = self.resolve_selector(selector) == "learned" and fixed_scores is None
+        if output_scores and not learned:
+            raise ValueError("scores are only returned when the learned selector drops the tokens")
+        scores = [] if output_scores else None
+        if learned or fixed_scores is not None:
             context = context_tokens(attention_mask, token_type_ids).flatten()
-            rank = partial(self._rank, context=context, positions=positions, fixed_scores=fixed_scores)
+            rank = partial(
+                self._rank, context=context, positions=positions, fixed_scores=fixed_scores, record=scores
+            )
 
         plan = self.keep_plan(tokens.counts, lengths, skip)
         for i, (layer, keep) in enumerate(zip(self.layers, plan, strict=True)):
@@ -333,7 +345,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
                 hidden_states.append(tokens.restore(x).view(B, T, -1))
 
         start_logits, end_logits = self.qa_head(tokens.restore(x, final)).view(B, T, 2).unbind(dim=-1)
-        return QAOutput(start_logits, end_logits, hidden_states, attentions, attended_states)
+        return QAOutput(start_logits, end_logits, hidden_states, attentions, attended_states, scores)
 
     def _drop(
         self, i: int, layer: nn.Module, x: Tensor, tokens: Tokens, keep: Tensor, rank
@@ -357,10 +369,12 @@ class DynamicBertForQuestionAnswering(nn.Module):
         context: Tensor,
         positions: Tensor,
         fixed_scores: Tensor | None,
+        record: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
         """(B, width) significance of the tokens still present: the learned selector's scores (or
         the fixed ones) on context tokens, forced tokens above them (selector.ranking).
-        context and positions are flat (B * T,), in the input layout."""
+        context and positions are flat (B * T,), in the input layout. The selector's scores and
+        where they are go to `record` in the input layout, (B, T) each, when it is given."""
         is_context = tokens.pad(context[tokens.origin, None]).squeeze(-1)  # (B, W), False at padding
         position = tokens.pad(positions[tokens.origin, None]).squeeze(-1)
         if fixed_scores is not None:
@@ -369,4 +383,11 @@ class DynamicBertForQuestionAnswering(nn.Module):
             question = tokens.valid & ~is_context
             states = tokens.pad(attended).to(self.selector.dtype)  # fp32 when the encoder runs in bf16
             scores = self.selector(layer, states, question, tokens.valid)
+            if record is not None:
+                B, T = len(tokens.counts), tokens.size // len(tokens.counts)
+                present = torch.zeros(tokens.size, dtype=torch.bool, device=attended.device)
+                present[tokens.origin] = True
+                record.append(
+                    (tokens.restore(tokens.unpad(scores[..., None])).view(B, T), present.view(B, T))
+                )
         return ranking(scores.float(), is_context, tokens.valid, position)

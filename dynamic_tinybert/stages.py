@@ -152,7 +152,10 @@ def lengthdrop_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor
 def selector_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
     with torch.no_grad():  # the encoder is frozen: its full pass gives the states and the targets
         full = trainee.model(**batch, output_attended=True)
-    return _selector_loss(trainee.model, batch, full, ctx.settings)
+    loss = _selector_loss(trainee.model, batch, full, ctx.settings)
+    if ctx.settings.selector_cascade:
+        loss = loss + _cascade_loss(trainee.model, batch, full, ctx)
+    return loss
 
 
 def _selector_loss(
@@ -171,6 +174,29 @@ def _selector_loss(
         for i, states in enumerate(full.attended)
     ]
     return torch.stack(losses).mean()
+
+
+def _cascade_loss(model: DynamicBertForQuestionAnswering, batch, full: QAOutput, ctx: StepContext) -> Tensor:
+    """The scorers on their own cascade: random sub-models (LengthDrop's configurations, each
+    layer keeping between --length-ratio and all of what the previous one kept) drop tokens by
+    the selector, and each dropping layer's scores on the tokens still present are trained
+    against the full pass's answer region among those tokens. The full pass's states alone
+    (teacher forcing) never show a scorer what earlier layers' choices leave it."""
+    settings = ctx.settings
+    context = context_tokens(batch["attention_mask"], batch["token_type_ids"])
+    target = answer_region(
+        full.start_logits.detach(), full.end_logits.detach(), context, radius=settings.selector_radius
+    )
+    losses = []
+    for _ in range(settings.selector_cascade):
+        lengths = sample_lengths(ctx.rng, len(model.layers), settings.length_ratio)
+        for scores, present in model(**batch, lengths=lengths, output_scores=True).scores:
+            here = target * present
+            mass = here.sum(-1, keepdim=True)
+            # rows whose answer region is gone teach nothing: nothing left there to keep
+            rows = context & present & (mass > 0)
+            losses.append(selector_loss(scores, here / mass.clamp(min=1e-30), rows))
+    return torch.stack(losses).mean() if losses else full.start_logits.new_zeros(())
 
 
 STEPS = {

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .data import Example, collate, training_batches, write_squad
 from .distill import layer_map
-from .lengths import constant_ratio
+from .lengths import geometric_with_mean
 from .model import DynamicBertForQuestionAnswering
 from .processes import Processes, check_ranks_agree, start_processes, use_bf16
 from .reader import QuestionAnswerer
@@ -309,13 +309,14 @@ def heldout_scores(
 
     The full model's F1; for LengthDrop, whose purpose is the sub-models, the mean F1 of the
     full model and the smallest configuration; for the selector, which leaves the full model as
-    it is, the F1 with every layer keeping --selector-share."""
+    it is, the F1 where every layer drops tokens, keeping --selector-share of them on average."""
     if settings.stage == "selector":
-        lengths = constant_ratio(settings.selector_share, qa.num_layers)
+        lengths = geometric_with_mean(settings.selector_share, qa.num_layers)
         result = qa.evaluate(heldout, lengths=lengths, batch_size=64, selector="learned")
         return result.f1, {
             "heldout_exact_match_selector": result.exact_match,
             "heldout_f1_selector": result.f1,
+            "selector_lengths": list(lengths or ()),
         }
     result = qa.evaluate(heldout, batch_size=64)
     record = {"heldout_exact_match": result.exact_match, "heldout_f1": result.f1}

@@ -60,15 +60,23 @@ class TrainSettings:
     temperature: float = option("distillation temperature", default=1.0)
     layerdrop: float = option("LengthDrop: probability of leaving a layer out of a sub-model", default=0.2)
     length_ratio: float = option(
-        "LengthDrop: least share of the previous layer's tokens a layer keeps", default=LENGTHDROP_RATIO
+        "LengthDrop and --selector-cascade: least share of the previous layer's tokens a layer keeps",
+        default=LENGTHDROP_RATIO,
     )
     random_configs: int = option("LengthDrop: random sub-models per step", default=2)
     selector_width: int = option("selector: hidden width of each layer's scorer", default=64)
     selector_radius: float = option(
         "selector: how far (in tokens) the answer region spreads to its neighbours", default=8.0
     )
+    selector_cascade: int = option(
+        "selector: random sub-models per step on whose own cascade the scorers learn too "
+        "(0: the full pass's states only)",
+        default=0,
+    )
     selector_share: float = option(
-        "selector: checkpoints are selected on held-out F1 with every layer keeping this share", default=0.5
+        "selector: checkpoints are selected on held-out F1 where every layer drops tokens, each keeping "
+        "a fixed share of what the previous one kept, this share of them on average",
+        default=0.5,
     )
     dropout: float | None = option("override the model's dropout probabilities")
     precision: str = option(
@@ -103,6 +111,8 @@ class TrainSettings:
             raise TrainingError("--heldout-fraction must be between 0 and 1")
         if self.selector_width < 1 or self.selector_radius <= 0:
             raise TrainingError("--selector-width and --selector-radius must be positive")
+        if self.selector_cascade < 0:
+            raise TrainingError("--selector-cascade must be 0 or more")
         if not 0 < self.selector_share <= 1:
             raise TrainingError("--selector-share must be in (0, 1]")
 
@@ -122,4 +132,6 @@ class TrainSettings:
         )
         if self.stage == "selector":
             keep += ("selector_width", "selector_radius")
+            if self.selector_cascade:  # absent from runs made before the option, which resume as they were
+                keep += ("selector_cascade", "length_ratio")
         return {k: getattr(self, k) for k in keep}

@@ -71,6 +71,32 @@ def test_the_context_tokens_kept_are_those_the_scorer_ranks_highest(tiny_model):
     assert sorted(p for p in kept if context[p]) == sorted(best)
 
 
+def test_each_dropping_layer_returns_its_scores_where_its_tokens_are(tiny_model):
+    """What the selector's cascade training reads: per dropping layer, the scores of the tokens
+    present in the input layout; the best-scored context tokens among them are the ones kept."""
+    net, _ = with_random_selector(tiny_model)
+    batch = random_batch(net.config.vocab_size, [50, 31])
+    lengths = (0.8, 0.6, 0.6, 0.5)  # layer 2 keeps what layer 1 kept: three dropping layers
+    context = context_tokens(batch["attention_mask"], batch["token_type_ids"])
+    out = net(**batch, lengths=lengths, output_scores=True)
+    kept = [kept_per_layer(net, {k: v[row : row + 1] for k, v in batch.items()}, lengths) for row in (0, 1)]
+    assert len(out.scores) == 3
+    present = batch["attention_mask"].bool()
+    for i, (scores, here) in enumerate(out.scores):
+        assert torch.equal(here, present)  # the tokens the layer received
+        assert scores.requires_grad and bool((scores[~here] == 0).all())
+        for row in (0, 1):
+            keep = [p for p in kept[row][i] if context[row, p]]  # the context tokens kept
+            best = scores[row].detach().masked_fill(~(context[row] & here[row]), -torch.inf).topk(len(keep))
+            assert sorted(best.indices.tolist()) == keep
+            present[row] = False
+            present[row, kept[row][i]] = True
+    scores[0].sum().backward()
+    assert all(p.grad is not None for p in net.selector.scorers[3].parameters())  # the last drop: layer 3
+    with pytest.raises(ValueError, match="learned selector"):
+        net(**batch, lengths=lengths, output_scores=True, selector="attention")
+
+
 def test_the_learned_selector_uses_fused_attention(tiny_model, monkeypatch):
     net, _ = with_random_selector(tiny_model)
     calls = []

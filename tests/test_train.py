@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from dynamic_tinybert import QuestionAnswerer, checkpoint, read_squad
 from dynamic_tinybert.data import collate
 from dynamic_tinybert.distill import layer_map
+from dynamic_tinybert.lengths import geometric_with_mean
 from dynamic_tinybert.stages import StepContext, Trainee, intermediate_step, prediction_step
 
 from .conftest import FIXTURES, SHARED_DATA, kept_per_layer, make_checkpoint
@@ -174,6 +175,10 @@ def selector_trained(teacher, sixteen, tmp_path_factory) -> Path:
         str(teacher),
         "--selector-share",
         "0.4",
+        "--selector-cascade",
+        "1",
+        "--length-ratio",
+        "0.6",
         *common(sixteen, out, 60, 3e-3),
     )
 
@@ -205,10 +210,13 @@ def test_selector_stage_trains_the_selector_alone_to_keep_the_answer(selector_tr
     learned = qa.evaluate(examples, lengths=lengths)
     assert learned.selector == "learned"
     assert learned.f1 >= 80
-    # checkpoints are selected on the held-out F1 with every layer keeping --selector-share
+    # checkpoints are selected on the held-out F1 where every layer drops tokens (so that every
+    # layer's scorer counts), keeping --selector-share of them on average
     log = [json.loads(line) for line in (selector_trained / "metrics.jsonl").read_text().splitlines()]
     [evaluation] = [r for r in log if "heldout_f1_selector" in r]
-    assert evaluation["heldout_f1_selector"] == pytest.approx(learned.f1)
+    selection = geometric_with_mean(0.4, 4)
+    assert evaluation["selector_lengths"] == list(selection) and len(set(selection)) == 4
+    assert evaluation["heldout_f1_selector"] == pytest.approx(qa.evaluate(examples, lengths=selection).f1)
 
 
 def test_lengthdrop_with_a_selector_drops_what_it_selects_and_keeps_training_it(
@@ -234,6 +242,38 @@ def test_lengthdrop_with_a_selector_drops_what_it_selects_and_keeps_training_it(
         for a, b in zip(before.selector.parameters(), after.selector.parameters(), strict=True)
     ]
     assert any(changed), "LengthDrop left the selector behind the encoder"
+
+
+def test_the_selector_learns_on_its_own_cascade_too(selector_trained, sixteen):
+    """--selector-cascade N: N sub-models per step drop tokens by the selector, and the scores
+    of each dropping layer are trained on what earlier layers left it. A sub-model that keeps
+    everything (--length-ratio 1) adds nothing to the loss."""
+    import numpy as np
+
+    from dynamic_tinybert.stages import freeze_for_selector, selector_step
+    from dynamic_tinybert.train_settings import TrainSettings
+
+    model, tokenizer, _ = checkpoint.load(selector_trained)
+    freeze_for_selector(model, 64)
+    examples = read_squad(sixteen)
+    encoded = tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    batch = collate([w for ws in encoded for w in ws][:8], torch.device("cpu"))
+    params = list(model.selector.parameters())
+
+    def gradients(**options) -> tuple[float, list[torch.Tensor]]:
+        model.selector.zero_grad()
+        settings = TrainSettings(stage="selector", model="", data=[], output="", **options)
+        loss = selector_step(
+            Trainee(model), batch, {}, StepContext(settings, None, None, np.random.default_rng(0))
+        )
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in params]
+
+    plain, teacher_forced = gradients()
+    assert gradients(selector_cascade=2, length_ratio=1.0)[0] == plain
+    cascade, both = gradients(selector_cascade=2, length_ratio=0.5)
+    assert cascade > plain
+    assert any(not torch.allclose(a, b) for a, b in zip(both, teacher_forced, strict=True))
 
 
 def test_distillation_losses_are_zero_when_the_student_is_the_teacher(teacher, sixteen):
