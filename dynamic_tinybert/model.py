@@ -300,8 +300,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
         fixed_scores: (B, T) a ranking of the context tokens used at every dropping layer instead
           of a selector; a diagnostic (the oracle of scripts/selector_report.py), never a serving mode.
         output_attended: each layer's post-attention states, what the selector reads (training).
-        output_scores: the learned selector's scores at each dropping layer (training it on its
-          own cascade: what a layer sees after earlier layers dropped what they dropped).
+        output_scores: the learned selector's scores at each dropping layer (its cascade training).
         """
         lengths = validate_lengths(lengths, self.config.num_hidden_layers)
         if (lengths is not None or skip) and (output_hidden_states or output_attentions or output_attended):
@@ -315,16 +314,8 @@ class DynamicBertForQuestionAnswering(nn.Module):
         final = None  # from the first drop on: every token's latest state in the input layout (B * T, d)
         hidden_states = [tokens.restore(x).view(B, T, -1)] if output_hidden_states else None
         attentions, attended_states = ([] if output_attentions else None), ([] if output_attended else None)
-        rank = None  # learned or fixed ranking of the tokens; None: attention received
-        learned = self.resolve_selector(selector) == "learned" and fixed_scores is None
-        if output_scores and not learned:
-            raise ValueError("scores are only returned when the learned selector drops the tokens")
         scores = [] if output_scores else None
-        if learned or fixed_scores is not None:
-            context = context_tokens(attention_mask, token_type_ids).flatten()
-            rank = partial(
-                self._rank, context=context, positions=positions, fixed_scores=fixed_scores, record=scores
-            )
+        rank = self._ranker(selector, attention_mask, token_type_ids, positions, fixed_scores, scores)
 
         plan = self.keep_plan(tokens.counts, lengths, skip)
         for i, (layer, keep) in enumerate(zip(self.layers, plan, strict=True)):
@@ -346,6 +337,19 @@ class DynamicBertForQuestionAnswering(nn.Module):
 
         start_logits, end_logits = self.qa_head(tokens.restore(x, final)).view(B, T, 2).unbind(dim=-1)
         return QAOutput(start_logits, end_logits, hidden_states, attentions, attended_states, scores)
+
+    def _ranker(self, selector, attention_mask, token_type_ids, positions, fixed_scores, record):
+        """The learned or fixed ranking of the tokens a dropping layer uses (see _rank); None:
+        attention received. `record` collects the learned selector's scores (output_scores)."""
+        learned = self.resolve_selector(selector) == "learned" and fixed_scores is None
+        if record is not None and not learned:
+            raise ValueError("scores are only returned when the learned selector drops the tokens")
+        if not learned and fixed_scores is None:
+            return None
+        context = context_tokens(attention_mask, token_type_ids).flatten()
+        return partial(
+            self._rank, context=context, positions=positions, fixed_scores=fixed_scores, record=record
+        )
 
     def _drop(
         self, i: int, layer: nn.Module, x: Tensor, tokens: Tokens, keep: Tensor, rank
