@@ -387,11 +387,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
             question = tokens.valid & ~is_context
             states = tokens.pad(attended).to(self.selector.dtype)  # fp32 when the encoder runs in bf16
             scores = self.selector(layer, states, question, tokens.valid)
-            if record is not None:
-                B, T = len(tokens.counts), tokens.size // len(tokens.counts)
-                present = torch.zeros(tokens.size, dtype=torch.bool, device=attended.device)
-                present[tokens.origin] = True
-                record.append(
-                    (tokens.restore(tokens.unpad(scores[..., None])).view(B, T), present.view(B, T))
-                )
+            if record is not None:  # the scores and the tokens present, placed in the input layout
+                placed = [tokens.restore(tokens.unpad(v[..., None])) for v in (scores, tokens.valid)]
+                record.append(tuple(v.view(len(tokens.counts), -1) for v in placed))
         return ranking(scores.float(), is_context, tokens.valid, position)

@@ -145,30 +145,37 @@ def lengthdrop_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor
         loss = loss + prediction_loss(trainee.model(**batch, lengths=lengths, skip=skip), target, mask)
     if trainee.model.selector is not None:
         # the selector follows the encoder as it changes: it learns from the full pass's states
-        loss = loss + _selector_loss(trainee.model, batch, full, ctx.settings)
+        loss = loss + _selector_loss(trainee.model, batch, full, *_selector_target(batch, full, ctx.settings))
     return loss
 
 
 def selector_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
     with torch.no_grad():  # the encoder is frozen: its full pass gives the states and the targets
         full = trainee.model(**batch, output_attended=True)
-    loss = _selector_loss(trainee.model, batch, full, ctx.settings)
+    context, target = _selector_target(batch, full, ctx.settings)
+    loss = _selector_loss(trainee.model, batch, full, context, target)
     if ctx.settings.selector_cascade:
-        loss = loss + _cascade_loss(trainee.model, batch, full, ctx)
+        loss = loss + _cascade_loss(trainee.model, batch, context, target, ctx)
     return loss
 
 
-def _selector_loss(
-    model: DynamicBertForQuestionAnswering, batch, full: QAOutput, settings: TrainSettings
-) -> Tensor:
-    """Each layer's scorer, on the full pass's post-attention states, against where the full
-    pass puts its answer (selector.answer_region); the mean over layers."""
+def _selector_target(batch, full: QAOutput, settings: TrainSettings) -> tuple[Tensor, Tensor]:
+    """The context tokens (B, T), and where the full pass puts its answer over them
+    (selector.answer_region): what every scorer learns to keep."""
     context = context_tokens(batch["attention_mask"], batch["token_type_ids"])
-    real = batch["attention_mask"].bool()
-    question = real & ~context
     target = answer_region(
         full.start_logits.detach(), full.end_logits.detach(), context, radius=settings.selector_radius
     )
+    return context, target
+
+
+def _selector_loss(
+    model: DynamicBertForQuestionAnswering, batch, full: QAOutput, context: Tensor, target: Tensor
+) -> Tensor:
+    """Each layer's scorer, on the full pass's post-attention states, against the target; the
+    mean over layers."""
+    real = batch["attention_mask"].bool()
+    question = real & ~context
     losses = [
         selector_loss(model.selector(i, states.detach(), question, real), target, context)
         for i, states in enumerate(full.attended)
@@ -176,27 +183,24 @@ def _selector_loss(
     return torch.stack(losses).mean()
 
 
-def _cascade_loss(model: DynamicBertForQuestionAnswering, batch, full: QAOutput, ctx: StepContext) -> Tensor:
+def _cascade_loss(
+    model: DynamicBertForQuestionAnswering, batch, context: Tensor, target: Tensor, ctx: StepContext
+) -> Tensor:
     """The scorers on their own cascade: random sub-models (LengthDrop's configurations, each
     layer keeping between --length-ratio and all of what the previous one kept) drop tokens by
     the selector, and each dropping layer's scores on the tokens still present are trained
     against the full pass's answer region among those tokens. The full pass's states alone
     (teacher forcing) never show a scorer what earlier layers' choices leave it."""
-    settings = ctx.settings
-    context = context_tokens(batch["attention_mask"], batch["token_type_ids"])
-    target = answer_region(
-        full.start_logits.detach(), full.end_logits.detach(), context, radius=settings.selector_radius
-    )
     losses = []
-    for _ in range(settings.selector_cascade):
-        lengths = sample_lengths(ctx.rng, len(model.layers), settings.length_ratio)
+    for _ in range(ctx.settings.selector_cascade):
+        lengths = sample_lengths(ctx.rng, len(model.layers), ctx.settings.length_ratio)
         for scores, present in model(**batch, lengths=lengths, output_scores=True).scores:
             here = target * present
             mass = here.sum(-1, keepdim=True)
             # rows whose answer region is gone teach nothing: nothing left there to keep
             rows = context & present & (mass > 0)
             losses.append(selector_loss(scores, here / mass.clamp(min=1e-30), rows))
-    return torch.stack(losses).mean() if losses else full.start_logits.new_zeros(())
+    return torch.stack(losses).mean() if losses else target.new_zeros(())
 
 
 STEPS = {
