@@ -71,12 +71,15 @@ class Trainee(nn.Module):
         return STEPS[ctx.settings.stage](self, batch, labels, ctx)
 
 
-def set_dropout(model: nn.Module, p: float) -> None:
+def set_dropout(model: nn.Module, p: float | None, attention: float | None = None) -> None:
+    """Dropout probabilities: `p` everywhere, `attention` on the attention probabilities (`p`
+    where it is not given); None leaves them as they are."""
+    attention = p if attention is None else attention
     for module in model.modules():
-        if isinstance(module, nn.Dropout):
+        if p is not None and isinstance(module, nn.Dropout):
             module.p = p
-        if hasattr(module, "attn_dropout"):
-            module.attn_dropout = p
+        if attention is not None and hasattr(module, "attn_dropout"):
+            module.attn_dropout = attention
 
 
 def freeze_for_selector(model: DynamicBertForQuestionAnswering, width: int) -> None:

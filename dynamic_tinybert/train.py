@@ -136,8 +136,7 @@ def _build(settings: TrainSettings, procs: Processes, output: Path) -> Run:
     if settings.stage != "finetune" and not isinstance(model, DynamicBertForQuestionAnswering):
         raise TrainingError(f"--stage {settings.stage} trains a BERT student; {settings.model} is not one")
     teacher = load_teacher(settings, tokenizer)
-    if settings.dropout is not None:
-        set_dropout(model, settings.dropout)
+    set_dropout(model, settings.dropout, settings.attention_dropout)
     if settings.stage == "selector":
         freeze_for_selector(model, settings.selector_width)
     data = prepare_data(settings, tokenizer)

@@ -79,6 +79,11 @@ class TrainSettings:
         default=0.5,
     )
     dropout: float | None = option("override the model's dropout probabilities")
+    attention_dropout: float | None = option(
+        "override the dropout of the attention probabilities alone (default: --dropout, else the "
+        "model's); 0 lets torch's fused attention kernel train on the CPU, where with dropout it falls "
+        "back to one that writes out every attention matrix (benchmarks/train_step.py)"
+    )
     precision: str = option(
         "auto (bf16 where the hardware has it), fp32 or bf16",
         default="auto",

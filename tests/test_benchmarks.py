@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DEV
+from .conftest import DEV, SHARED_DATA
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+TRAIN = SHARED_DATA / "train" / "squadshifts_amazon.json"
 pytestmark = pytest.mark.skipif(not DEV.is_file(), reason=f"SQuAD dev not found at {DEV}")
 
 
@@ -49,3 +50,23 @@ def test_profile_splits_eval_into_phases_and_the_network_into_kinds(tiny_model):
     )
     for phase in ("tokenizing and windowing", "the network", "answer ranking", "linear maps", "layer norm"):
         assert f"| {phase}" in table
+
+
+def test_train_step_times_each_dropout_setting(tiny_model):
+    table = run(
+        "train_step.py",
+        "--model",
+        str(tiny_model),
+        "--train-file",
+        str(TRAIN),
+        "--train-questions",
+        "16",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "seconds" not in line]
+    assert len(rows) == 3 and rows[0].endswith("| 1.00x |")

@@ -165,6 +165,21 @@ def test_lengthdrop_overfits_at_full_length_and_when_dropping(distilled, sixteen
     assert max(r["selection_f1"] for r in evaluations) == last["best_f1"]
 
 
+def test_heldout_sample_script_gives_the_numbers_a_run_logs(distilled, sixteen, tmp_path, capsys):
+    import importlib.util
+
+    out = train("--stage", "lengthdrop", "--model", str(distilled[1]), *common(sixteen, tmp_path / "ld", 4))
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    script = Path(__file__).parents[1] / "scripts" / "heldout_sample_f1.py"
+    spec = importlib.util.spec_from_file_location("heldout_sample_f1", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    module.main([str(out), "--heldout", str(out / "heldout.json")])
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row == f"| {out} | {last['heldout_f1']:.2f} | {last['heldout_f1_smallest']:.2f} |"
+
+
 @pytest.fixture(scope="module")
 def selector_trained(teacher, sixteen, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("selector") / "out"
@@ -658,3 +673,24 @@ def test_datasets_by_name_become_examples(monkeypatch):
         (0,),
         "T",
     )
+
+
+def test_attention_dropout_is_set_alone_or_with_the_rest(tiny_model):
+    from torch import nn
+
+    from dynamic_tinybert.stages import set_dropout
+
+    def probabilities(model):
+        hidden = {m.p for m in model.modules() if isinstance(m, nn.Dropout)}
+        attention = {m.attn_dropout for m in model.modules() if hasattr(m, "attn_dropout")}
+        return hidden, attention
+
+    model = checkpoint.load_qa_model(tiny_model)[0]
+    (hidden,), (attention,) = probabilities(model)
+    assert hidden > 0 and attention > 0
+    set_dropout(model, None, 0.0)  # --attention-dropout 0
+    assert probabilities(model) == ({hidden}, {0.0})
+    set_dropout(model, 0.3)  # --dropout 0.3: the attention probabilities too
+    assert probabilities(model) == ({0.3}, {0.3})
+    set_dropout(model, 0.2, 0.05)
+    assert probabilities(model) == ({0.2}, {0.05})
