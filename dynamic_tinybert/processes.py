@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,11 @@ class Processes:
 
     def close(self) -> None:
         """Take the process group down before exit: left to the interpreter's shutdown, gloo's
-        threads can abort the process ("terminate called without an active exception")."""
+        threads can abort the process ("terminate called without an active exception"). What
+        still holds the group (a model wrapped for several processes, in a reference cycle) is
+        collected first, so that nothing frees it during shutdown."""
         if self.world > 1 and dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
 
 

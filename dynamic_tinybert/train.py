@@ -102,18 +102,24 @@ def train(settings: TrainSettings) -> Path:
     started = time.monotonic()
     procs = start_processes(settings.device)
     try:
-        output = Path(settings.output)
-        if _finished(output, settings, procs):
-            return output
-        run = _build(settings, procs, output)
-        if settings.max_minutes:
-            run.limit = TimeLimit(started + 60 * settings.max_minutes, settings.planned_steps(run.per_epoch))
-        _start_log(run)
-        _loop(run)
-        check_ranks_agree(run.trainee, procs, run.log.write)
-        return output
+        # the run (its DistributedDataParallel model holds the process group) is gone when
+        # _train returns, before the group is taken down
+        return _train(settings, procs, started)
     finally:
         procs.close()
+
+
+def _train(settings: TrainSettings, procs: Processes, started: float) -> Path:
+    output = Path(settings.output)
+    if _finished(output, settings, procs):
+        return output
+    run = _build(settings, procs, output)
+    if settings.max_minutes:
+        run.limit = TimeLimit(started + 60 * settings.max_minutes, settings.planned_steps(run.per_epoch))
+    _start_log(run)
+    _loop(run)
+    check_ranks_agree(run.trainee, procs, run.log.write)
+    return output
 
 
 def _finished(output: Path, settings: TrainSettings, procs: Processes) -> bool:
