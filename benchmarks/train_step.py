@@ -8,27 +8,26 @@ with all dropout off (--dropout 0), on the same batches in one process, in turn 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
-import torch
 
-from dynamic_tinybert import checkpoint
-from dynamic_tinybert.data import collate, training_batches
-from dynamic_tinybert.processes import use_bf16
-from dynamic_tinybert.stages import StepContext, Trainee, set_dropout
+from dynamic_tinybert.data import training_batches
+from dynamic_tinybert.processes import start_processes, use_bf16
+from dynamic_tinybert.stages import StepContext
 from dynamic_tinybert.timing import machine
-from dynamic_tinybert.train import _optimizer
-from dynamic_tinybert.train_data import prepare_data
+from dynamic_tinybert.train import Run, _build, _optimizer_step
 from dynamic_tinybert.train_settings import TrainSettings
 
-# name: (--dropout, --attention-dropout)
+# name: the settings it changes
 DROPOUTS = {
-    "the model's dropout": (None, None),
-    "--attention-dropout 0": (None, 0.0),
-    "--dropout 0": (0.0, None),
+    "the model's dropout": {},
+    "--attention-dropout 0": {"attention_dropout": 0.0},
+    "--dropout 0": {"dropout": 0.0},
 }
 
 
@@ -57,8 +56,13 @@ def main() -> int:
         random_configs=1,
         limit=args.train_questions,
     )
-    _, tokenizer, _ = checkpoint.load_qa_model(settings.model)
-    data = prepare_data(settings, tokenizer)
+    # each setting's run as `train` builds it (model, dropout, data, optimizer), on one process
+    procs = start_processes("cpu")
+    runs = {
+        name: _build(dataclasses.replace(settings, **changes), procs, Path(settings.output))
+        for name, changes in DROPOUTS.items()
+    }
+    data = next(iter(runs.values())).data
     batches = training_batches([len(w) for w in data.windows], args.batch_size, 0, 0)[: args.steps + 1]
     if len(batches) < args.steps + 1:
         raise SystemExit(f"--train-questions make {len(batches)} batches; --steps {args.steps} needs more")
@@ -66,9 +70,7 @@ def main() -> int:
     for repeat in range(args.repeats):
         names = list(DROPOUTS) if repeat % 2 == 0 else list(reversed(DROPOUTS))
         for name in names:
-            run = checkpoint.load_qa_model(settings.model)[0]
-            set_dropout(run, *DROPOUTS[name])
-            seconds[name].append(_steps(run, data, batches, settings))
+            seconds[name].append(_steps(runs[name], batches))
             print(name, round(seconds[name][-1], 2), file=sys.stderr, flush=True)
     steps = f"{args.steps} steps of {args.batch_size} windows"
     print(f"{machine()}; --stage {args.stage}, {steps}, medians of {args.repeats}")
@@ -80,23 +82,16 @@ def main() -> int:
     return 0
 
 
-def _steps(model, data, batches, settings: TrainSettings) -> float:
-    """Seconds of the steps after the first (which builds the optimizer's state)."""
-    trainee = Trainee(model).train()
-    optimizer = _optimizer(trainee, settings)
-    bf16 = use_bf16(settings.precision, torch.device("cpu"))
+def _steps(run: Run, batches: list[list[int]]) -> float:
+    """Seconds of the training loop's own steps on `batches`, after the first (which builds the
+    optimizer's state)."""
+    bf16 = use_bf16(run.settings.precision, run.procs.device)
     began = 0.0
     for step, ids in enumerate(batches):
         if step == 1:
             began = time.perf_counter()
-        batch = collate([data.windows[i] for i in ids], torch.device("cpu"))
-        labels = {"starts": torch.from_numpy(data.starts[ids]), "ends": torch.from_numpy(data.ends[ids])}
-        ctx = StepContext(settings, None, None, np.random.default_rng([0, step]))
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            loss = trainee(batch, labels, ctx)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        ctx = StepContext(run.settings, None, None, np.random.default_rng([0, step]))
+        _optimizer_step(run, ids, ctx, bf16, run.settings.lr)
     return time.perf_counter() - began
 
 

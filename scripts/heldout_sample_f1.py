@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.train import heldout_scores
 from dynamic_tinybert.train_data import heldout_sample
 from dynamic_tinybert.train_settings import TrainSettings
 
@@ -40,9 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|")
     for folder in args.models:
         qa = QuestionAnswerer.from_pretrained(folder, dtype=args.dtype)
-        full = qa.evaluate(questions, batch_size=64).f1
-        small = qa.evaluate(questions, lengths=settings.smallest_lengths(qa.num_layers), batch_size=64).f1
-        print(f"| {folder} | {full:.2f} | {small:.2f} |", flush=True)
+        _, record = heldout_scores(qa, questions, settings)  # as a LengthDrop run scores its saves
+        print(f"| {folder} | {record['heldout_f1']:.2f} | {record['heldout_f1_smallest']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
