@@ -285,7 +285,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
         lengths: Sequence[float] | None = None,
         skip: Sequence[bool] | None = None,
         selector: str | None = None,
-        fixed_scores: Tensor | None = None,
+        fixed_scores: Tensor | Sequence[Tensor | None] | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         output_attended: bool = False,
@@ -297,8 +297,8 @@ class DynamicBertForQuestionAnswering(nn.Module):
         skip: per layer, True to leave it out (LayerDrop in training).
         selector: which tokens dropping layers keep: "attention" (the attention they receive),
           "learned" (the model's selector), or None (learned where the model has one).
-        fixed_scores: (B, T) a ranking of the context tokens used at every dropping layer instead
-          of a selector; a diagnostic (the oracle of scripts/selector_report.py), never a serving mode.
+        fixed_scores: (B, T) a ranking of the context tokens for every dropping layer instead of a selector,
+          or one per layer (None: the learned selector there); a diagnostic (selector_report's oracle).
         output_attended: each layer's post-attention states, what the selector reads (training).
         output_scores: the learned selector's scores at each dropping layer (its cascade training).
         """
@@ -342,6 +342,13 @@ class DynamicBertForQuestionAnswering(nn.Module):
         """The learned or fixed ranking of the tokens a dropping layer uses (see _rank); None:
         attention received. `record` collects the learned selector's scores (output_scores)."""
         learned = self.resolve_selector(selector) == "learned" and fixed_scores is None
+        if fixed_scores is not None and not isinstance(fixed_scores, Tensor):
+            if len(fixed_scores) != self.config.num_hidden_layers:
+                raise ValueError(
+                    f"got fixed scores for {len(fixed_scores)} layers, not {self.config.num_hidden_layers}"
+                )
+            if any(s is None for s in fixed_scores):
+                self.resolve_selector("learned")  # the layers without fixed scores need the selector
         if record is not None and not learned:
             raise ValueError("scores are only returned when the learned selector drops the tokens")
         if not learned and fixed_scores is None:
@@ -372,7 +379,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
         tokens: Tokens,
         context: Tensor,
         positions: Tensor,
-        fixed_scores: Tensor | None,
+        fixed_scores: Tensor | Sequence[Tensor | None] | None,
         record: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
         """(B, width) significance of the tokens still present: the learned selector's scores (or
@@ -381,6 +388,8 @@ class DynamicBertForQuestionAnswering(nn.Module):
         where they are go to `record` in the input layout, (B, T) each, when it is given."""
         is_context = tokens.pad(context[tokens.origin, None]).squeeze(-1)  # (B, W), False at padding
         position = tokens.pad(positions[tokens.origin, None]).squeeze(-1)
+        if fixed_scores is not None and not isinstance(fixed_scores, Tensor):
+            fixed_scores = fixed_scores[layer]  # this layer's, or None: the learned selector
         if fixed_scores is not None:
             scores = tokens.pad(fixed_scores.flatten()[tokens.origin, None].to(attended.dtype)).squeeze(-1)
         else:

@@ -8,9 +8,12 @@ For each budget, the point the model's frontier (searched with the learned selec
   - with the oracle: the question, then the context tokens ranked by where the full model puts
     its answer (selector.answer_region on a full pass first). It needs that full pass, so it is
     no method: it shows the headroom that is left.
+With --by-layer, also with the oracle at one dropping layer and the learned selector at the
+others, for each layer in turn: which layer's choices cost the most.
 
     python scripts/selector_report.py --model M --data M_heldout.json [--limit N] \
-        [--budgets 0.33,0.4,0.5,0.6,0.75,0.9] [--attention-frontier F] [--plot out.png] [--json out.json]
+        [--budgets 0.33,0.4,0.5,0.6,0.75,0.9] [--attention-frontier F] [--by-layer] \
+        [--plot out.png] [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from dynamic_tinybert.selector import answer_region, context_tokens
 
 
 class Oracle(nn.Module):
-    """The model, ranking context tokens at every dropping layer by its own full pass's answer
-    region: what a perfect selector would keep."""
+    """The model, ranking context tokens at every dropping layer (or at `layers` only, the learned
+    selector at the others) by its own full pass's answer region: what a perfect selector would keep."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, layers: set[int] | None = None):
         super().__init__()
         self.model = model
         self.config = model.config
+        self.layers = layers
 
     def forward(self, lengths=None, selector=None, **inputs):
         full = self.model(**inputs)
@@ -45,12 +49,18 @@ class Oracle(nn.Module):
             return full
         context = context_tokens(inputs["attention_mask"], inputs["token_type_ids"])
         region = answer_region(full.start_logits, full.end_logits, context)
+        if self.layers is not None:
+            region = [region if i in self.layers else None for i in range(self.config.num_hidden_layers)]
         return self.model(**inputs, lengths=lengths, fixed_scores=region)
 
 
-def evaluate(qa: QuestionAnswerer, examples, windows, lengths, selector: str) -> float:
+def evaluate(
+    qa: QuestionAnswerer, examples, windows, lengths, selector: str, oracle_layers: set[int] | None = None
+) -> float:
+    """F1 with the learned selector, attention received, or the oracle (at `oracle_layers` only,
+    where given)."""
     if selector == "oracle":
-        model, qa.model = qa.model, Oracle(qa.model)
+        model, qa.model = qa.model, Oracle(qa.model, oracle_layers)
         try:
             return qa.evaluate_windows(examples, windows, lengths).f1
         finally:
@@ -58,8 +68,16 @@ def evaluate(qa: QuestionAnswerer, examples, windows, lengths, selector: str) ->
     return qa.evaluate_windows(examples, windows, lengths, selector=selector).f1
 
 
-def rows(qa: QuestionAnswerer, examples, budgets, attention_frontier: Frontier | None, progress=print):
-    """One record per budget: the configurations and F1 of each way of choosing tokens."""
+def rows(
+    qa: QuestionAnswerer,
+    examples,
+    budgets,
+    attention_frontier: Frontier | None,
+    progress=print,
+    by_layer: bool = False,
+):
+    """One record per budget: the configurations and F1 of each way of choosing tokens; with
+    by_layer, "oracle_at" too: F1 with the oracle at each dropping layer alone (layers from 1)."""
     windows = qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
     config, scorer = qa.model.config, qa.scorer_macs("learned")
     full_f1 = evaluate(qa, examples, windows, None, "learned")
@@ -88,6 +106,11 @@ def rows(qa: QuestionAnswerer, examples, budgets, attention_frontier: Frontier |
                 record["attention_frontier"] = evaluate(qa, examples, windows, own.config, "attention")
             except BudgetError:
                 pass
+        if by_layer:
+            dropping = [i for i, share in enumerate(lengths or ()) if share < 1]
+            record["oracle_at"] = {
+                i + 1: evaluate(qa, examples, windows, lengths, "oracle", {i}) for i in dropping
+            }
         progress(json.dumps(record))
         records.append(record)
     return records
@@ -110,6 +133,23 @@ def table(records: list[dict]) -> list[str]:
             f"{r['attention']:.2f} | {own} | {r['oracle']:.2f} | {r['oracle'] - r['learned']:+.2f} | "
             f"{r['full']:.2f} |"
         )
+    return lines
+
+
+def layer_table(records: list[dict]) -> list[str]:
+    """F1 with the oracle at one dropping layer and the learned selector at the others."""
+    layers = sorted({int(k) for r in records for k in r.get("oracle_at", {})})
+    lines = [
+        "| budget | lengths | learned | "
+        + " | ".join(f"oracle at layer {k} alone" for k in layers)
+        + " | oracle at every layer |",
+        "|---|---|---|" + "---|" * (len(layers) + 1),
+    ]
+    for r in records:
+        at = {int(k): v for k, v in r["oracle_at"].items()}
+        cells = [f"{at[k]:.2f} ({at[k] - r['learned']:+.2f})" if k in at else "—" for k in layers]
+        first = f"| {r['budget']:g} | {r['lengths']} | {r['learned']:.2f} | "
+        lines.append(first + " | ".join(cells) + f" | {r['oracle']:.2f} |")
     return lines
 
 
@@ -163,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--attention-frontier", type=Path, help="a frontier.json searched with --selector attention"
     )
+    parser.add_argument(
+        "--by-layer", action="store_true", help="also the oracle at each dropping layer alone"
+    )
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path, help="write the records here")
     args = parser.parse_args(argv)
@@ -176,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         attention = Frontier.from_dict(json.loads(args.attention_frontier.read_text()))
     examples = read_squad(args.data)[: args.limit] if args.limit else read_squad(args.data)
     budgets = [float(b) for b in args.budgets.split(",")]
-    records = rows(qa, examples, budgets, attention, progress=lambda line: print(line, file=sys.stderr))
+    records = rows(qa, examples, budgets, attention, lambda line: print(line, file=sys.stderr), args.by_layer)
     print(f"{len(examples)} questions of {args.data}; F1 at each budget\n")
     print("\n".join(table(records)))
+    if args.by_layer:
+        print("\nF1 with the oracle at one dropping layer, the learned selector at the others\n")
+        print("\n".join(layer_table(records)))
     if args.json:
         args.json.write_text(json.dumps(records, indent=1) + "\n")
     if args.plot:

@@ -383,6 +383,7 @@ def test_selector_report_compares_the_selectors_and_the_oracle_at_matched_flops(
         ",".join(map(str, budgets)),
         "--json",
         str(out),
+        "--by-layer",
     ]
     assert report.main(argv) == 0
     records = json.loads(out.read_text())
@@ -394,5 +395,11 @@ def test_selector_report_compares_the_selectors_and_the_oracle_at_matched_flops(
         assert record["learned"] == qa.evaluate(examples, lengths=lengths).f1
         assert record["attention"] == qa.evaluate(examples, lengths=lengths, selector="attention").f1
         assert record["flops_learned"] <= record["budget"] + 1e-9
+        # --by-layer: the oracle at each dropping layer alone, layers counted from 1
+        dropping = {str(i + 1) for i, share in enumerate(lengths or ()) if share < 1}
+        assert set(record["oracle_at"]) == dropping
+        assert all(0 <= f1 <= 100 for f1 in record["oracle_at"].values())
     assert {r["full"] for r in records} == {qa.evaluate(examples).f1}
-    assert "| oracle gap |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| oracle gap |" in printed
+    assert "| oracle at every layer |" in printed

@@ -12,6 +12,7 @@ from dynamic_tinybert.cli import main
 from dynamic_tinybert.lengths import kept_tokens
 from dynamic_tinybert.selector import (
     FILENAME,
+    SelectorError,
     answer_region,
     context_tokens,
     selector_loss,
@@ -244,3 +245,31 @@ def test_fixed_scores_rank_the_context_at_every_dropping_layer(tiny_model):
     for layer, share in zip(kept, (0.8, 0.6, 0.5), strict=True):
         best = scores[0].masked_fill(~context, -torch.inf).topk(kept_tokens(n, share) - forced).indices
         assert layer == sorted([p for p in range(n) if not context[p]] + best.tolist())
+
+
+def test_fixed_scores_per_layer_mix_the_fixed_ranking_and_the_learned_selector(tiny_model):
+    """selector_report's oracle at one layer: the fixed ranking decides there, the learned
+    selector at the other layers, and a ranking for every layer (or none) is the usual pass."""
+    net, _ = with_random_selector(tiny_model)
+    n, lengths = 45, (0.8, 0.6, 0.6, 0.5)
+    batch = random_batch(net.config.vocab_size, [n])
+    context = context_tokens(batch["attention_mask"], batch["token_type_ids"])[0]
+    fixed = torch.randn(1, n, generator=torch.Generator().manual_seed(0))
+    learned = kept_per_layer(net, batch, lengths)
+    oracle = kept_per_layer(net, batch, lengths, fixed_scores=fixed)
+    assert learned != oracle  # the two rankings keep different tokens
+    assert kept_per_layer(net, batch, lengths, fixed_scores=[None] * 4) == learned
+    assert kept_per_layer(net, batch, lengths, fixed_scores=[fixed] * 4) == oracle
+    # the fixed ranking at the first layer only: its choice is the oracle's, and the selector's
+    # choices after it are made among what the oracle kept
+    mixed = kept_per_layer(net, batch, lengths, fixed_scores=[fixed, None, None, None])
+    assert mixed[0] == oracle[0]
+    assert all(set(later) <= set(mixed[0]) for later in mixed[1:])
+    assert mixed != oracle and mixed != learned
+    forced = [p for p in range(n) if not context[p]]
+    assert all(set(forced) <= set(layer) for layer in mixed)
+    with pytest.raises(ValueError, match="fixed scores for 3 layers, not 4"):
+        net(**batch, lengths=lengths, fixed_scores=[fixed] * 3)
+    plain, _, _ = checkpoint.load(tiny_model)  # no selector: every layer needs a fixed ranking
+    with pytest.raises(SelectorError, match="no learned selector"):
+        plain(**batch, lengths=lengths, fixed_scores=[fixed, None, None, None])
