@@ -342,11 +342,12 @@ class DynamicBertForQuestionAnswering(nn.Module):
         """The learned or fixed ranking of the tokens a dropping layer uses (see _rank); None:
         attention received. `record` collects the learned selector's scores (output_scores)."""
         learned = self.resolve_selector(selector) == "learned" and fixed_scores is None
-        if fixed_scores is not None and not isinstance(fixed_scores, Tensor):
-            if len(fixed_scores) != self.config.num_hidden_layers:
-                raise ValueError(
-                    f"got fixed scores for {len(fixed_scores)} layers, not {self.config.num_hidden_layers}"
-                )
+        layers = self.config.num_hidden_layers
+        if isinstance(fixed_scores, Tensor):
+            fixed_scores = [fixed_scores] * layers  # one ranking for every layer
+        elif fixed_scores is not None:
+            if len(fixed_scores) != layers:
+                raise ValueError(f"got fixed scores for {len(fixed_scores)} layers, not {layers}")
             if any(s is None for s in fixed_scores):
                 self.resolve_selector("learned")  # the layers without fixed scores need the selector
         if record is not None and not learned:
@@ -379,7 +380,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
         tokens: Tokens,
         context: Tensor,
         positions: Tensor,
-        fixed_scores: Tensor | Sequence[Tensor | None] | None,
+        fixed_scores: Sequence[Tensor | None] | None,
         record: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
         """(B, width) significance of the tokens still present: the learned selector's scores (or
@@ -388,10 +389,9 @@ class DynamicBertForQuestionAnswering(nn.Module):
         where they are go to `record` in the input layout, (B, T) each, when it is given."""
         is_context = tokens.pad(context[tokens.origin, None]).squeeze(-1)  # (B, W), False at padding
         position = tokens.pad(positions[tokens.origin, None]).squeeze(-1)
-        if fixed_scores is not None and not isinstance(fixed_scores, Tensor):
-            fixed_scores = fixed_scores[layer]  # this layer's, or None: the learned selector
-        if fixed_scores is not None:
-            scores = tokens.pad(fixed_scores.flatten()[tokens.origin, None].to(attended.dtype)).squeeze(-1)
+        fixed = None if fixed_scores is None else fixed_scores[layer]  # None: the learned selector
+        if fixed is not None:
+            scores = tokens.pad(fixed.flatten()[tokens.origin, None].to(attended.dtype)).squeeze(-1)
         else:
             question = tokens.valid & ~is_context
             states = tokens.pad(attended).to(self.selector.dtype)  # fp32 when the encoder runs in bf16
