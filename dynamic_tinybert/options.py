@@ -45,7 +45,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, settings_class, names
         if f.type == "bool":
             parser.add_argument(flag, action="store_true", **options)
             continue
-        kind = int if f.type.startswith("int") else float if f.type.startswith("float") else str
+        numeric = int if f.type.startswith(("int", "list[int]")) else float
+        kind = numeric if f.type.startswith(("int", "list[int]", "float")) else str
         options.update(type=kind, default=None if options["required"] else f.default)
         if options["default"] is not None and "default" not in (options["help"] or ""):
             options["help"] = f"{options['help']} (default: {options['default']})"

@@ -113,6 +113,7 @@ class Scorer(nn.Module):
         self.match_question = nn.Linear(d, config.match_heads * config.match_size)
         self.match = nn.Linear(config.match_features, w, bias=False)
         self.out = nn.Linear(w, 1)
+        self.dropout = 0.0  # on the hidden layer, in training (--selector-dropout); not saved
 
     def forward(self, states: Tensor, question: Tensor, valid: Tensor) -> Tensor:
         """states (B, W, d); question, valid (B, W) True on the question's tokens and on real
@@ -138,6 +139,7 @@ class Scorer(nn.Module):
         m = torch.cat(matches, 1).transpose(1, 2)  # (B, W, H * (1 + pools))
 
         hidden = F.gelu(self.token(states) + self.question(mean)[:, None, :] + self.match(m))
+        hidden = F.dropout(hidden, self.dropout, self.training)
         return self.out(hidden).squeeze(-1)
 
 

@@ -4,6 +4,7 @@ encoder, and the head composed after intermediate-layer distillation."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from . import checkpoint
 from .distill import attention_loss, hidden_loss, prediction_loss, span_loss
 from .lengths import sample_layer_skips, sample_lengths
 from .model import DynamicBertForQuestionAnswering, QAOutput
-from .selector import SelectorConfig, TokenSelector, answer_region, context_tokens, selector_loss
+from .selector import Scorer, SelectorConfig, TokenSelector, answer_region, context_tokens, selector_loss
 from .tokenizer import QATokenizer
-from .train_settings import TrainSettings
+from .train_settings import TrainingError, TrainSettings
 from .transformers_qa import PROBE_TEXT, TransformersQA, VocabularyError, VocabularyMap
 
 
@@ -82,16 +83,31 @@ def set_dropout(model: nn.Module, p: float | None, attention: float | None = Non
             module.attn_dropout = attention
 
 
-def freeze_for_selector(model: DynamicBertForQuestionAnswering, width: int) -> None:
+def freeze_for_selector(model: DynamicBertForQuestionAnswering, settings: TrainSettings) -> None:
     """The selector stage trains the selector alone (a new one where the model has none) on the
-    frozen encoder, whose dropout is off: its full pass is the target."""
+    frozen encoder, whose dropout is off: its full pass is the target. --selector-layers trains
+    only some layers' scorers."""
+    layers = model.config.num_hidden_layers
     if model.selector is None:
         model.selector = TokenSelector(
-            SelectorConfig(model.config.hidden_size, model.config.num_hidden_layers, width)
+            SelectorConfig(model.config.hidden_size, layers, settings.selector_width)
         )
+    if any(n > layers for n in settings.selector_layers or ()):
+        raise TrainingError(f"--selector-layers: the model has {layers} layers, counted from 1")
     model.requires_grad_(False)
-    model.selector.requires_grad_(True)
     set_dropout(model, 0.0)
+    for i in trained_scorers(settings, layers):
+        if settings.selector_fresh:
+            model.selector.scorers[i] = Scorer(model.selector.config)
+        model.selector.scorers[i].requires_grad_(True)
+        model.selector.scorers[i].dropout = settings.selector_dropout
+
+
+def trained_scorers(settings: TrainSettings, layers: int) -> list[int]:
+    """The (0-based) layers whose scorers the selector stage trains."""
+    if not settings.selector_layers:
+        return list(range(layers))
+    return sorted({n - 1 for n in settings.selector_layers})
 
 
 # --- the stages --------------------------------------------------------------------------------
@@ -156,7 +172,8 @@ def selector_step(trainee: Trainee, batch, labels, ctx: StepContext) -> Tensor:
     with torch.no_grad():  # the encoder is frozen: its full pass gives the states and the targets
         full = trainee.model(**batch, output_attended=True)
     context, target = _selector_target(batch, full, ctx.settings)
-    loss = _selector_loss(trainee.model, batch, full, context, target)
+    trained = trained_scorers(ctx.settings, len(full.attended))
+    loss = _selector_loss(trainee.model, batch, full, context, target, trained)
     if ctx.settings.selector_cascade:
         loss = loss + _cascade_loss(trainee.model, batch, context, target, ctx)
     return loss
@@ -173,15 +190,21 @@ def _selector_target(batch, full: QAOutput, settings: TrainSettings) -> tuple[Te
 
 
 def _selector_loss(
-    model: DynamicBertForQuestionAnswering, batch, full: QAOutput, context: Tensor, target: Tensor
+    model: DynamicBertForQuestionAnswering,
+    batch,
+    full: QAOutput,
+    context: Tensor,
+    target: Tensor,
+    layers: Sequence[int] | None = None,
 ) -> Tensor:
-    """Each layer's scorer, on the full pass's post-attention states, against the target; the
-    mean over layers."""
+    """Each layer's scorer (of `layers`, default all), on the full pass's post-attention states,
+    against the target; the mean over layers."""
     real = batch["attention_mask"].bool()
     question = real & ~context
+    layers = range(len(full.attended)) if layers is None else layers
     losses = [
-        selector_loss(model.selector(i, states.detach(), question, real), target, context)
-        for i, states in enumerate(full.attended)
+        selector_loss(model.selector(i, full.attended[i].detach(), question, real), target, context)
+        for i in layers
     ]
     return torch.stack(losses).mean()
 
@@ -198,6 +221,8 @@ def _cascade_loss(
     for _ in range(ctx.settings.selector_cascade):
         lengths = sample_lengths(ctx.rng, len(model.layers), ctx.settings.length_ratio)
         for scores, present in model(**batch, lengths=lengths, output_scores=True).scores:
+            if not scores.requires_grad:  # a scorer --selector-layers leaves as it is (the encoder is frozen)
+                continue
             here = target * present
             mass = here.sum(-1, keepdim=True)
             # rows whose answer region is gone teach nothing: nothing left there to keep

@@ -144,7 +144,7 @@ def _build(settings: TrainSettings, procs: Processes, output: Path) -> Run:
     teacher = load_teacher(settings, tokenizer)
     set_dropout(model, settings.dropout, settings.attention_dropout)
     if settings.stage == "selector":
-        freeze_for_selector(model, settings.selector_width)
+        freeze_for_selector(model, settings)
     data = prepare_data(settings, tokenizer)
     projection, layers = None, None
     if settings.stage == "intermediate":

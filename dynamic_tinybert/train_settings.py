@@ -78,6 +78,16 @@ class TrainSettings:
         "a fixed share of what the previous one kept, this share of them on average",
         default=0.5,
     )
+    selector_layers: list[int] | None = option(
+        "selector: train only these layers' scorers (1-based), the others stay as they are",
+        nargs="+",
+    )
+    selector_dropout: float = option("selector: dropout on each scorer's hidden layer", default=0.0)
+    selector_fresh: bool = option(
+        "selector: start the scorers it trains (--selector-layers, default all) from a new "
+        "initialisation instead of the model's",
+        default=False,
+    )
     dropout: float | None = option("override the model's dropout probabilities")
     attention_dropout: float | None = option(
         "override the dropout of the attention probabilities alone (default: --dropout, else the "
@@ -120,6 +130,12 @@ class TrainSettings:
             raise TrainingError("--selector-cascade must be 0 or more")
         if not 0 < self.selector_share <= 1:
             raise TrainingError("--selector-share must be in (0, 1]")
+        if not 0 <= self.selector_dropout < 1:
+            raise TrainingError("--selector-dropout must be in [0, 1)")
+        if self.selector_layers is not None and self.stage != "selector":
+            raise TrainingError("--selector-layers is an option of --stage selector")
+        if self.selector_layers is not None and min(self.selector_layers) < 1:
+            raise TrainingError("--selector-layers counts layers from 1")
 
     def resume_key(self) -> dict:
         """The settings a resumed run must share with the run it continues."""
@@ -137,6 +153,10 @@ class TrainSettings:
         )
         if self.stage == "selector":
             keep += ("selector_width", "selector_radius")
-            if self.selector_cascade:  # absent from runs made before the option, which resume as they were
+            # absent from runs made before these options, which resume as they were
+            if self.selector_cascade:
                 keep += ("selector_cascade", "length_ratio")
+            keep += tuple(
+                k for k in ("selector_layers", "selector_dropout", "selector_fresh") if getattr(self, k)
+            )
         return {k: getattr(self, k) for k in keep}

@@ -269,7 +269,7 @@ def test_the_selector_learns_on_its_own_cascade_too(selector_trained, sixteen):
     from dynamic_tinybert.train_settings import TrainSettings
 
     model, tokenizer, _ = checkpoint.load(selector_trained)
-    freeze_for_selector(model, 64)
+    freeze_for_selector(model, TrainSettings(stage="selector", model="", data=[], output=""))
     examples = read_squad(sixteen)
     encoded = tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
     batch = collate([w for ws in encoded for w in ws][:8], torch.device("cpu"))
@@ -289,6 +289,71 @@ def test_the_selector_learns_on_its_own_cascade_too(selector_trained, sixteen):
     cascade, both = gradients(selector_cascade=2, length_ratio=0.5)
     assert cascade > plain
     assert any(not torch.allclose(a, b) for a, b in zip(both, teacher_forced, strict=True))
+
+
+def test_selector_layers_train_only_their_scorers_with_their_dropout(selector_trained, sixteen):
+    """--selector-layers 2: only the second scorer trains (teacher-forced and on its cascade),
+    the others keep their weights and get no gradient; --selector-dropout acts on the trained
+    scorers in training only; --selector-fresh starts them anew."""
+    import argparse
+
+    import numpy as np
+
+    from dynamic_tinybert.options import add_dataclass_options, settings_from
+    from dynamic_tinybert.stages import freeze_for_selector, selector_step
+    from dynamic_tinybert.train_settings import TrainingError, TrainSettings
+
+    def settings(**options) -> TrainSettings:
+        return TrainSettings(stage="selector", model="", data=[], output="", **options)
+
+    model, tokenizer, _ = checkpoint.load(selector_trained)
+    saved = [s.state_dict() for s in model.selector.scorers]
+    chosen = settings(selector_layers=[2], selector_dropout=0.5, selector_cascade=1, length_ratio=0.5)
+    freeze_for_selector(model, chosen)
+    examples = read_squad(sixteen)
+    encoded = tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    batch = collate([w for ws in encoded for w in ws][:8], torch.device("cpu"))
+    model.train()
+    loss = selector_step(Trainee(model), batch, {}, StepContext(chosen, None, None, np.random.default_rng(0)))
+    loss.backward()
+    for i, scorer in enumerate(model.selector.scorers):
+        grads = [p.grad for p in scorer.parameters()]
+        if i == 1:
+            assert all(g is not None for g in grads) and any(bool(g.abs().sum() > 0) for g in grads)
+            assert scorer.dropout == 0.5
+        else:
+            assert all(g is None for g in grads) and scorer.dropout == 0.0
+    # dropout in training only
+    states = torch.randn(2, 10, model.config.hidden_size)
+    question = torch.zeros(2, 10, dtype=torch.bool)
+    question[:, :3] = True
+    valid = torch.ones(2, 10, dtype=torch.bool)
+    scorer = model.selector.scorers[1]
+    assert not torch.equal(scorer(states, question, valid), scorer(states, question, valid))
+    scorer.eval()
+    assert torch.equal(scorer(states, question, valid), scorer(states, question, valid))
+    # fresh: the trained scorer starts anew, the others are the model's
+    model, _, _ = checkpoint.load(selector_trained)
+    freeze_for_selector(model, settings(selector_layers=[1], selector_fresh=True))
+    after = [s.state_dict() for s in model.selector.scorers]
+    assert not torch.equal(after[0]["out.weight"], saved[0]["out.weight"])
+    assert all(torch.equal(after[i][k], saved[i][k]) for i in range(1, len(saved)) for k in saved[i])
+    # errors: a layer the model lacks, layers counted from 0, the option on another stage
+    with pytest.raises(TrainingError, match="has 4 layers"):
+        freeze_for_selector(model, settings(selector_layers=[5]))
+    for bad in (settings(selector_layers=[0]), settings(selector_dropout=1.0)):
+        with pytest.raises(TrainingError):
+            bad.check()
+    with pytest.raises(TrainingError, match="--stage selector"):
+        TrainSettings(stage="lengthdrop", model="", data=[], output="", selector_layers=[1]).check()
+    # the options are part of the resume key (a run resumes with the scorers it trained)
+    assert chosen.resume_key()["selector_layers"] == [2] and "selector_layers" not in settings().resume_key()
+    # on the command line, the layers are numbers
+    parser = argparse.ArgumentParser()
+    add_dataclass_options(parser, TrainSettings)
+    required = ["--stage", "selector", "--model", "m", "--data", "d", "--output", "o"]
+    args = parser.parse_args([*required, "--selector-layers", "1", "3"])
+    assert settings_from(args, TrainSettings).selector_layers == [1, 3]
 
 
 def test_distillation_losses_are_zero_when_the_student_is_the_teacher(teacher, sixteen):
