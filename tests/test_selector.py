@@ -273,3 +273,78 @@ def test_fixed_scores_per_layer_mix_the_fixed_ranking_and_the_learned_selector(t
     plain, _, _ = checkpoint.load(tiny_model)  # no selector: every layer needs a fixed ranking
     with pytest.raises(SelectorError, match="no learned selector"):
         plain(**batch, lengths=lengths, fixed_scores=[fixed, None, None, None])
+
+
+def test_first_scorer_probe_measures_what_the_first_layer_keeps(tiny_selector_model, tmp_path, capsys):
+    """scripts/first_scorer_probe.py: the share of the answer region it says the first layer
+    keeps is what the model's first layer keeps at that share; it trains a fresh scorer and
+    caches the windows."""
+    import importlib.util
+    from pathlib import Path
+
+    from dynamic_tinybert import read_squad
+    from dynamic_tinybert.data import collate
+    from dynamic_tinybert.selector import answer_region, context_tokens
+
+    from .conftest import SHARED_DATA
+
+    script = Path(__file__).parents[1] / "scripts" / "first_scorer_probe.py"
+    spec = importlib.util.spec_from_file_location("first_scorer_probe", script)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+
+    net, tokenizer, _ = checkpoint.load(tiny_selector_model)
+    examples = read_squad(SHARED_DATA / "train" / "tydiqa_goldp_en_train.json")[:6]
+    cases = probe.first_layer_cases(net, tokenizer, examples, None, 0, dtype=torch.float32)
+    windows = sorted(
+        (
+            w
+            for ws in tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+            for w in ws
+        ),
+        key=len,
+    )
+    assert len(cases) == len(windows)
+    for case, window in zip(cases, windows, strict=True):
+        batch = collate([window], torch.device("cpu"))
+        with torch.no_grad():
+            full = net(**batch)
+        context = context_tokens(batch["attention_mask"], batch["token_type_ids"])
+        target = answer_region(full.start_logits, full.end_logits, context)[0]
+        assert torch.allclose(case["target"], target)
+        [states, target_, context_, valid] = next(probe.batches([case], 1))
+        with torch.no_grad():
+            scores = net.selector.scorers[0](states, valid & ~context_, valid)
+        for share in probe.SHARES:
+            kept = kept_per_layer(net, batch, (share,) * 4)[0]  # the first layer's choice
+            in_context = [p for p in kept if context[0, p]]
+            expected = float(target[in_context].sum())
+            assert float(probe.region_kept(scores, target_, context_, valid, share)[0]) == pytest.approx(
+                expected
+            )
+
+    cache = tmp_path / "cache.pt"
+    data = str(SHARED_DATA / "train" / "tydiqa_goldp_en_train.json")
+    argv = [
+        "--model",
+        str(tiny_selector_model),
+        "--data",
+        data,
+        "--windows",
+        "64",
+        "--heldout-limit",
+        "10",
+        "--epochs",
+        "2",
+        "--cache",
+        str(cache),
+        "--shipped",
+    ]
+    probe.main(argv)
+    first = capsys.readouterr().out.splitlines()
+    assert first[0].startswith("64 training windows,") and first[1].startswith("the model's own: ce ")
+    assert [line.split(":")[0] for line in first[2:]] == ["epoch 1", "epoch 2"]
+    assert cache.is_file()
+    probe.first_layer_cases = None  # the second run reads the cache
+    probe.main(argv)
+    assert capsys.readouterr().out.splitlines() == first
