@@ -180,6 +180,24 @@ def test_heldout_sample_script_gives_the_numbers_a_run_logs(distilled, sixteen, 
     assert row == f"| {out} | {last['heldout_f1']:.2f} | {last['heldout_f1_smallest']:.2f} |"
 
 
+def test_heldout_sample_script_gives_the_selector_stages_number(selector_trained, capsys):
+    import importlib.util
+
+    log = [json.loads(line) for line in (selector_trained / "metrics.jsonl").read_text().splitlines()]
+    [evaluation] = [r for r in log if "heldout_f1_selector" in r]
+    script = Path(__file__).parents[1] / "scripts" / "heldout_sample_f1.py"
+    spec = importlib.util.spec_from_file_location("heldout_sample_f1", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    heldout = str(selector_trained / "heldout.json")
+    module.main(
+        [str(selector_trained), "--heldout", heldout, "--stage", "selector", "--selector-share", "0.4"]
+    )
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row == f"| {selector_trained} | {evaluation['heldout_f1_selector']:.2f} |"
+
+
 @pytest.fixture(scope="module")
 def selector_trained(teacher, sixteen, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("selector") / "out"
