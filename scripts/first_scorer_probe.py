@@ -12,7 +12,7 @@ shares of the input (the forced tokens count against the share, as in the model)
     python scripts/first_scorer_probe.py --model dynamic_tinybert/default_model \\
         --data ../shared/data/train/*.json --windows 16000 --epochs 6 --dropout 0.3
 
-The train files are split as the stages split them (--seed, 5% of each file's articles held out).
+The train files are split as the stages split them (train_data.prepare_data, --seed).
 """
 
 from __future__ import annotations
@@ -26,24 +26,27 @@ import torch
 from torch import Tensor
 
 from dynamic_tinybert import checkpoint
-from dynamic_tinybert.data import answer_matches, collate, read_squad, split_heldout
+from dynamic_tinybert.data import collate
 from dynamic_tinybert.lengths import kept_tokens
 from dynamic_tinybert.selector import Scorer, SelectorConfig, answer_region, context_tokens, selector_loss
+from dynamic_tinybert.train import learning_rate
+from dynamic_tinybert.train_data import heldout_sample, prepare_data
+from dynamic_tinybert.train_settings import TrainSettings
 
 SHARES = (0.35, 0.5, 0.6, 0.75)  # the first layer's shares on the shipped frontier
 
 
+def encoded(tokenizer, examples) -> list:
+    """Every window of the examples, in their order."""
+    windows = tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    return [w for ws in windows for w in ws]
+
+
 @torch.no_grad()
-def first_layer_cases(
-    model, tokenizer, examples, limit: int | None, seed: int, dtype: torch.dtype = torch.float16
-) -> list[dict]:
+def first_layer_cases(model, windows, dtype: torch.dtype = torch.float16) -> list[dict]:
     """Per window: layer 1's post-attention states (fp16 by default: 16,000 windows take about
-    2 GB), the target and the context mask."""
-    encoded = tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
-    windows = [w for ws in encoded for w in ws]
-    if limit:
-        windows = [windows[i] for i in np.random.default_rng(seed).permutation(len(windows))[:limit]]
-    windows.sort(key=len)
+    2 GB), the target and the context mask; sorted by length."""
+    windows = sorted(windows, key=len)
     cases = []
     for k in range(0, len(windows), 32):
         batch = collate(windows[k : k + 32], torch.device("cpu"))
@@ -53,7 +56,7 @@ def first_layer_cases(
         for row, n in enumerate(batch["attention_mask"].sum(1).tolist()):
             states = full.attended[0][row, :n].to(dtype)
             cases.append({"states": states, "target": target[row, :n], "context": context[row, :n]})
-    return cases  # sorted by length
+    return cases
 
 
 def batches(cases: list[dict], size: int, rng: np.random.Generator | None = None):
@@ -101,16 +104,16 @@ def region_kept(scores: Tensor, target: Tensor, context: Tensor, valid: Tensor, 
     return torch.stack(kept)
 
 
-def train(scorer: Scorer, cases: list[dict], heldout: list[dict], args) -> None:
-    optimizer = torch.optim.AdamW(scorer.parameters(), lr=args.lr, weight_decay=0.01)
-    total = args.epochs * math.ceil(len(cases) / 32)
-    warmup, step, rng = max(1, int(0.05 * total)), 0, np.random.default_rng(args.seed)
-    for epoch in range(args.epochs):
+def train(scorer: Scorer, cases: list[dict], heldout: list[dict], settings: TrainSettings) -> None:
+    """AdamW with the training loop's schedule (train.learning_rate) for settings.epochs."""
+    optimizer = torch.optim.AdamW(scorer.parameters(), lr=settings.lr, weight_decay=0.01)
+    epochs = int(settings.epochs)
+    total, step, rng = epochs * math.ceil(len(cases) / 32), 0, np.random.default_rng(settings.seed)
+    for epoch in range(epochs):
         scorer.train()
         for states, target, context, valid in batches(cases, 32, rng):
-            scale = (step + 1) / warmup if step < warmup else (total - step) / (total - warmup)
             for group in optimizer.param_groups:
-                group["lr"] = args.lr * scale
+                group["lr"] = learning_rate(step, total, settings)
             loss = selector_loss(scorer(states, valid & ~context, valid), target, context)
             optimizer.zero_grad()
             loss.backward()
@@ -136,18 +139,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/first-scorer-cache.pt"))
     parser.add_argument("--shipped", action="store_true", help="evaluate the model's own first scorer too")
     args = parser.parse_args(argv)
+    # the stages' split and held-out sample (SQuAD dev refused), and their learning-rate schedule
+    settings = TrainSettings(
+        stage="selector",
+        model=args.model,
+        data=args.data,
+        output="-",
+        epochs=args.epochs,
+        lr=args.lr,
+        warmup=0.05,
+        seed=args.seed,
+        heldout_limit=args.heldout_limit,
+    )
     model, tokenizer, _ = checkpoint.load(args.model)
     if args.cache.is_file():
         cases, heldout = torch.load(args.cache)
     else:
-        training, held = [], []
-        for source in args.data:
-            kept, out = split_heldout(read_squad(source), 0.05, args.seed)
-            training += [e for e in kept if answer_matches(e)]
-            held += out
-        sample = sorted(np.random.default_rng(args.seed).permutation(len(held))[: args.heldout_limit])
-        heldout = first_layer_cases(model, tokenizer, [held[i] for i in sample], None, 0)
-        cases = first_layer_cases(model, tokenizer, training, args.windows, 0)
+        data = prepare_data(settings, tokenizer)
+        windows = data.windows
+        if args.windows:
+            windows = [windows[i] for i in np.random.default_rng(0).permutation(len(windows))[: args.windows]]
+        heldout = first_layer_cases(model, encoded(tokenizer, heldout_sample(data.heldout, settings)))
+        cases = first_layer_cases(model, windows)
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save((cases, heldout), args.cache)
     print(f"{len(cases)} training windows, {len(heldout)} held-out windows")
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     scorer = Scorer(SelectorConfig(model.config.hidden_size, 1, width=args.width))
     scorer.dropout = args.dropout
-    train(scorer, cases, heldout, args)
+    train(scorer, cases, heldout, settings)
 
 
 if __name__ == "__main__":

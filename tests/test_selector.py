@@ -295,15 +295,8 @@ def test_first_scorer_probe_measures_what_the_first_layer_keeps(tiny_selector_mo
 
     net, tokenizer, _ = checkpoint.load(tiny_selector_model)
     examples = read_squad(SHARED_DATA / "train" / "tydiqa_goldp_en_train.json")[:6]
-    cases = probe.first_layer_cases(net, tokenizer, examples, None, 0, dtype=torch.float32)
-    windows = sorted(
-        (
-            w
-            for ws in tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
-            for w in ws
-        ),
-        key=len,
-    )
+    windows = sorted(probe.encoded(tokenizer, examples), key=len)
+    cases = probe.first_layer_cases(net, windows, dtype=torch.float32)
     assert len(cases) == len(windows)
     for case, window in zip(cases, windows, strict=True):
         batch = collate([window], torch.device("cpu"))
@@ -319,9 +312,8 @@ def test_first_scorer_probe_measures_what_the_first_layer_keeps(tiny_selector_mo
             kept = kept_per_layer(net, batch, (share,) * 4)[0]  # the first layer's choice
             in_context = [p for p in kept if context[0, p]]
             expected = float(target[in_context].sum())
-            assert float(probe.region_kept(scores, target_, context_, valid, share)[0]) == pytest.approx(
-                expected
-            )
+            measured = probe.region_kept(scores, target_, context_, valid, share)
+            assert float(measured[0]) == pytest.approx(expected)
 
     cache = tmp_path / "cache.pt"
     data = str(SHARED_DATA / "train" / "tydiqa_goldp_en_train.json")
