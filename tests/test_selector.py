@@ -20,6 +20,7 @@ from dynamic_tinybert.selector import (
 
 from .conftest import (
     CONTEXT,
+    SHARED_DATA,
     kept_per_layer,
     make_checkpoint,
     run_model_card_quick_start,
@@ -275,6 +276,10 @@ def test_fixed_scores_per_layer_mix_the_fixed_ranking_and_the_learned_selector(t
         plain(**batch, lengths=lengths, fixed_scores=[fixed, None, None, None])
 
 
+TYDIQA = SHARED_DATA / "train" / "tydiqa_goldp_en_train.json"
+
+
+@pytest.mark.skipif(not TYDIQA.is_file(), reason=f"data not found at {TYDIQA}")
 def test_first_scorer_probe_measures_what_the_first_layer_keeps(tiny_selector_model, tmp_path, capsys):
     """scripts/first_scorer_probe.py: the share of the answer region it says the first layer
     keeps is what the model's first layer keeps at that share; it trains a fresh scorer and
@@ -286,15 +291,13 @@ def test_first_scorer_probe_measures_what_the_first_layer_keeps(tiny_selector_mo
     from dynamic_tinybert.data import collate
     from dynamic_tinybert.selector import answer_region, context_tokens
 
-    from .conftest import SHARED_DATA
-
     script = Path(__file__).parents[1] / "scripts" / "first_scorer_probe.py"
     spec = importlib.util.spec_from_file_location("first_scorer_probe", script)
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
 
     net, tokenizer, _ = checkpoint.load(tiny_selector_model)
-    examples = read_squad(SHARED_DATA / "train" / "tydiqa_goldp_en_train.json")[:6]
+    examples = read_squad(TYDIQA)[:6]
     windows = sorted(probe.encoded(tokenizer, examples), key=len)
     cases = probe.first_layer_cases(net, windows, dtype=torch.float32)
     assert len(cases) == len(windows)
@@ -316,7 +319,7 @@ def test_first_scorer_probe_measures_what_the_first_layer_keeps(tiny_selector_mo
             assert float(measured[0]) == pytest.approx(expected)
 
     cache = tmp_path / "cache.pt"
-    data = str(SHARED_DATA / "train" / "tydiqa_goldp_en_train.json")
+    data = str(TYDIQA)
     argv = [
         "--model",
         str(tiny_selector_model),
