@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -19,7 +20,7 @@ from .config import SELECTORS
 from .data import SquadFormatError, check_answerable, read_squad
 from .devices import DeviceError, resolve_device
 from .frontier import BudgetError
-from .lengths import LengthsError, format_lengths, parse_lengths
+from .lengths import LengthsError, format_lengths, parse_lengths, parse_margins
 from .options import UsageError, add_dataclass_options, settings_from
 from .precision import DTYPES, DtypeError, PrecisionFallback, check_dtype
 from .reader import QuestionAnswerer
@@ -65,6 +66,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     cost.add_argument(
         "--speedup", type=float, help="the most accurate frontier point at least this much faster (measured)"
+    )
+    cost.add_argument(
+        "--margins",
+        help="instead of shares, per layer a margin (or one for all): each window keeps the tokens the "
+        "learned selector scores within it of its best one, so easy windows keep fewer; inf keeps all "
+        "(e.g. 3 or inf,3,3,3,3,3)",
     )
     parser.add_argument(
         "--selector",
@@ -151,8 +158,9 @@ def _load(args: argparse.Namespace):
         check_dtype(args.dtype, resolve_device(args.device))  # before the model loads
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths is not None else None
-    lengths, point = qa.choose(lengths, args.budget, args.speedup, args.selector)
-    return qa, lengths, point
+    margins = parse_margins(args.margins, qa.num_layers) if args.margins is not None else None
+    lengths, point = qa.choose(lengths, args.budget, args.speedup, args.selector, margins)
+    return qa, lengths, point, margins
 
 
 def run_ask(args: argparse.Namespace) -> None:
@@ -166,7 +174,7 @@ def run_ask(args: argparse.Namespace) -> None:
         raise UsageError("--question is empty")
     if not context.strip():
         raise UsageError("the context is empty")
-    qa, lengths, point = _load(args)
+    qa, lengths, point, margins = _load(args)
     [answers] = qa.answer(
         [args.question],
         [context],
@@ -175,13 +183,15 @@ def run_ask(args: argparse.Namespace) -> None:
         lengths,
         args.batch_size,
         selector=args.selector,
+        margins=margins,
     )
     if args.json:
         print(
             json.dumps(
                 {
                     "model": str(qa.folder),
-                    "lengths": _lengths_list(lengths, qa.num_layers),
+                    "lengths": None if margins else _lengths_list(lengths, qa.num_layers),
+                    "margins": _margins_list(margins),
                     "selector": qa.resolve_selector(args.selector),
                     "dtype": qa.dtype,
                     "frontier_point": _point(point),
@@ -207,7 +217,7 @@ def run_eval(args: argparse.Namespace) -> None:
     if not examples:
         raise UsageError(f"{args.data} holds no questions")
     check_answerable(examples, args.data)
-    qa, lengths, point = _load(args)
+    qa, lengths, point, margins = _load(args)
     result = qa.evaluate(
         examples,
         lengths,
@@ -215,6 +225,7 @@ def run_eval(args: argparse.Namespace) -> None:
         args.max_answer_len,
         progress=not args.quiet,
         selector=args.selector,
+        margins=margins,
     )
     if args.predictions is not None:
         args.predictions.write_text(json.dumps(result.predictions, indent=1, ensure_ascii=False) + "\n")
@@ -226,7 +237,8 @@ def run_eval(args: argparse.Namespace) -> None:
         "seconds": result.seconds,
         "windows": result.windows,
         "gflops_per_window_at_384": result.gflops_per_window_at_384,
-        "lengths": _lengths_list(lengths, qa.num_layers),
+        "lengths": None if margins else _lengths_list(lengths, qa.num_layers),
+        "margins": _margins_list(margins),
         "selector": result.selector,
         "dtype": result.dtype,
         "frontier_point": _point(point),
@@ -240,8 +252,10 @@ def run_eval(args: argparse.Namespace) -> None:
     print(f"questions          {result.questions}")
     print(f"GFLOPs per window  {result.gflops_per_window:.3f}  (mean over {result.windows} windows)")
     print(f"wall seconds       {result.seconds:.2f}  ({result.dtype})")
-    if lengths is not None:
+    if lengths is not None or margins is not None:
         print(f"selector           {result.selector}")
+    if margins is not None:
+        print(f"margins            {','.join(f'{m:g}' for m in margins)}  (GFLOPs measured: the tokens kept)")
     if point is not None:
         print(
             f"frontier point     {format_lengths(lengths, qa.num_layers)}: "
@@ -263,6 +277,11 @@ def _lengths_list(lengths, num_layers: int) -> list[float]:
     """The configuration that ran, as in the server's responses: a share per layer, all ones for
     the full model."""
     return list(lengths or (1.0,) * num_layers)
+
+
+def _margins_list(margins) -> list[float | None] | None:
+    """The margins that ran, for --json (null for a layer that keeps every token)."""
+    return None if margins is None else [None if math.isinf(m) else m for m in margins]
 
 
 def _point(point) -> dict | None:

@@ -76,6 +76,47 @@ def format_lengths(shares: Lengths | None, num_layers: int) -> str:
     return ",".join(f"{s:g}" for s in shares)
 
 
+Margins = tuple[float, ...]
+
+
+def validate_margins(margins: Sequence[float] | float | None, num_layers: int) -> Margins | None:
+    """Check a margin configuration: one margin per layer (or one number for every layer), each
+    >= 0 (inf: the layer keeps every token and scores none). Under a margin, a layer keeps each
+    window's forced tokens and the context tokens the learned selector scores within `margin` of
+    that window's best one, so the count adapts to the window (docs/selector.md, "Margins").
+    All-inf is None, the full model.
+
+    >>> validate_margins([3, 2.5], 2), validate_margins(3, 2)
+    ((3.0, 2.5), (3.0, 3.0))
+    >>> validate_margins([math.inf, math.inf], 2) is None
+    True
+    """
+    if margins is None:
+        return None
+    if isinstance(margins, (int, float)):
+        margins = [margins] * num_layers
+    margins = tuple(float(m) for m in margins)
+    if len(margins) != num_layers:
+        raise LengthsError(f"got {len(margins)} margins but the model has {num_layers} layers")
+    for i, margin in enumerate(margins):
+        if not margin >= 0.0:  # also NaN
+            raise LengthsError(f"margin {margin} of layer {i + 1} is not a number >= 0")
+    return None if all(math.isinf(m) for m in margins) else margins
+
+
+def parse_margins(text: str, num_layers: int) -> Margins | None:
+    """Parse the CLI form "m1,...,mL", or one number for every layer ("inf": keep all).
+
+    >>> parse_margins("3", 2), parse_margins("inf,2", 2)
+    ((3.0, 3.0), (inf, 2.0))
+    """
+    try:
+        margins = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise LengthsError(f"--margins {text!r} is not a comma-separated list of numbers") from None
+    return validate_margins(margins[0] if len(margins) == 1 else margins, num_layers)
+
+
 def kept_tokens(n_tokens: int, share: float) -> int:
     """Tokens a layer keeps out of an input of `n_tokens` real tokens: the share, rounded up.
 
@@ -116,14 +157,28 @@ def encoder_macs(
     >>> encoder_macs(c, 10, (1.0, 0.5), scorer_macs=100) - encoder_macs(c, 10, (1.0, 0.5))
     1000
     """
+    return counts_macs(config, token_counts(n_tokens, shares, config.num_hidden_layers), scorer_macs)
+
+
+def counts_macs(
+    config: ModelConfig, counts: Sequence[int], scorer_macs: int = 0, scored: Sequence[bool] | None = None
+) -> int:
+    """encoder_macs for one input whose layers passed on these token counts, n(0), ..., n(L)
+    (token_counts, or what a margin configuration kept: QAOutput.token_counts). `scored`: per
+    layer, whether a selector scored its tokens (default: where the layer dropped some).
+
+    >>> c = ModelConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2)
+    >>> counts_macs(c, [10, 10, 5], 100) == encoder_macs(c, 10, (1.0, 0.5), 100)
+    True
+    >>> counts_macs(c, [10, 10, 5], 100, scored=[True, True]) - counts_macs(c, [10, 10, 5], 100)
+    1000
+    """
     d, f = config.hidden_size, config.intermediate_size
-    counts = token_counts(n_tokens, shares, config.num_hidden_layers)
+    pairs = list(zip(counts[:-1], counts[1:], strict=True))
+    scored = [n_out < n_in for n_in, n_out in pairs] if scored is None else scored
     return sum(
-        4 * n_in * d * d
-        + 2 * n_in * n_in * d
-        + 2 * n_out * d * f
-        + (n_in * scorer_macs if n_out < n_in else 0)
-        for n_in, n_out in zip(counts[:-1], counts[1:], strict=True)
+        4 * n_in * d * d + 2 * n_in * n_in * d + 2 * n_out * d * f + (n_in * scorer_macs if score else 0)
+        for (n_in, n_out), score in zip(pairs, scored, strict=True)
     )
 
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import SELECTORS, ModelConfig
-from .lengths import Lengths, kept_tokens, validate_lengths
-from .selector import SelectorError, TokenSelector, context_tokens, ranking
+from .lengths import Lengths, kept_tokens, validate_lengths, validate_margins
+from .selector import SelectorError, TokenSelector, context_tokens, margin_counts, ranking
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -48,6 +48,8 @@ class QAOutput:
     # per dropping layer, when asked for: the learned selector's scores of the tokens present, in
     # the input layout (B, T), and (B, T) True where a token was present (selector training)
     scores: list[tuple[Tensor, Tensor]] | None = None
+    # per row, the tokens entering the first layer and then kept by each layer, n(0), ..., n(L)
+    token_counts: list[list[int]] | None = None
 
 
 class Embeddings(nn.Module):
@@ -259,12 +261,19 @@ class DynamicBertForQuestionAnswering(nn.Module):
         return 0
 
     def keep_plan(
-        self, counts: list[int], lengths: Lengths | None, skip: Sequence[bool] | None = None
-    ) -> list[Tensor | None]:
-        """Per layer, the tokens each row keeps (B,), or None where the layer keeps them all.
+        self,
+        counts: list[int],
+        lengths: Lengths | None,
+        skip: Sequence[bool] | None = None,
+        margins: Sequence[float] | None = None,
+    ) -> list[Tensor | float | None]:
+        """Per layer, the tokens each row keeps (B,), or None where the layer keeps them all; under
+        margins, each layer's margin (its counts come from the scores), None for inf.
 
         counts: real tokens per row; skip: layers left out (LayerDrop), which keep everything.
         """
+        if margins is not None:
+            return [None if math.isinf(margin) else margin for margin in margins]
         plan: list[Tensor | None] = []
         previous = counts
         for i, share in enumerate(lengths or (1.0,) * self.config.num_hidden_layers):
@@ -285,6 +294,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
         lengths: Sequence[float] | None = None,
         skip: Sequence[bool] | None = None,
         selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
         fixed_scores: Tensor | Sequence[Tensor | None] | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
@@ -297,14 +307,15 @@ class DynamicBertForQuestionAnswering(nn.Module):
         skip: per layer, True to leave it out (LayerDrop in training).
         selector: which tokens dropping layers keep: "attention" (the attention they receive),
           "learned" (the model's selector), or None (learned where the model has one).
+        margins: instead of lengths, one margin per layer: each window keeps the tokens the learned
+          selector scores within the margin of its best one (selector.margin_counts; inf: all).
         fixed_scores: (B, T) a ranking of the context tokens for every dropping layer instead of a selector,
           or one per layer (None: the learned selector there); a diagnostic (selector_report's oracle).
         output_attended: each layer's post-attention states, what the selector reads (training).
         output_scores: the learned selector's scores at each dropping layer (its cascade training).
         """
-        lengths = validate_lengths(lengths, self.config.num_hidden_layers)
-        if (lengths is not None or skip) and (output_hidden_states or output_attentions or output_attended):
-            raise ValueError("hidden states and attentions are only returned for the full model")
+        per_layer = output_hidden_states or output_attentions or output_attended
+        lengths, margins = self._configuration(lengths, margins, skip, selector, fixed_scores, per_layer)
         B, T = input_ids.shape
         attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         token_type_ids = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
@@ -317,26 +328,52 @@ class DynamicBertForQuestionAnswering(nn.Module):
         scores = [] if output_scores else None
         rank = self._ranker(selector, attention_mask, token_type_ids, positions, fixed_scores, scores)
 
-        plan = self.keep_plan(tokens.counts, lengths, skip)
+        plan = self.keep_plan(tokens.counts, lengths, skip, margins)
+        counts = [tokens.counts]
         for i, (layer, keep) in enumerate(zip(self.layers, plan, strict=True)):
             if skip and skip[i]:
-                continue
-            if keep is None:
-                attended, probs = layer.attend(x, tokens, output="probs" if output_attentions else "none")
-                if attentions is not None:
-                    attentions.append(probs)
-                if attended_states is not None:
-                    attended_states.append(tokens.restore(attended).view(B, T, -1))
-                x = layer.feed_forward(attended)
+                pass  # left out (LayerDrop): the tokens go on as they came
+            elif keep is None:
+                x = self._keep_all(layer, x, tokens, attentions, attended_states)
             else:
                 # the dropped tokens keep the state they came with
                 final = tokens.restore(x, final if final is not None else x.new_zeros(B * T, x.shape[-1]))
                 x, tokens = self._drop(i, layer, x, tokens, keep, rank)
             if output_hidden_states:
                 hidden_states.append(tokens.restore(x).view(B, T, -1))
+            counts.append(tokens.counts)
 
         start_logits, end_logits = self.qa_head(tokens.restore(x, final)).view(B, T, 2).unbind(dim=-1)
-        return QAOutput(start_logits, end_logits, hidden_states, attentions, attended_states, scores)
+        per_row = [list(row) for row in zip(*counts, strict=True)]
+        return QAOutput(start_logits, end_logits, hidden_states, attentions, attended_states, scores, per_row)
+
+    def _keep_all(self, layer: nn.Module, x: Tensor, tokens: Tokens, attentions, attended_states) -> Tensor:
+        """A layer that keeps every token; its attention probabilities and post-attention states
+        go to those lists where they are given."""
+        attended, probs = layer.attend(x, tokens, output="probs" if attentions is not None else "none")
+        if attentions is not None:
+            attentions.append(probs)
+        if attended_states is not None:
+            attended_states.append(tokens.restore(attended).view(len(tokens.counts), -1, x.shape[-1]))
+        return layer.feed_forward(attended)
+
+    def _configuration(self, lengths, margins, skip, selector, fixed_scores, per_layer: bool):
+        """The validated (lengths, margins), at most one of them not None (all ones, all inf:
+        None). Margins need the learned selector's scores; per-layer outputs, the full model."""
+        lengths = validate_lengths(lengths, self.config.num_hidden_layers)
+        margins = validate_margins(margins, self.config.num_hidden_layers)
+        if (lengths is not None or margins is not None or skip) and per_layer:
+            raise ValueError("hidden states and attentions are only returned for the full model")
+        if margins is None:
+            return lengths, None
+        if lengths is not None:
+            raise ValueError("give lengths or margins, not both")
+        if self.resolve_selector(selector) != "learned" or fixed_scores is not None:
+            raise SelectorError(
+                "margins compare the learned selector's scores; use them with the learned selector "
+                "(a model with selector.safetensors), or give lengths"
+            )
+        return None, margins
 
     def _ranker(self, selector, attention_mask, token_type_ids, positions, fixed_scores, record):
         """The learned or fixed ranking of the tokens a dropping layer uses (see _rank); None:
@@ -360,17 +397,19 @@ class DynamicBertForQuestionAnswering(nn.Module):
         )
 
     def _drop(
-        self, i: int, layer: nn.Module, x: Tensor, tokens: Tokens, keep: Tensor, rank
+        self, i: int, layer: nn.Module, x: Tensor, tokens: Tokens, keep: Tensor | float, rank
     ) -> tuple[Tensor, Tokens]:
-        """Layer i where it keeps `keep` tokens per row: attention over every token present, then
-        the feed-forward block on the best-ranked ones only."""
+        """Layer i where it keeps `keep` tokens per row (or, for a margin, the tokens ranked within
+        it of each row's best): attention over every token present, then the feed-forward block
+        on the best-ranked ones only."""
         if rank is not None:
             attended, _ = layer.attend(x, tokens)  # fused: no attention probabilities needed
             scores = rank(i, attended, tokens)
         else:
             attended, scores = layer.attend(x, tokens, output="significance")
             scores = scores.masked_fill(~tokens.valid, -math.inf)
-        chosen, tokens = tokens.keep(*select_tokens(scores, keep.to(x.device)))
+        keep = keep.to(x.device) if isinstance(keep, Tensor) else margin_counts(scores, keep)
+        chosen, tokens = tokens.keep(*select_tokens(scores, keep))
         return layer.feed_forward(attended[chosen]), tokens
 
     def _rank(

@@ -26,10 +26,19 @@ from .answers import ANSWERS, NO_ANSWER, Answer, AnswerSettings, rank_answers, w
 from .data import Example, batches_by_length, check_answerable, collate, gold_answers
 from .devices import resolve_device
 from .frontier import BudgetError, Frontier, Point
-from .lengths import Lengths, encoder_gflops, mean_gflops, validate_lengths
+from .lengths import (
+    Lengths,
+    Margins,
+    counts_macs,
+    encoder_gflops,
+    mean_gflops,
+    validate_lengths,
+    validate_margins,
+)
 from .metrics import squad_scores
 from .model import DynamicBertForQuestionAnswering
 from .precision import DtypeError, PrecisionFallback, apply_dtype, check_dtype, dtype_name
+from .selector import SelectorError
 from .tokenizer import QATokenizer, Window
 
 
@@ -47,6 +56,7 @@ class Evaluation:
     point: Point | None = None  # the frontier point a budget picked
     selector: str = "attention"  # which tokens dropping layers kept: "attention" or "learned"
     dtype: str = "fp32"  # the precision it ran in
+    margins: Margins | None = None  # the margins that ran instead of lengths (then GFLOPs are measured)
 
 
 class QuestionAnswerer:
@@ -103,10 +113,18 @@ class QuestionAnswerer:
         budget: float | None = None,
         speedup: float | None = None,
         selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
     ) -> tuple[Lengths | None, Point | None]:
         """The length configuration to run: given, or the frontier point a budget picks (the
-        frontier was searched with one selector, and holds only for that one)."""
+        frontier was searched with one selector, and holds only for that one). Margins, where
+        given, are checked here and run instead (the configuration is then None)."""
         selector = self.resolve_selector(selector)
+        if validate_margins(margins, self.num_layers) is not None:
+            if lengths is not None or budget is not None or speedup is not None:
+                raise ValueError("give margins, or lengths, a budget or a speedup, not two of them")
+            if selector != "learned":
+                raise SelectorError("margins compare the learned selector's scores; use --selector learned")
+            return None, None
         if budget is None and speedup is None:
             return validate_lengths(lengths, self.num_layers), None
         if lengths is not None:
@@ -137,6 +155,7 @@ class QuestionAnswerer:
         speedup: float | None = None,
         batch_size: int = ANSWERS.batch_size,
         selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
     ) -> dict | list:
         """qa(question=..., context=...), qa({"question", "context"}) or qa([{...}, ...])."""
         if args:
@@ -158,9 +177,16 @@ class QuestionAnswerer:
             single = isinstance(question, str)
             questions = [question] if single else list(question)
             contexts = [context] * len(questions) if isinstance(context, str) else list(context)
-        lengths, _ = self.choose(lengths, budget, speedup, selector)
+        lengths, _ = self.choose(lengths, budget, speedup, selector, margins)
         results = self.answer(
-            questions, contexts, top_k, max_answer_len, lengths, batch_size, selector=selector
+            questions,
+            contexts,
+            top_k,
+            max_answer_len,
+            lengths,
+            batch_size,
+            selector=selector,
+            margins=margins,
         )
         shaped = [
             (answers[0] if answers else NO_ANSWER).to_dict() if top_k == 1 else [a.to_dict() for a in answers]
@@ -178,12 +204,13 @@ class QuestionAnswerer:
         batch_size: int = ANSWERS.batch_size,
         progress: bool = False,
         selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
     ) -> list[list[Answer]]:
         """The top_k answers of each (question, context) pair, best first."""
         _check_inputs(questions, contexts, top_k, max_answer_len, batch_size)
         windows = self.tokenizer.encode_windows(questions, contexts)
         return self.answer_windows(
-            windows, contexts, top_k, max_answer_len, lengths, batch_size, progress, selector
+            windows, contexts, top_k, max_answer_len, lengths, batch_size, progress, selector, margins
         )
 
     def answer_windows(
@@ -196,11 +223,13 @@ class QuestionAnswerer:
         batch_size: int = ANSWERS.batch_size,
         progress: bool = False,
         selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
+        token_counts: list[list[int]] | None = None,
     ) -> list[list[Answer]]:
         """answer() on pairs already cut into windows (by self.tokenizer.encode_windows)."""
         lengths = validate_lengths(lengths, self.num_layers)
         logits = self.window_logits(
-            [w for ws in windows for w in ws], lengths, batch_size, progress, selector
+            [w for ws in windows for w in ws], lengths, batch_size, progress, selector, margins, token_counts
         )
         return self.rank_windows(windows, contexts, logits, top_k, max_answer_len)
 
@@ -231,10 +260,16 @@ class QuestionAnswerer:
         batch_size: int,
         progress: bool = False,
         selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
+        token_counts: list[list[int]] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Start and end logits of each window, run in batches of similar length."""
+        """Start and end logits of each window, run in batches of similar length. `token_counts`,
+        a list, receives each window's n(0), ..., n(L) (QAOutput.token_counts), in window order."""
         options = {} if selector is None else {"selector": selector}  # a teacher takes no selector
+        if margins is not None:
+            options["margins"] = margins
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(windows)
+        counts: list[list[int] | None] = [None] * len(windows)
         bar = tqdm(
             total=len(windows), unit="window", disable=not progress, mininterval=0.5, dynamic_ncols=True
         )
@@ -247,7 +282,10 @@ class QuestionAnswerer:
                 for row, i in enumerate(batch):
                     n = len(windows[i])
                     out[i] = (starts[row, :n], ends[row, :n])
+                    counts[i] = result.token_counts[row] if result.token_counts else None
                 bar.update(len(batch))
+        if token_counts is not None:
+            token_counts.extend(counts)
         return out
 
     def evaluate(
@@ -260,14 +298,15 @@ class QuestionAnswerer:
         budget: float | None = None,
         speedup: float | None = None,
         selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
     ) -> Evaluation:
         """Answer every example and score the answers with the official SQuAD metric."""
         check_answerable(examples, "the examples")
-        lengths, point = self.choose(lengths, budget, speedup, selector)
+        lengths, point = self.choose(lengths, budget, speedup, selector, margins)
         began = time.perf_counter()
         windows = self.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
         result = self.evaluate_windows(
-            examples, windows, lengths, batch_size, max_answer_len, progress, selector
+            examples, windows, lengths, batch_size, max_answer_len, progress, selector, margins
         )
         result.seconds = time.perf_counter() - began
         result.point = point
@@ -282,13 +321,17 @@ class QuestionAnswerer:
         max_answer_len: int = ANSWERS.max_answer_len,
         progress: bool = False,
         selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
     ) -> Evaluation:
         """evaluate() on examples already cut into windows (the search runs many configurations
-        on the same windows); seconds counts running and post-processing only."""
+        on the same windows); seconds counts running and post-processing only. Under margins the
+        GFLOPs are those of the tokens each window kept."""
         began = time.perf_counter()
         contexts = [e.context for e in examples]
+        margins = validate_margins(margins, self.num_layers)
+        counts: list[list[int]] = []
         results = self.answer_windows(
-            windows, contexts, 1, max_answer_len, lengths, batch_size, progress, selector
+            windows, contexts, 1, max_answer_len, lengths, batch_size, progress, selector, margins, counts
         )
         seconds = time.perf_counter() - began
         predictions = {
@@ -303,13 +346,20 @@ class QuestionAnswerer:
             f1=scores.f1,
             questions=scores.questions,
             windows=len(flat),
-            gflops_per_window=mean_gflops(config, [len(w) for w in flat], lengths, scorer) if flat else 0.0,
+            gflops_per_window=(
+                mean_gflops(config, [len(w) for w in flat], lengths, scorer)
+                if margins is None
+                else measured_gflops(config, counts, margins, scorer)
+            )
+            if flat
+            else 0.0,
             gflops_per_window_at_384=encoder_gflops(config, 384, lengths, scorer),
             seconds=seconds,
             predictions=predictions,
             lengths=lengths,
             selector=self.resolve_selector(selector),
             dtype=self.dtype,
+            margins=margins,
         )
 
     def resolve_selector(self, selector: str | None = None) -> str:
@@ -322,6 +372,13 @@ class QuestionAnswerer:
         """The cost model's selector term for this model and selector."""
         scorer = getattr(self.model, "scorer_macs", None)
         return scorer(selector) if scorer else 0
+
+
+def measured_gflops(config, counts: Sequence[Sequence[int]], margins: Margins, scorer_macs: int) -> float:
+    """Mean GFLOPs per window of windows that kept these token counts under margins (the
+    selector scores every layer whose margin is finite)."""
+    scored = [not np.isinf(m) for m in margins]
+    return float(np.mean([2 * counts_macs(config, c, scorer_macs, scored) / 1e9 for c in counts]))
 
 
 def _check_inputs(

@@ -1,9 +1,10 @@
 """The results table of the README: SQuAD 1.1 dev accuracy and CPU speed of the teacher, the
 student at full length and the student at the frontier points that budgets of 3/4, 1/2, 1/3
-and 1/4 of its FLOPs pick (not a test).
+and 1/4 of its FLOPs pick, as `--budget` picks them (not a test); with --margins, the student
+under each of those margins too (docs/selector.md, "Margins"; their GFLOPs are measured).
 
     python scripts/results_table.py [--student M] [--teacher T | --teacher-speed T] \
-        --dev ../shared/data/squad/dev-v1.1.json [--dev-limit N]
+        --dev ../shared/data/squad/dev-v1.1.json [--dev-limit N] [--margins 1 2 3]
 
 Accuracy is on all of dev (or its first --dev-limit questions). Speed is measured on the windows
 of the first --speed-questions dev questions: latency is the median over --latency-windows
@@ -21,15 +22,18 @@ import numpy as np
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.frontier import BudgetError
-from dynamic_tinybert.lengths import encoder_gflops, format_lengths
+from dynamic_tinybert.lengths import encoder_gflops, format_lengths, parse_margins
 from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.timing import latency_ms, machine, throughput
 
 BUDGETS = (0.75, 0.5, 1 / 3, 0.25)
 
 
-def speed(qa: QuestionAnswerer, windows, sample, lengths) -> tuple[float, float]:
-    return latency_ms(qa.model, sample, lengths, qa.device), throughput(qa.model, windows, lengths, qa.device)
+def speed(qa: QuestionAnswerer, windows, sample, lengths, **options) -> tuple[float, float]:
+    return (
+        latency_ms(qa.model, sample, lengths, qa.device, **options),
+        throughput(qa.model, windows, lengths, qa.device, **options),
+    )
 
 
 def main() -> int:
@@ -45,6 +49,7 @@ def main() -> int:
     parser.add_argument("--dev-limit", type=int)
     parser.add_argument("--speed-questions", type=int, default=300)
     parser.add_argument("--latency-windows", type=int, default=40)
+    parser.add_argument("--margins", nargs="*", default=[], help="rows under these margins, e.g. 1 2 3")
     args = parser.parse_args()
 
     dev = read_squad(args.dev)
@@ -90,22 +95,25 @@ def main() -> int:
     else:
         t_throughput = None
 
-    configs = [("student, full length", None)]
+    configs = [("student, full length", None, {})]
     if student.frontier is not None:
         for budget in BUDGETS:
             try:
-                point = student.frontier.pick(budget=budget)
+                lengths, _ = student.choose(budget=budget)
             except BudgetError as error:
                 print(f"budget {budget:.2f}: {error}", file=sys.stderr)
                 continue
-            configs.append((f"student, frontier point within {budget:.2f} of its FLOPs", point.config))
-    for name, lengths in configs:
-        result = student.evaluate(evaluated, lengths=lengths, progress=True)
-        latency, rate = speed(student, windows, sample, lengths)
+            configs.append((f"student, frontier point within {budget:.2f} of its FLOPs", lengths, {}))
+    for text in args.margins:
+        margins = {"margins": parse_margins(text, student.num_layers)}
+        configs.append((f"student, margin {text}", None, margins))
+    for name, lengths, options in configs:
+        result = student.evaluate(evaluated, lengths=lengths, progress=True, **options)
+        latency, rate = speed(student, windows, sample, lengths, **options)
         rows.append(
             (
                 name,
-                format_lengths(lengths, student.num_layers),
+                format_lengths(lengths, student.num_layers) if not options else "",
                 f"{result.exact_match:.2f}",
                 f"{result.f1:.2f}",
                 result.gflops_per_window,

@@ -70,3 +70,18 @@ def test_train_step_times_each_dropout_setting(tiny_model):
     )
     rows = [line for line in table.splitlines() if line.startswith("| ") and "seconds" not in line]
     assert len(rows) == 3 and rows[0].endswith("| 1.00x |")
+
+
+def test_precision_runs_each_precision_at_full_length_and_under_a_margin(tiny_selector_model):
+    table = run(
+        "precision.py",
+        *("--model", str(tiny_selector_model), "--data", str(DEV), "--questions", "6", "--repeats", "1"),
+        *("--dtypes", "fp32,int8", "--margins", "2", "--no-onnx"),
+    )
+    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines() if line.startswith("| dynamic")]
+    assert rows == [
+        "dynamic-tinybert fp32, full length",
+        "dynamic-tinybert fp32, --margins 2",
+        "dynamic-tinybert int8, full length",
+        "dynamic-tinybert int8, --margins 2",
+    ]

@@ -57,16 +57,22 @@ def test_question_and_separators_always_stay_and_count_against_the_share(tiny_mo
     assert kept_per_layer(net, batch, (0.1, 0.1, 0.1, 0.1))[0] == list(range(kept_tokens(n, 0.1)))
 
 
-def test_the_context_tokens_kept_are_those_the_scorer_ranks_highest(tiny_model):
-    net, _ = with_random_selector(tiny_model)
-    n = 50
+def first_layer_scores(folder, n: int = 50):
+    """A tiny model with a random selector, one input of n tokens, its context mask (n,) and the
+    first layer's scores of its tokens (n,): layer 1 always sees the full pass."""
+    net, _ = with_random_selector(folder)
     batch = random_batch(net.config.vocab_size, [n])
     context = context_tokens(batch["attention_mask"], batch["token_type_ids"])[0]
     with torch.no_grad():
         full = net(**batch, output_attended=True)
-        question = batch["attention_mask"].bool() & ~context
         valid = batch["attention_mask"].bool()
-        scores = net.selector(0, full.attended[0], question, valid)[0]  # layer 1 sees the full pass
+        scores = net.selector(0, full.attended[0], valid & ~context[None], valid)[0]
+    return net, batch, context, scores
+
+
+def test_the_context_tokens_kept_are_those_the_scorer_ranks_highest(tiny_model):
+    n = 50
+    net, batch, context, scores = first_layer_scores(tiny_model, n)
     [kept] = kept_per_layer(net, batch, (0.6, 0.6, 0.6, 0.6))
     slots = kept_tokens(n, 0.6) - int((~context).sum())
     best = scores.masked_fill(~context, -torch.inf).topk(slots).indices.tolist()
