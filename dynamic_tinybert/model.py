@@ -161,7 +161,7 @@ class Layer(nn.Module):
         dropout_p = self.attn_dropout if self.training else 0.0
         extra = None
         if output == "none":
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=tokens.key_mask, dropout_p=dropout_p)
+            context = _fused_attention(q, k, v, tokens, dropout_p)
         else:
             context, extra = _explicit_attention(q, k, v, tokens, dropout_p, output == "probs")
         context = tokens.unpad(context.transpose(1, 2).reshape(B, W, -1))  # (N, d)
@@ -172,6 +172,31 @@ class Layer(nn.Module):
 
     def forward(self, x: Tensor, tokens: Tokens) -> Tensor:
         return self.feed_forward(self.attend(x, tokens)[0])
+
+
+# rows per call of fused attention where a batch's rows hold very different token counts, and the
+# share of the padded view that real tokens must fill for one call over the whole batch
+_GROUP_ROWS, _GROUP_FILL = 8, 0.75
+
+
+def _fused_attention(q: Tensor, k: Tensor, v: Tensor, tokens: Tokens, dropout_p: float) -> Tensor:
+    """Fused attention over the padded view (B, H, width, dh). Where real tokens fill little of it
+    (margins keep a different number of tokens in each window), rows of similar counts run
+    together, each group only as wide as its longest row: each row's tokens come first in its
+    row of the view, so a group's slice holds them all. Rows of padding stay zero."""
+    counts, (B, W) = tokens.counts, (q.shape[0], q.shape[2])
+    if dropout_p > 0 or B <= _GROUP_ROWS or sum(counts) >= _GROUP_FILL * B * W:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=tokens.key_mask, dropout_p=dropout_p)
+    order = sorted(range(B), key=counts.__getitem__)
+    context = q.new_zeros(q.shape)
+    for first in range(0, B, _GROUP_ROWS):
+        rows = order[first : first + _GROUP_ROWS]
+        width = max(counts[r] for r in rows)
+        index = torch.tensor(rows, device=q.device)
+        q_g, k_g, v_g = (t[index, :, :width] for t in (q, k, v))
+        mask = tokens.key_mask[index, :, :, :width]
+        context[index, :, :width] = F.scaled_dot_product_attention(q_g, k_g, v_g, attn_mask=mask)
+    return context
 
 
 # elements of one block of attention scores (8 MB in fp32): blocks that stay in cache keep the

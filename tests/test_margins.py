@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from dynamic_tinybert import QuestionAnswerer, checkpoint, read_squad
+from dynamic_tinybert import QuestionAnswerer, checkpoint, model, read_squad
 from dynamic_tinybert.lengths import LengthsError, counts_macs, mean_gflops, parse_margins
 from dynamic_tinybert.selector import SelectorError
 
 from .conftest import kept_per_layer, with_random_selector
 from .test_cli import run
-from .test_model import random_batch
+from .test_model import assert_batch_equals_each_row_alone, random_batch
 from .test_selector import first_layer_scores
 
 SIZES = [61, 9, 33, 60, 2]
@@ -174,3 +174,18 @@ def test_results_table_adds_a_row_per_margin(tiny_selector_model, squad_file):
     assert list(rows) == ["student, full length", "student, margin 2", "student, margin inf"]
     # inf keeps every token: the full model's answers and GFLOPs
     assert rows["student, margin inf"].split(" | ")[2:5] == rows["student, full length"].split(" | ")[2:5]
+
+
+def test_attention_in_groups_of_rows_answers_as_one_call(tiny_model, monkeypatch):
+    """Where real tokens fill little of a batch's padded view, fused attention runs on groups of
+    rows of similar counts (model._fused_attention): each row still gets what it gets alone."""
+    net, _ = with_random_selector(tiny_model)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(model, "_GROUP_ROWS", 2)
+    counted = lambda q, *a, **k: calls.append(q.shape[0]) or sdpa(q, *a, **k)  # noqa: E731
+    monkeypatch.setattr(model.F, "scaled_dot_product_attention", counted)
+    for options in ({"margins": (3.0, 2.0, math.inf, 1.0)}, {"lengths": (0.9, 0.7, 0.5, 0.3)}):
+        calls.clear()
+        assert_batch_equals_each_row_alone(net, **options)
+        assert 2 in calls  # the batch of 5 rows ran in groups of 2

@@ -49,14 +49,15 @@ def test_full_length_matches_transformers(fixture, request):
         assert diff <= 1e-4, f"{name} differs from transformers by {diff}"
 
 
-def assert_batch_equals_each_row_alone(net, lengths, atol: float = 1e-5) -> None:
-    """Rows of different lengths, padded into one batch, get the logits each gets alone."""
+def assert_batch_equals_each_row_alone(net, lengths=None, atol: float = 1e-5, **options) -> None:
+    """Rows of different lengths, padded into one batch, get the logits each gets alone; options
+    go to the model (margins=...)."""
     sizes = [61, 9, 33, 60, 2]
     batch = random_batch(net.config.vocab_size, sizes, seed=3)
     with torch.no_grad():
-        together = net(**batch, lengths=lengths)
+        together = net(**batch, lengths=lengths, **options)
         for row, n in enumerate(sizes):
-            alone = net(**{k: v[row : row + 1, :n] for k, v in batch.items()}, lengths=lengths)
+            alone = net(**{k: v[row : row + 1, :n] for k, v in batch.items()}, lengths=lengths, **options)
             for name in ("start_logits", "end_logits"):
                 a, b = getattr(alone, name)[0], getattr(together, name)[row, :n]
                 a, b = a.float(), b.float()
