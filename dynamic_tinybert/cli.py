@@ -20,7 +20,7 @@ from .config import SELECTORS
 from .data import SquadFormatError, check_answerable, read_squad
 from .devices import DeviceError, resolve_device
 from .frontier import BudgetError
-from .lengths import LengthsError, format_lengths, parse_lengths, parse_margins
+from .lengths import LengthsError, format_lengths, format_margins, parse_lengths, parse_margins
 from .options import UsageError, add_dataclass_options, settings_from
 from .precision import DTYPES, DtypeError, PrecisionFallback, check_dtype
 from .reader import QuestionAnswerer
@@ -255,7 +255,8 @@ def run_eval(args: argparse.Namespace) -> None:
     if lengths is not None or margins is not None:
         print(f"selector           {result.selector}")
     if margins is not None:
-        print(f"margins            {','.join(f'{m:g}' for m in margins)}  (GFLOPs measured: the tokens kept)")
+        shown = format_margins(margins, qa.num_layers)
+        print(f"margins            {shown}  (GFLOPs measured: the tokens kept)")
     if point is not None:
         print(
             f"frontier point     {format_lengths(lengths, qa.num_layers)}: "

@@ -117,6 +117,15 @@ def parse_margins(text: str, num_layers: int) -> Margins | None:
     return validate_margins(margins[0] if len(margins) == 1 else margins, num_layers)
 
 
+def format_margins(margins: Margins | None, num_layers: int) -> str:
+    """The CLI form of a margin configuration; None (the full model) prints as all inf.
+
+    >>> format_margins((3.0, math.inf), 2), format_margins(None, 2)
+    ('3,inf', 'inf,inf')
+    """
+    return ",".join(f"{m:g}" for m in margins or (math.inf,) * num_layers)
+
+
 def kept_tokens(n_tokens: int, share: float) -> int:
     """Tokens a layer keeps out of an input of `n_tokens` real tokens: the share, rounded up.
 

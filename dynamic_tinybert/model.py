@@ -184,7 +184,7 @@ def _fused_attention(q: Tensor, k: Tensor, v: Tensor, tokens: Tokens, dropout_p:
     (margins keep a different number of tokens in each window), rows of similar counts run
     together, each group only as wide as its longest row: each row's tokens come first in its
     row of the view, so a group's slice holds them all. Rows of padding stay zero."""
-    counts, (B, W) = tokens.counts, (q.shape[0], q.shape[2])
+    counts, B, W = tokens.counts, len(tokens.counts), tokens.width
     if dropout_p > 0 or B <= _GROUP_ROWS or sum(counts) >= _GROUP_FILL * B * W:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=tokens.key_mask, dropout_p=dropout_p)
     order = sorted(range(B), key=counts.__getitem__)

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
-from dynamic_tinybert.lengths import format_lengths, parse_margins
+from dynamic_tinybert.lengths import format_lengths, format_margins, parse_margins
 from dynamic_tinybert.precision import DTYPES
 
 
@@ -54,9 +54,7 @@ def sweep(
 def _record(kind: str, config, result, full, layers: int) -> dict:
     return {
         "kind": kind,
-        "config": format_lengths(config, layers)
-        if kind == "lengths"
-        else ",".join(f"{m:g}" for m in config or [float("inf")] * layers),
+        "config": (format_lengths if kind == "lengths" else format_margins)(config, layers),
         "exact_match": result.exact_match,
         "f1": result.f1,
         "gflops_per_window": result.gflops_per_window,
