@@ -101,6 +101,11 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="a few steps of every stage on a few questions")
     parser.add_argument("--skip-lengthdrop", action="store_true")
     parser.add_argument(
+        "--skip-finetune",
+        action="store_true",
+        help="--teacher is fine-tuned already: distil from it as it is (several students, one teacher)",
+    )
+    parser.add_argument(
         "--skip-intermediate",
         action="store_true",
         help="prediction-layer distillation straight from --student (a student already trained for QA, "
@@ -140,9 +145,13 @@ def main() -> int:
     epochs_of, minutes_of = dict(args.epochs), dict(args.minutes)
     batch_of, lr_of = dict(args.batch_size), dict(args.lr)
     for stage, epochs, lr, batch in STAGES:
-        if (stage == "lengthdrop" and args.skip_lengthdrop) or (
-            stage == "intermediate" and args.skip_intermediate
+        if (
+            (stage == "lengthdrop" and args.skip_lengthdrop)
+            or (stage == "intermediate" and args.skip_intermediate)
+            or (stage == "finetune" and args.skip_finetune)
         ):
+            if stage == "finetune":
+                folders[stage] = folders["teacher"]
             continue
         epochs, lr, batch = epochs_of.get(stage, epochs), lr_of.get(stage, lr), batch_of.get(stage, batch)
         output = args.out / stage

@@ -106,7 +106,8 @@ def test_calls_share_the_parts_out_in_order_within_each_calls_room(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "squad" / "dev-v1.1.json").is_file(), reason="data not found")
 def test_the_whole_lease_rehearsed_on_tiny_models_ends_with_both_students_fetched(tmp_path):
     """prepare.sh, every call as the accelerator runs it (a smoke run, the teacher's parts over two
-    calls, the chain started and followed, the students fetched), on the CPU."""
+    calls, the chain started and followed, two students' starts distilled side by side from the one
+    teacher, both fetched), on the CPU."""
     env = dict(os.environ, PYTHON=sys.executable)
     result = subprocess.run(
         ["bash", str(REPO / "training" / "accelerator" / "rehearse.sh"), str(tmp_path)],
@@ -118,16 +119,22 @@ def test_the_whole_lease_rehearsed_on_tiny_models_ends_with_both_students_fetche
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert len(list((tmp_path / "xfer").iterdir())) >= 3  # the parts travelled over several calls
     assert (tmp_path / "root" / "smoke.rc").read_text().strip() == "0"
-    for stage in ("selector", "lengthdrop"):
-        qa = QuestionAnswerer.from_pretrained(tmp_path / "fetched" / stage)
+    for start in ("student", "student2"):
+        qa = QuestionAnswerer.from_pretrained(tmp_path / "fetched" / start)
         assert qa.model.selector is not None
         assert qa(question="who wrote it?", context="it was written by ada lovelace.")["answer"]
-    with tarfile.open(tmp_path / "out-selector" / "logs.tgz") as logs:
+    with tarfile.open(tmp_path / "out1" / "logs.tgz") as logs:
         names = logs.getnames()
         chain = logs.extractfile("chain.log").read().decode()
         teacher = json.loads(logs.extractfile("recipe/teacher-dev.json").read())
         assert "chain: exit 0" in chain and teacher["questions"] >= 24
-        assert {f"recipe/{s}/metrics.jsonl" for s in ("finetune", "prediction", "lengthdrop")} <= set(names)
-        # by default (chain.sh) prediction-layer distillation starts from the student
-        start = json.loads(logs.extractfile("recipe/prediction/metrics.jsonl").readline())
-        assert start["settings"]["model"] == str(tmp_path / "root" / "models" / "student")
+        assert "recipe/finetune/metrics.jsonl" in names
+        for start, lr in (("student", 5e-5), ("student2", 1e-4)):
+            assert {f"recipe/{start}/{s}/metrics.jsonl" for s in ("prediction", "selector")} <= set(names)
+            assert f"recipe/{start}/lengthdrop/metrics.jsonl" not in names  # LENGTHDROP=0
+            # prediction-layer distillation starts from each start, at its own rate, from the one teacher
+            settings = json.loads(logs.extractfile(f"recipe/{start}/prediction/metrics.jsonl").readline())
+            settings = settings["settings"]
+            assert settings["model"] == str(tmp_path / "root" / "models" / start)
+            assert settings["lr"] == lr
+            assert settings["teacher"] == str(tmp_path / "root" / "recipe" / "finetune")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The real chain (started by call2.sh; log in $ROOT/chain.log): the teacher's fine-tuning, its
-# evaluation on SQuAD dev, then, once the student's parts have arrived, intermediate-layer and
-# prediction-layer distillation, the learned selector and LengthDrop. Every stage fits its
-# schedule into its share of the time left before the deadline (train --max-minutes).
+# evaluation on SQuAD dev, then, once the students' parts have arrived, for each student start
+# (STARTS) intermediate-layer and prediction-layer distillation, the learned selector and
+# LengthDrop. Every stage fits its schedule into its share of the time left before the deadline
+# (train --max-minutes).
 # Writes $R/DONE holding the exit status.
 set -uo pipefail
 deadline=$(( $(date +%s) + ${1:?usage: chain.sh SECONDS} ))
@@ -22,27 +23,47 @@ echo "chain: start $(date +%T), deadline $(date -d @$deadline +%T)"
 $PY scripts/recipe.py "${COMMON[@]}" --student "$M/teacher" --until finetune "${FT[@]}" \
     --minutes "finetune=$(minutes ${SHARE_FINETUNE:-0.27} 1)" || finish 1
 echo "chain: teacher done $(date +%T)"
-for _ in $(seq 600); do source training/accelerator/common.sh >/dev/null; [ -e "$M/student" ] && [ -e "$D/dev" ] && break; sleep 1; done
-[ -e "$M/student" ] || { echo "chain: the student never arrived"; finish 1; }
+# STARTS: the students' starting points as NAME=LR (a package prepare.sh packed, and the peak
+# learning rate of its prediction-layer distillation), each distilled from the same teacher in its
+# own folder $R/NAME, all at once (a small student leaves most of the accelerator idle)
+read -r -a starts <<<"${STARTS:-student=5e-5}"
+arrived() { for s in "${starts[@]}"; do [ -e "$M/${s%%=*}" ] || return 1; done; [ -e "$D/dev" ]; }
+for _ in $(seq 600); do source training/accelerator/common.sh >/dev/null; arrived && break; sleep 1; done
+arrived || { echo "chain: a student or SQuAD dev never arrived"; finish 1; }
 $PY -m dynamic_tinybert eval --model "$R/finetune" --data "$D"/dev/*.json --device "${DEVICE:-cuda}" --json --quiet \
     >"$R/teacher-dev.json" 2>"$R/teacher-dev.log" &
 # shares of what is left: intermediate, prediction, selector, LengthDrop. The first lease showed
 # that under a 15-minute lease intermediate-layer distillation gets too few steps (0.4 epoch left
 # the shipped student at 4.6 held-out F1, and prediction-layer distillation could not bring it
-# back), so by default prediction-layer distillation starts from the student; INTERMEDIATE=1 runs it.
+# back), so by default prediction-layer distillation starts from the student; INTERMEDIATE=1 runs
+# it. LENGTHDROP=0 leaves LengthDrop out (a fraction of an epoch does not pay: accelerator.md).
 if [ "${INTERMEDIATE:-0}" = 1 ]; then
     shares=(0.34 0.28 0.12 0.26) stages=4 skip=()
 else
     shares=(0 0.55 0.15 0.30) stages=3 skip=(--skip-intermediate)
 fi
-$PY scripts/recipe.py "${COMMON[@]}" --student "$M/student" --skip-search "${FT[@]}" "${skip[@]}" \
-    --epochs intermediate=20 --batch-size intermediate=32 --lr intermediate=1e-4 \
-    --minutes "intermediate=$(minutes "${shares[0]}" $stages)" \
-    --epochs prediction=10 --batch-size prediction=32 --lr prediction=5e-5 \
-    --minutes "prediction=$(minutes "${shares[1]}" $stages)" \
-    --epochs selector=3 --batch-size selector=32 --minutes "selector=$(minutes "${shares[2]}" $stages)" \
-    --epochs lengthdrop=10 --batch-size lengthdrop=32 --minutes "lengthdrop=$(minutes "${shares[3]}" $stages)"
-status=$?
+if [ "${LENGTHDROP:-1}" = 0 ]; then
+    shares[1]=$($PY -c "print(round(${shares[1]} / (1 - ${shares[3]}), 3))")
+    shares[2]=$($PY -c "print(round(${shares[2]} / (1 - ${shares[3]}), 3))")
+    shares[3]=0 stages=$((stages - 1)) skip+=(--skip-lengthdrop)
+fi
+pids=()
+for start in "${starts[@]}"; do
+    name=${start%%=*} lr=${start#*=}
+    $PY scripts/recipe.py --teacher "$R/finetune" --skip-finetune --student "$M/$name" --data "${TRAIN[@]}" \
+        --out "$R/$name" --train-args "--save-steps 100000 ${TRAIN_ARGS:-}" --skip-search "${skip[@]}" \
+        --epochs intermediate=20 --batch-size intermediate=32 --lr intermediate=1e-4 \
+        --minutes "intermediate=$(minutes "${shares[0]}" $stages)" \
+        --epochs prediction=10 --batch-size prediction=32 --lr "prediction=$lr" \
+        --minutes "prediction=$(minutes "${shares[1]}" $stages)" \
+        --epochs selector=3 --batch-size selector=32 --minutes "selector=$(minutes "${shares[2]}" $stages)" \
+        --epochs lengthdrop=10 --batch-size lengthdrop=32 --minutes "lengthdrop=$(minutes "${shares[3]}" $stages)" \
+        >"$R/$name.log" 2>&1 &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for start in "${starts[@]}"; do echo "== ${start%%=*}"; cat "$R/${start%%=*}.log"; done
 wait
 cat "$R/teacher-dev.json"
 finish $status

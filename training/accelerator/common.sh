@@ -26,8 +26,10 @@ unpack() {
     rm -rf "$2.partial"
     rmdir "$2.lock"
 }
-unpack train "$D/train"
-unpack dev "$D/dev"
-unpack teacher "$M/teacher"
-unpack student "$M/student"
+# the data under $D, every model (the teacher, the students' starts) under $M
+for manifest in "$X"/*.json; do
+    [ -e "$manifest" ] || continue
+    name=${manifest##*/} && name=${name%.json}
+    case $name in train | dev) unpack "$name" "$D/$name" ;; *) unpack "$name" "$M/$name" ;; esac
+done
 true

@@ -2,6 +2,7 @@
 # Every later call: take in what this call carried, follow the chain for up to SECONDS, and
 # once it has ended put the named stage folders (fp16 weights, parts of 16 MB) and the logs under
 # $OUT, for this machine to fetch (at most 8 files of 16 MiB per call: one student per call).
+# A stage of a student start is named START/STAGE (chain.sh's STARTS), e.g. student/selector.
 set -uo pipefail
 WAIT=${1:?usage: poll.sh SECONDS [STAGE...]}
 shift
@@ -13,7 +14,7 @@ while [ ! -e "$R/DONE" ] && [ $(( $(date +%s) - began )) -lt "$WAIT" ]; do
     sleep 5
 done
 tail -n +$((shown + 1)) "$ROOT/chain.log"
-for f in "$R"/*/metrics.jsonl; do
+for f in "$R"/*/metrics.jsonl "$R"/*/*/metrics.jsonl; do
     [ -e "$f" ] || continue
     echo "== $f"
     grep -E '"event": "(fitted to time|out of time)"|heldout_' "$f" | tail -n 4 | cut -c1-300
@@ -24,7 +25,7 @@ if [ ! -e "$R/DONE" ]; then
     exit 0
 fi
 mkdir -p "${OUT:?}"
-tar czf "$OUT/logs.tgz" -C "$ROOT" chain.log smoke.log $(cd "$ROOT" && ls recipe/*/metrics.jsonl recipe/*.json 2>/dev/null)
+tar czf "$OUT/logs.tgz" -C "$ROOT" chain.log smoke.log $(cd "$ROOT" && ls recipe/*/metrics.jsonl recipe/*/*/metrics.jsonl recipe/*.json recipe/*.log 2>/dev/null)
 for stage in "$@"; do
     if [ -e "$R/$stage/model.safetensors" ]; then
         $PY scripts/accelerator.py pack "$R/$stage" "$OUT/$stage" --weights fp16 --part-mb 16

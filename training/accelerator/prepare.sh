@@ -10,6 +10,8 @@ cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
 TEACHER=${TEACHER:-.pretrained/all-mpnet-base-v2}
 STUDENT=${STUDENT:-dynamic_tinybert/default_model}
+# more students' starts, NAME=FOLDER each (chain.sh's STARTS names them), sent in fp16 after the rest
+MORE_STUDENTS=${MORE_STUDENTS:-}
 TRAIN=${TRAIN:-../shared/data/train}
 DEV=${DEV:-../shared/data/squad/dev-v1.1.json}
 WHEELS=${WHEELS:-}  # a folder of the wheels the chain was tested with (training/accelerator.md)
@@ -20,8 +22,13 @@ $PY scripts/accelerator.py pack "$TRAIN"/*.json "$X/parts/train" --xz --part-mb 
 $PY scripts/accelerator.py pack "$TEACHER" "$X/parts/teacher" --weights int8 --xz --part-mb "${PART_MB:-4}"
 $PY scripts/accelerator.py pack "$STUDENT" "$X/parts/student" --part-mb "${PART_MB:-4}"
 $PY scripts/accelerator.py pack "$DEV" "$X/parts/dev" --xz
+more=()
+for start in $MORE_STUDENTS; do
+    $PY scripts/accelerator.py pack "${start#*=}" "$X/parts/${start%%=*}" --weights fp16 --part-mb "${PART_MB:-4}"
+    more+=("$X/parts/${start%%=*}".*)
+done
 wheels=()
 [ -n "$WHEELS" ] && wheels=("$WHEELS"/*.whl)
 $PY scripts/accelerator.py calls "$X" "${wheels[@]}" "$X"/parts/train.* "$X"/parts/teacher.* \
-    "$X"/parts/student.* "$X"/parts/dev.* --limit-mb "${LIMIT_MB:-64}" ${RESERVE_MB:+--reserve-mb $RESERVE_MB}
+    "$X"/parts/student.* "$X"/parts/dev.* "${more[@]}" --limit-mb "${LIMIT_MB:-64}" ${RESERVE_MB:+--reserve-mb $RESERVE_MB}
 rmdir "$X/parts"
