@@ -55,7 +55,9 @@ class TrainingData:
     skipped: list[str]  # ids of questions whose answer does not match the context
 
 
-def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingData:
+def split_files(settings: TrainSettings) -> tuple[list[Example], list[Example]]:
+    """The training questions and the held-out ones: --heldout's files, or else a share of each
+    training file's articles (split_heldout, by --seed), in the order of the files."""
     training, heldout = [], []
     for source in settings.data:
         examples = load_examples(source)
@@ -67,6 +69,11 @@ def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingDat
             heldout += held
     for source in settings.heldout or []:
         heldout += load_examples(source)
+    return training, heldout
+
+
+def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingData:
+    training, heldout = split_files(settings)
     skipped = [e.id for e in training if not answer_matches(e)]
     training = [e for e in training if answer_matches(e)]
     if settings.limit:

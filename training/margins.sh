@@ -16,17 +16,7 @@ TRAIN=("$DATA"/squadshifts_new_wiki.json "$DATA"/squadshifts_reddit.json "$DATA"
        "$DATA"/qed_nq_train.json "$DATA"/tydiqa_goldp_en_train.json)
 mkdir -p "$RUNS/margins"
 
-python - "$RUNS/margins/heldout.json" "${TRAIN[@]}" <<'PY'
-import sys
-from dynamic_tinybert import checkpoint
-from dynamic_tinybert.data import write_squad
-from dynamic_tinybert.train_data import prepare_data
-from dynamic_tinybert.train_settings import TrainSettings
-out, files = sys.argv[1], sys.argv[2:]
-settings = TrainSettings(stage="selector", model="dynamic_tinybert/default_model", data=files, output="-", seed=42)
-_, tokenizer, _ = checkpoint.load(settings.model)
-write_squad(prepare_data(settings, tokenizer).heldout, out)
-PY
+python scripts/heldout_split.py "$RUNS/margins/heldout.json" "${TRAIN[@]}"
 python scripts/margin_sweep.py --data "$RUNS/margins/heldout.json" --dtype fp32 \
     --margins 1 1.25 1.5 2 2.5 2.75 3 3.25 4 4.5 5 --json "$RUNS/margins/heldout-sweep.json"
 for margin in 1 1.5 2 2.5 2.75 3 4; do

@@ -25,7 +25,7 @@ if [ ! -e "$R/DONE" ]; then
     exit 0
 fi
 mkdir -p "${OUT:?}"
-tar czf "$OUT/logs.tgz" -C "$ROOT" chain.log smoke.log $(cd "$ROOT" && ls recipe/*/metrics.jsonl recipe/*/*/metrics.jsonl recipe/*.json recipe/*.log 2>/dev/null)
+tar czf "$OUT/logs.tgz" -C "$ROOT" $(cd "$ROOT" && ls chain.log smoke.log recipe/*/metrics.jsonl recipe/*/*/metrics.jsonl recipe/*.json recipe/*.log 2>/dev/null)
 for stage in "$@"; do
     if [ -e "$R/$stage/model.safetensors" ]; then
         $PY scripts/accelerator.py pack "$R/$stage" "$OUT/$stage" --weights fp16 --part-mb 16
