@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +22,16 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(os.environ.get("DYNAMIC_TINYBERT_DATA", Path(__file__).parents[2] / "shared" / "data"))
 DEV = SHARED_DATA / "squad" / "dev-v1.1.json"
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (the scripts are not a package)."""
+    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 CONTEXT = (
     "The Amazon rainforest covers much of the Amazon basin of South America. The basin covers "

@@ -3,7 +3,6 @@ rehearsed on tiny models (training/accelerator/rehearse.sh)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,12 +16,10 @@ from safetensors.torch import load_file
 
 from dynamic_tinybert import QuestionAnswerer, checkpoint
 
-from .conftest import SHARED_DATA, make_checkpoint, with_random_selector
+from .conftest import SHARED_DATA, load_script, make_checkpoint, with_random_selector
 
 REPO = Path(__file__).parents[1]
-spec = importlib.util.spec_from_file_location("accelerator", REPO / "scripts" / "accelerator.py")
-accelerator = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(accelerator)
+accelerator = load_script("accelerator")
 
 
 @pytest.fixture

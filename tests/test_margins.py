@@ -3,7 +3,6 @@ one, so token counts follow the window (docs/selector.md, "Margins")."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -18,7 +17,7 @@ from dynamic_tinybert import QuestionAnswerer, checkpoint, model, read_squad
 from dynamic_tinybert.lengths import LengthsError, counts_macs, mean_gflops, parse_margins
 from dynamic_tinybert.selector import SelectorError
 
-from .conftest import kept_per_layer, with_random_selector
+from .conftest import kept_per_layer, load_script, with_random_selector
 from .test_cli import run
 from .test_model import assert_batch_equals_each_row_alone, random_batch
 from .test_selector import first_layer_scores
@@ -131,10 +130,7 @@ def test_margin_sweep_puts_margins_beside_full_length(tiny_selector_model, squad
     """scripts/margin_sweep.py: full length costs 1.0 of itself; a margin that keeps everything
     answers as full length and costs more (its scorers run at every layer); a margin of 0 keeps
     little and costs less."""
-    script = Path(__file__).parents[1] / "scripts" / "margin_sweep.py"
-    spec = importlib.util.spec_from_file_location("margin_sweep", script)
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = load_script("margin_sweep")
     out = tmp_path / "sweep.json"
     argv = ["--model", str(tiny_selector_model), "--data", str(squad_file), "--dtype", "fp32"]
     assert sweep.main([*argv, "--margins", "1e9", "0", "--json", str(out)]) == 0

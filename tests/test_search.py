@@ -15,7 +15,7 @@ from dynamic_tinybert.frontier import BudgetError, Frontier, Measured, Point, fl
 from dynamic_tinybert.precision import DtypeError, PrecisionFallback
 from dynamic_tinybert.search import Search, constant_ratios, crossover, initial_population, mutate
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, load_script
 
 HELDOUT = SHARED_DATA / "train" / "tydiqa_goldp_en_train.json"
 pytestmark = pytest.mark.skipif(not HELDOUT.is_file(), reason=f"data not found at {HELDOUT}")
@@ -357,9 +357,6 @@ def test_the_frontier_records_its_selector_and_budgets_hold_for_that_one(
 def test_selector_report_compares_the_selectors_and_the_oracle_at_matched_flops(
     tiny_selector_model, tmp_path, capsys
 ):
-    import importlib.util
-    from pathlib import Path
-
     folder = tmp_path / "model"
     shutil.copytree(tiny_selector_model, folder)
     points = run_search(capsys, folder)
@@ -367,10 +364,7 @@ def test_selector_report_compares_the_selectors_and_the_oracle_at_matched_flops(
     cheapest = min(p["flops_ratio"] for p in points)
     budgets = [round(cheapest + 0.005, 3), 1.0]
     assert budgets[0] < 1
-    script = Path(__file__).parents[1] / "scripts" / "selector_report.py"
-    spec = importlib.util.spec_from_file_location("selector_report", script)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script("selector_report")
     out = tmp_path / "report.json"
     argv = [
         "--model",

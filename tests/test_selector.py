@@ -22,6 +22,7 @@ from .conftest import (
     CONTEXT,
     SHARED_DATA,
     kept_per_layer,
+    load_script,
     make_checkpoint,
     run_model_card_quick_start,
     with_random_selector,
@@ -290,17 +291,11 @@ def test_first_scorer_probe_measures_what_the_first_layer_keeps(tiny_selector_mo
     """scripts/first_scorer_probe.py: the share of the answer region it says the first layer
     keeps is what the model's first layer keeps at that share; it trains a fresh scorer and
     caches the windows."""
-    import importlib.util
-    from pathlib import Path
-
     from dynamic_tinybert import read_squad
     from dynamic_tinybert.data import collate
     from dynamic_tinybert.selector import answer_region, context_tokens
 
-    script = Path(__file__).parents[1] / "scripts" / "first_scorer_probe.py"
-    spec = importlib.util.spec_from_file_location("first_scorer_probe", script)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_script("first_scorer_probe")
 
     net, tokenizer, _ = checkpoint.load(tiny_selector_model)
     examples = read_squad(TYDIQA)[:6]

@@ -21,7 +21,7 @@ from dynamic_tinybert.distill import layer_map
 from dynamic_tinybert.lengths import geometric_with_mean
 from dynamic_tinybert.stages import StepContext, Trainee, intermediate_step, prediction_step
 
-from .conftest import FIXTURES, SHARED_DATA, kept_per_layer, make_checkpoint
+from .conftest import FIXTURES, SHARED_DATA, kept_per_layer, load_script, make_checkpoint
 
 TRAIN_FILE = SHARED_DATA / "train" / "squadshifts_new_wiki.json"
 PRETRAINED = Path(os.environ.get("DYNAMIC_TINYBERT_PRETRAINED", Path(__file__).parents[1] / ".pretrained"))
@@ -165,20 +165,10 @@ def test_lengthdrop_overfits_at_full_length_and_when_dropping(distilled, sixteen
     assert max(r["selection_f1"] for r in evaluations) == last["best_f1"]
 
 
-def script(name: str):
-    """scripts/NAME.py as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_heldout_sample_script_gives_the_numbers_a_run_logs(distilled, sixteen, tmp_path, capsys):
     out = train("--stage", "lengthdrop", "--model", str(distilled[1]), *common(sixteen, tmp_path / "ld", 4))
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
-    module = script("heldout_sample_f1")
+    module = load_script("heldout_sample_f1")
     capsys.readouterr()
     module.main([str(out), "--heldout", str(out / "heldout.json")])
     row = capsys.readouterr().out.strip().splitlines()[-1]
@@ -189,7 +179,7 @@ def test_heldout_split_script_writes_the_questions_a_stage_holds_out(tiny_model,
     run = common(sixteen, tmp_path / "run", 1)
     del run[2:4]  # no --heldout: the stage cuts its own split from the training file
     out = train("--stage", "finetune", "--model", str(tiny_model), *run)
-    script("heldout_split").main([str(tmp_path / "split.json"), str(sixteen)])
+    load_script("heldout_split").main([str(tmp_path / "split.json"), str(sixteen)])
     written = [e.id for e in read_squad(tmp_path / "split.json")]
     assert written == [e.id for e in read_squad(out / "heldout.json")]
     assert 0 < len(written) < 16
@@ -198,7 +188,7 @@ def test_heldout_split_script_writes_the_questions_a_stage_holds_out(tiny_model,
 def test_heldout_sample_script_gives_the_selector_stages_number(selector_trained, capsys):
     log = [json.loads(line) for line in (selector_trained / "metrics.jsonl").read_text().splitlines()]
     [evaluation] = [r for r in log if "heldout_f1_selector" in r]
-    module = script("heldout_sample_f1")
+    module = load_script("heldout_sample_f1")
     capsys.readouterr()
     heldout = str(selector_trained / "heldout.json")
     module.main(
