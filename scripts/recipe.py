@@ -144,14 +144,15 @@ def main() -> int:
     }
     epochs_of, minutes_of = dict(args.epochs), dict(args.minutes)
     batch_of, lr_of = dict(args.batch_size), dict(args.lr)
+    skipped = {
+        "finetune": args.skip_finetune,
+        "intermediate": args.skip_intermediate,
+        "lengthdrop": args.skip_lengthdrop,
+    }
+    if args.skip_finetune:
+        folders["finetune"] = folders["teacher"]
     for stage, epochs, lr, batch in STAGES:
-        if (
-            (stage == "lengthdrop" and args.skip_lengthdrop)
-            or (stage == "intermediate" and args.skip_intermediate)
-            or (stage == "finetune" and args.skip_finetune)
-        ):
-            if stage == "finetune":
-                folders[stage] = folders["teacher"]
+        if skipped.get(stage):
             continue
         epochs, lr, batch = epochs_of.get(stage, epochs), lr_of.get(stage, lr), batch_of.get(stage, batch)
         output = args.out / stage

@@ -43,8 +43,9 @@ else
     shares=(0 0.55 0.15 0.30) stages=3 skip=(--skip-intermediate)
 fi
 if [ "${LENGTHDROP:-1}" = 0 ]; then
-    shares[1]=$($PY -c "print(round(${shares[1]} / (1 - ${shares[3]}), 3))")
-    shares[2]=$($PY -c "print(round(${shares[2]} / (1 - ${shares[3]}), 3))")
+    for i in 0 1 2; do  # LengthDrop's share to the other stages, in proportion
+        shares[i]=$($PY -c "print(round(${shares[i]} / (1 - ${shares[3]}), 3))")
+    done
     shares[3]=0 stages=$((stages - 1)) skip+=(--skip-lengthdrop)
 fi
 pids=()
