@@ -50,8 +50,8 @@ KINDS = {
 }
 
 
-def phases(qa: QuestionAnswerer, examples, lengths) -> dict[str, float]:
-    """Seconds of each phase of one end-to-end evaluation."""
+def phases(qa: QuestionAnswerer, examples, run: dict) -> dict[str, float]:
+    """Seconds of each phase of one end-to-end evaluation; `run`: the lengths and margins to run."""
     seconds: dict[str, float] = defaultdict(float)
     began = time.perf_counter()
     windows = qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
@@ -64,7 +64,7 @@ def phases(qa: QuestionAnswerer, examples, lengths) -> dict[str, float]:
             inputs = collate([flat[i] for i in batch], qa.device)
             seconds["padding batches (collate)"] += time.perf_counter() - began
             began = time.perf_counter()
-            out = qa.model(**inputs, lengths=lengths)
+            out = qa.model(**inputs, **run)
             starts, ends = out.start_logits.float().numpy(), out.end_logits.float().numpy()
             seconds["the network"] += time.perf_counter() - began
             for row, i in enumerate(batch):
@@ -79,7 +79,7 @@ def phases(qa: QuestionAnswerer, examples, lengths) -> dict[str, float]:
     return seconds
 
 
-def network_kinds(qa: QuestionAnswerer, examples, lengths) -> dict[str, float]:
+def network_kinds(qa: QuestionAnswerer, examples, run: dict) -> dict[str, float]:
     """Self CPU seconds of the network's operations by kind, over every batch."""
     windows = [
         w
@@ -91,7 +91,7 @@ def network_kinds(qa: QuestionAnswerer, examples, lengths) -> dict[str, float]:
     ]
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for inputs in batches:
-            qa.model(**inputs, lengths=lengths)
+            qa.model(**inputs, **run)
     kind_of = {op: kind for kind, ops in KINDS.items() for op in ops}
     out: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
@@ -105,10 +105,11 @@ def main() -> int:
     parser.add_argument("--budget", type=float)
     args = parser.parse_args()
     qa = QuestionAnswerer.from_pretrained(args.model, dtype=args.dtype)
-    lengths, _ = qa.choose(budget=args.budget)
+    choice = qa.choose(budget=args.budget)  # a frontier point: shares or margins
+    configuration = {"lengths": choice.lengths, "margins": choice.margins}
     examples = read_squad(args.data)[: args.questions]
-    phases(qa, examples[:64], lengths)  # warm-up
-    runs = [phases(qa, examples, lengths) for _ in range(args.repeats)]
+    phases(qa, examples[:64], configuration)  # warm-up
+    runs = [phases(qa, examples, configuration) for _ in range(args.repeats)]
     median = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
     total = sum(median.values())
     budget = f"--budget {args.budget}" if args.budget else "full length"
@@ -120,7 +121,7 @@ def main() -> int:
     for name, value in median.items():
         print(f"| {name} | {value:.2f} | {value / total:.0%} |")
     print(f"| all | {total:.2f} | |")
-    kinds = network_kinds(qa, examples, lengths)
+    kinds = network_kinds(qa, examples, configuration)
     inside = sum(kinds.values())
     print("\nThe network by kind of operation (self CPU time under torch's profiler, one pass):\n")
     print("| operations | share of the network |\n|---|---|")

@@ -36,8 +36,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .answers import Answer
 from .frontier import Point
-from .lengths import Lengths, mean_gflops
-from .reader import QuestionAnswerer
+from .lengths import Lengths, Margins, mean_gflops
+from .reader import QuestionAnswerer, measured_gflops
 from .tokenizer import Window
 
 # The controller aims below the target: its predictions leave out HTTP time and noise, and the
@@ -199,6 +199,8 @@ class Job:
     ceiling: int | None  # else: the most costly frontier point allowed (a budget, or the full model)
     arrived: float
     future: asyncio.Future
+    margins: Margins | None = None  # margins to run instead of lengths (then `ceiling` is None)
+    picked: Point | None = None  # the margin point a budget picked, for the response
     point: int | None = None  # the frontier point it runs at, fixed when its first window runs
     started: bool = False
     handed_out: int = 0  # windows given to micro-batches so far
@@ -209,6 +211,7 @@ class Job:
         self.turn = self.arrived
         self.flat = [w for pair in self.windows for w in pair]
         self.logits: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.flat)
+        self.counts: list[list[int] | None] = [None] * len(self.flat)  # tokens kept, under margins
         self.ran = 0  # windows whose logits are in
         total = sum(map(len, self.questions)) + sum(map(len, self.contexts))
         self.chars_per_window = total / max(len(self.flat), 1)
@@ -252,6 +255,19 @@ class Outcome:
     point: int | None  # the frontier index that ran
     gflops_per_window: float
     batch_size: int
+    margins: Margins | None = None  # the margins that ran instead of lengths
+    picked: Point | None = None  # the margin point a budget picked
+
+
+class Route(NamedTuple):
+    """How a request runs, decided before it joins the queue: `lengths` or `margins` as given
+    (`ceiling` None), or up to the frontier point `ceiling` (a share); `picked`, the margin point
+    a budget picked (then `margins` holds its margins)."""
+
+    lengths: Lengths | None
+    margins: Margins | None
+    ceiling: int | None
+    picked: Point | None
 
 
 class Metrics:
@@ -350,16 +366,28 @@ class Batcher:
         self._set_point(len(self.points) - 1)
 
     def route(
-        self, lengths: Sequence[float] | None, budget: float | None, speedup: float | None
-    ) -> tuple[Lengths | None, int | None]:
-        """(lengths, ceiling) of a request, checked before it joins the queue: explicit lengths
-        run as given; with a frontier, a budget caps the point and no budget allows the full model."""
-        chosen, point = self.qa.choose(lengths, budget, speedup, self.selector)
-        if point is not None:
-            return chosen, next(i for i, p in enumerate(self.points) if p is point)
+        self,
+        lengths: Sequence[float] | None,
+        budget: float | None,
+        speedup: float | None,
+        margins: Sequence[float] | float | None = None,
+    ) -> Route:
+        """How a request runs, checked before it joins the queue: explicit lengths or margins run
+        as given; with a frontier, a budget caps the share point (SLO mode moves below it) or,
+        outside SLO mode, picks a margin point where one is more accurate; no budget allows the
+        full model."""
+        choice = self.qa.choose(
+            lengths, budget, speedup, self.selector, margins, margin_points=self.latency_slo is None
+        )
+        if choice.margins is not None:
+            return Route(None, choice.margins, None, choice.point)
+        if choice.point is not None:
+            return Route(
+                choice.lengths, None, next(i for i, p in enumerate(self.points) if p is choice.point), None
+            )
         if lengths is None and self.points:
-            return None, len(self.points) - 1
-        return chosen, None
+            return Route(None, None, len(self.points) - 1, None)
+        return Route(choice.lengths, None, None, None)
 
     async def submit(self, job: Job, timeout: float) -> Outcome:
         """Queue a job and wait for its answers; on timeout (or cancellation) it leaves the queue
@@ -407,9 +435,9 @@ class Batcher:
             groups: dict[tuple, list[Slice]] = {}
             for piece in slices:
                 piece.job.batch_size = max(piece.job.batch_size, size)
-                groups.setdefault((piece.job.lengths, piece.job.point), []).append(piece)
-            for (lengths, point), group in groups.items():
-                await self._run(group, lengths, point)
+                groups.setdefault((piece.job.lengths, piece.job.margins, piece.job.point), []).append(piece)
+            for (lengths, margins, point), group in groups.items():
+                await self._run(group, lengths, point, margins)
             self._requeue(slices)
 
     def _cap(self, jobs: Sequence[Job], level: int) -> int:
@@ -479,14 +507,16 @@ class Batcher:
         self._count_queue()
         return slices
 
-    async def _run(self, slices: list[Slice], lengths: Lengths | None, point: int | None) -> None:
+    async def _run(
+        self, slices: list[Slice], lengths: Lengths | None, point: int | None, margins: Margins | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         slices = [s for s in slices if not s.job.future.done()]  # timed out or cancelled meanwhile
         if not slices:
             return
         began = time.perf_counter()
         try:
-            finished = await loop.run_in_executor(self.executor, self._answer, slices, lengths)
+            finished = await loop.run_in_executor(self.executor, self._answer, slices, lengths, margins)
         except Exception as error:  # a failure of the model fails its requests, not the server
             for piece in slices:
                 if not piece.job.future.done():
@@ -503,30 +533,39 @@ class Batcher:
             self.metrics.slowdown.set(self.controller.slowdown)
         for job, (answers, gflops) in finished.items():
             if not job.future.done():
-                job.future.set_result(Outcome(answers, lengths, point, gflops, job.batch_size))
+                outcome = Outcome(answers, lengths, point, gflops, job.batch_size, margins, job.picked)
+                job.future.set_result(outcome)
 
     def _answer(
-        self, slices: list[Slice], lengths: Lengths | None
+        self, slices: list[Slice], lengths: Lengths | None, margins: Margins | None = None
     ) -> dict[Job, tuple[list[list[Answer]], float]]:
         """In the model thread: run the windows of one micro-batch's group through the model; for
         each job whose last window this was, its answers and mean GFLOPs per window."""
         windows = [w for s in slices for w in s.job.flat[s.first : s.stop]]
-        logits = self.qa.window_logits(windows, lengths, len(windows), selector=self.selector)
+        counts: list[list[int]] = []
+        logits = self.qa.window_logits(
+            windows, lengths, len(windows), selector=self.selector, margins=margins, token_counts=counts
+        )
         i, finished = 0, {}
         for job, first, stop in slices:
             job.logits[first:stop] = logits[i : i + stop - first]
+            job.counts[first:stop] = counts[i : i + stop - first]
             i += stop - first
             job.ran += stop - first
             if job.ran == len(job.flat):
-                finished[job] = self._rank(job, lengths)
+                finished[job] = self._rank(job, lengths, margins)
         return finished
 
-    def _rank(self, job: Job, lengths: Lengths | None) -> tuple[list[list[Answer]], float]:
-        """A finished job's answers per pair, best first, and its mean GFLOPs per window."""
+    def _rank(
+        self, job: Job, lengths: Lengths | None, margins: Margins | None
+    ) -> tuple[list[list[Answer]], float]:
+        """A finished job's answers per pair, best first, and its mean GFLOPs per window (under
+        margins, of the tokens each window kept)."""
         answers = self.qa.rank_windows(job.windows, job.contexts, job.logits, job.top_k, job.max_answer_len)
         config, scorer = self.qa.model.config, self.qa.scorer_macs(self.selector)
-        gflops = mean_gflops(config, [len(w) for w in job.flat], lengths, scorer)
-        return answers, gflops
+        if margins is not None:
+            return answers, measured_gflops(config, job.counts, margins, scorer)
+        return answers, mean_gflops(config, [len(w) for w in job.flat], lengths, scorer)
 
     def _warm_up(self) -> tuple[list[Cost], float]:
         """In the model thread, before the server reports ready: run the model once, then time

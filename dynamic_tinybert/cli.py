@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import warnings
@@ -20,7 +19,7 @@ from .config import SELECTORS
 from .data import SquadFormatError, check_answerable, read_squad
 from .devices import DeviceError, resolve_device
 from .frontier import BudgetError
-from .lengths import LengthsError, format_lengths, format_margins, parse_lengths, parse_margins
+from .lengths import LengthsError, format_margins, margins_to_json, parse_lengths, parse_margins
 from .options import UsageError, add_dataclass_options, settings_from
 from .precision import DTYPES, DtypeError, PrecisionFallback, check_dtype
 from .reader import QuestionAnswerer
@@ -159,7 +158,7 @@ def _load(args: argparse.Namespace):
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths is not None else None
     margins = parse_margins(args.margins, qa.num_layers) if args.margins is not None else None
-    lengths, point = qa.choose(lengths, args.budget, args.speedup, args.selector, margins)
+    lengths, margins, point = qa.choose(lengths, args.budget, args.speedup, args.selector, margins)
     return qa, lengths, point, margins
 
 
@@ -191,7 +190,7 @@ def run_ask(args: argparse.Namespace) -> None:
                 {
                     "model": str(qa.folder),
                     "lengths": None if margins else _lengths_list(lengths, qa.num_layers),
-                    "margins": _margins_list(margins),
+                    "margins": margins_to_json(margins),
                     "selector": qa.resolve_selector(args.selector),
                     "dtype": qa.dtype,
                     "frontier_point": _point(point),
@@ -238,7 +237,7 @@ def run_eval(args: argparse.Namespace) -> None:
         "windows": result.windows,
         "gflops_per_window_at_384": result.gflops_per_window_at_384,
         "lengths": None if margins else _lengths_list(lengths, qa.num_layers),
-        "margins": _margins_list(margins),
+        "margins": margins_to_json(margins),
         "selector": result.selector,
         "dtype": result.dtype,
         "frontier_point": _point(point),
@@ -258,9 +257,10 @@ def run_eval(args: argparse.Namespace) -> None:
         shown = format_margins(margins, qa.num_layers)
         print(f"margins            {shown}  (GFLOPs measured: the tokens kept)")
     if point is not None:
+        mean = " (the held-out mean)" if point.margins is not None else ""
         print(
-            f"frontier point     {format_lengths(lengths, qa.num_layers)}: "
-            f"held-out F1 {point.heldout_f1:.2f}, {point.flops_ratio:.2f} of the full FLOPs"
+            f"frontier point     {point.label}: "
+            f"held-out F1 {point.heldout_f1:.2f}, {point.flops_ratio:.2f} of the full FLOPs{mean}"
         )
 
 
@@ -278,11 +278,6 @@ def _lengths_list(lengths, num_layers: int) -> list[float]:
     """The configuration that ran, as in the server's responses: a share per layer, all ones for
     the full model."""
     return list(lengths or (1.0,) * num_layers)
-
-
-def _margins_list(margins) -> list[float | None] | None:
-    """The margins that ran, for --json (null for a layer that keeps every token)."""
-    return None if margins is None else [None if math.isinf(m) else m for m in margins]
 
 
 def _point(point) -> dict | None:

@@ -18,6 +18,14 @@ A point's own accuracy and speed were measured in `dtype`, the precision the sea
 A budget picks the most accurate point that fits, in the precision in use: `pick(budget=0.5)`
 (at most half the full model's FLOPs) or `pick(speedup=2)` (at least twice the full model's
 throughput measured in that precision).
+
+`margin_points` (`search --margins`) are margin configurations (docs/selector.md, "Margins"):
+each window keeps as many tokens as its selector scores call for, so their FLOPs ratio is the
+mean the held-out windows kept, not a bound per window as a share's is. Budgets pick among them
+too, unless told not to (`pick(..., margins=False)`):
+
+     "margin_points": [{"lengths": [1, 1, ...], "margins": [3, 3, ...], "flops_ratio": 0.48,
+                        "gflops_at_384": null, "gflops_at_mean_length": 1.9, ...}]
 """
 
 from __future__ import annotations
@@ -30,7 +38,16 @@ from pathlib import Path
 
 from .config import ModelConfig
 from .files import atomic_write
-from .lengths import Lengths, encoder_macs, validate_lengths
+from .lengths import (
+    Lengths,
+    Margins,
+    encoder_macs,
+    format_lengths,
+    format_margins,
+    margins_from_json,
+    margins_to_json,
+    validate_lengths,
+)
 from .precision import DTYPES
 
 FILENAME = "frontier.json"
@@ -60,30 +77,52 @@ class Measured:
 
 @dataclass
 class Point:
-    lengths: tuple[float, ...]  # one share per layer; all ones for the full model
-    flops_ratio: float  # FLOPs against the full model, the largest over window lengths 32..384
-    gflops_at_384: float
-    gflops_at_mean_length: float  # at the held-out split's mean window length
+    lengths: tuple[float, ...]  # one share per layer; all ones for the full model and margin points
+    # FLOPs against the full model: the largest over window lengths 32..384 for shares, the mean
+    # over the held-out windows for margins
+    flops_ratio: float
+    gflops_at_384: float | None  # None for margins: what a window keeps depends on its text
+    gflops_at_mean_length: (
+        float  # at the held-out split's mean window length (margins: flops_ratio times the full's)
+    )
     heldout_exact_match: float
     heldout_f1: float
     latency_ms_batch1: float | None = None  # measured on the machine the search ran on
     throughput_batch32: float | None = None  # windows per second
     by_dtype: dict[str, Measured] = field(default_factory=dict)  # in precisions besides the frontier's
+    margins: Margins | None = None  # a margin point: per layer margin (inf: the layer keeps all)
 
     @property
     def is_full(self) -> bool:
-        return all(s == 1.0 for s in self.lengths)
+        return self.margins is None and all(s == 1.0 for s in self.lengths)
 
     @property
     def config(self) -> Lengths | None:
-        """The lengths in the form the model takes (None for the full model)."""
+        """The lengths in the form the model takes (None for the full model and margin points)."""
         return validate_lengths(self.lengths, len(self.lengths))
+
+    @property
+    def label(self) -> str:
+        """How reports name it: its shares, or "margins 3,3,..."."""
+        if self.margins is not None:
+            return f"margins {format_margins(self.margins, len(self.margins))}"
+        return format_lengths(self.config, len(self.lengths))
 
     def to_dict(self) -> dict:
         out = asdict(self) | {"lengths": list(self.lengths)}
         if not self.by_dtype:
             del out["by_dtype"]
+        if self.margins is None:
+            del out["margins"]
+        else:
+            out["margins"] = margins_to_json(self.margins)
         return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Point:
+        by_dtype = {d: Measured(**m) for d, m in raw.get("by_dtype", {}).items()}
+        margins = margins_from_json(raw.get("margins"))
+        return cls(**(raw | {"lengths": tuple(raw["lengths"]), "by_dtype": by_dtype, "margins": margins}))
 
 
 def flops_ratio(config: ModelConfig, lengths: Lengths | None, scorer_macs: int = 0) -> float:
@@ -106,6 +145,7 @@ class Frontier:
     selector: str = "attention"  # which tokens dropping layers keep (model.SELECTORS)
     dtype: str = "fp32"  # the precision the search ran in: the points' own accuracy and speed
     default_dtype: str = "fp32"  # the precision the model runs in when none is asked for
+    margin_points: list[Point] = field(default_factory=list)  # cheapest first, none of them full
 
     @property
     def full(self) -> Point:
@@ -147,28 +187,39 @@ class Frontier:
         }
         return max(close, key=close.get)
 
+    def candidates(self, margins: bool = True) -> list[Point]:
+        """The points a budget picks from: the shares' frontier, and the margin points unless
+        `margins` is False."""
+        return [*self.margin_points, *self.points] if margins else list(self.points)
+
     def pick(
-        self, budget: float | None = None, speedup: float | None = None, dtype: str | None = None
+        self,
+        budget: float | None = None,
+        speedup: float | None = None,
+        dtype: str | None = None,
+        margins: bool = True,
     ) -> Point:
-        """The most accurate point within a FLOPs budget (share of the full model's, 0 < B <= 1)
-        or with at least a measured speedup over the full model (S >= 1), by accuracy and speed
-        in `dtype` (default: the frontier's) where measured; ties go to the full model, then to
-        the cheaper."""
+        """The most accurate point within a FLOPs budget (share of the full model's, 0 < B <= 1;
+        a margin point's FLOPs are its held-out mean) or with at least a measured speedup over
+        the full model (S >= 1), by accuracy and speed in `dtype` (default: the frontier's) where
+        measured; ties go to the full model, then to the cheaper. `margins`: whether margin
+        points may be picked."""
         if (budget is None) == (speedup is None):
             raise BudgetError("give a budget or a speedup, not both")
+        points = self.candidates(margins)
         if budget is not None:
             if not 0 < budget <= 1 or math.isnan(budget):
                 raise BudgetError(
                     f"budget {budget} is outside (0, 1]: it is the share of the full model's FLOPs"
                 )
-            fits = [p for p in self.points if p.flops_ratio <= budget + 1e-9]
-            cheapest = f"{self.points[0].flops_ratio:.3f} of the full model's FLOPs"
+            fits = [p for p in points if p.flops_ratio <= budget + 1e-9]
+            cheapest = f"{min(p.flops_ratio for p in points):.3f} of the full model's FLOPs"
             wanted = f"budget {budget}"
         else:
             if not speedup >= 1:
                 raise BudgetError(f"speedup {speedup} is below 1")
-            fits = [p for p in self.points if self._speedup(p, dtype) >= speedup - 1e-9]
-            cheapest = f"a speedup of {max(self._speedup(p, dtype) for p in self.points):.2f}"
+            fits = [p for p in points if self._speedup(p, dtype) >= speedup - 1e-9]
+            cheapest = f"a speedup of {max(self._speedup(p, dtype) for p in points):.2f}"
             wanted = f"speedup {speedup}"
         if not fits:
             raise BudgetError(f"{wanted} is beyond the cheapest frontier point ({cheapest})")
@@ -206,16 +257,12 @@ class Frontier:
             "default_dtype": self.default_dtype,
             "points": [p.to_dict() for p in self.points],
             "constant_ratio": [p.to_dict() for p in self.constant_ratio],
-        }
+        } | ({"margin_points": [p.to_dict() for p in self.margin_points]} if self.margin_points else {})
 
     @classmethod
     def from_dict(cls, raw: dict) -> Frontier:
-        def point(p: dict) -> Point:
-            by_dtype = {d: Measured(**m) for d, m in p.get("by_dtype", {}).items()}
-            return Point(**(p | {"lengths": tuple(p["lengths"]), "by_dtype": by_dtype}))
-
         def points(key: str) -> list[Point]:
-            return [point(p) for p in raw.get(key, [])]
+            return [Point.from_dict(p) for p in raw.get(key, [])]
 
         frontier = cls(
             points("points"),
@@ -226,10 +273,16 @@ class Frontier:
             raw.get("selector", "attention"),  # files from before the learned selector
             raw.get("dtype", "fp32"),  # files from before precisions: searched and run in fp32
             raw.get("default_dtype", "fp32"),
+            points("margin_points"),
         )
         if not frontier.points or not frontier.full.is_full:
             raise ValueError("the points must end with the full model")
-        named = {frontier.dtype, frontier.default_dtype, *(d for p in frontier.points for d in p.by_dtype)}
+        if any(p.margins is not None for p in frontier.points) or any(
+            p.margins is None for p in frontier.margin_points
+        ):
+            raise ValueError("margin configurations belong in margin_points, and only they")
+        every = [*frontier.points, *frontier.margin_points]
+        named = {frontier.dtype, frontier.default_dtype, *(d for p in every for d in p.by_dtype)}
         if not named <= set(DTYPES):
             raise ValueError(f"precisions {sorted(named - set(DTYPES))} are not among {', '.join(DTYPES)}")
         return frontier

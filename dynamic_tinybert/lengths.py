@@ -126,6 +126,20 @@ def format_margins(margins: Margins | None, num_layers: int) -> str:
     return ",".join(f"{m:g}" for m in margins or (math.inf,) * num_layers)
 
 
+def margins_to_json(margins: Sequence[float] | None) -> list[float | None] | None:
+    """Margins in JSON, which has no infinity: null for a layer that keeps every token.
+
+    >>> margins_to_json((math.inf, 3.0)), margins_from_json([None, 3])
+    ([None, 3.0], (inf, 3.0))
+    """
+    return None if margins is None else [None if math.isinf(m) else float(m) for m in margins]
+
+
+def margins_from_json(values: Sequence[float | None] | None) -> Margins | None:
+    """The inverse of margins_to_json (not validated)."""
+    return None if values is None else tuple(math.inf if m is None else float(m) for m in values)
+
+
 def kept_tokens(n_tokens: int, share: float) -> int:
     """Tokens a layer keeps out of an input of `n_tokens` real tokens: the share, rounded up.
 

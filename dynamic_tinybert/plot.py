@@ -1,5 +1,6 @@
 """A picture of a frontier: held-out F1 against GFLOPs and against measured latency, the searched
-frontier next to constant-ratio configurations and the full model (needs matplotlib)."""
+frontier next to its margin points, constant-ratio configurations and the full model (needs
+matplotlib)."""
 
 from __future__ import annotations
 
@@ -27,31 +28,7 @@ def plot_frontier(frontier: Frontier, out: str | Path, title: str = "") -> Path:
     ]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for axis, (key, label) in zip(axes, axes_of, strict=True):
-        points = [p for p in frontier.points if getattr(p, key) is not None]
-        constant = [p for p in frontier.constant_ratio if getattr(p, key) is not None]
-        if constant:
-            axis.scatter(
-                [getattr(p, key) for p in constant],
-                [p.heldout_f1 for p in constant],
-                marker="s",
-                color="tab:gray",
-                label="constant ratio (every layer keeps one share)",
-            )
-        axis.plot(
-            [getattr(p, key) for p in points],
-            [p.heldout_f1 for p in points],
-            "o-",
-            color="tab:blue",
-            label="searched frontier",
-        )
-        if points:
-            full = frontier.full
-            style = {"marker": "*", "s": 250, "color": "tab:red", "zorder": 3, "label": "full model"}
-            axis.scatter(getattr(full, key), full.heldout_f1, **style)
-        axis.set_xlabel(label)
-        axis.set_ylabel("held-out F1")
-        axis.grid(alpha=0.3)
-        axis.legend(loc="lower right")
+        _draw(axis, frontier, key, label)
     held = frontier.heldout
     figure.suptitle(
         f"{title}: {held.get('questions', '?')} held-out questions; {frontier.machine}", fontsize=9
@@ -62,3 +39,33 @@ def plot_frontier(frontier: Frontier, out: str | Path, title: str = "") -> Path:
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out
+
+
+def _draw(axis, frontier: Frontier, key: str, label: str) -> None:
+    """One panel: held-out F1 against the point attribute `key`."""
+    series = [
+        (
+            frontier.constant_ratio,
+            {"marker": "s", "linestyle": "none", "color": "tab:gray"},
+            "constant ratio (every layer keeps one share)",
+        ),
+        (frontier.points, {"marker": "o", "color": "tab:blue"}, "searched frontier (shares)"),
+        (
+            frontier.margin_points,
+            {"marker": "D", "color": "tab:orange"},
+            "margin points (GFLOPs: the mean the windows kept)",
+        ),
+    ]
+    for members, style, name in series:
+        shown = [p for p in members if getattr(p, key) is not None]
+        if shown:
+            axis.plot([getattr(p, key) for p in shown], [p.heldout_f1 for p in shown], label=name, **style)
+    points = [p for p in frontier.points if getattr(p, key) is not None]
+    if points:
+        full = frontier.full
+        style = {"marker": "*", "s": 250, "color": "tab:red", "zorder": 3, "label": "full model"}
+        axis.scatter(getattr(full, key), full.heldout_f1, **style)
+    axis.set_xlabel(label)
+    axis.set_ylabel("held-out F1")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -57,6 +58,15 @@ class Evaluation:
     selector: str = "attention"  # which tokens dropping layers kept: "attention" or "learned"
     dtype: str = "fp32"  # the precision it ran in
     margins: Margins | None = None  # the margins that ran instead of lengths (then GFLOPs are measured)
+
+
+class Choice(NamedTuple):
+    """What runs: lengths, or margins (at most one of them not None: None and None is the full
+    model), and the frontier point a budget picked."""
+
+    lengths: Lengths | None
+    margins: Margins | None
+    point: Point | None
 
 
 class QuestionAnswerer:
@@ -114,19 +124,20 @@ class QuestionAnswerer:
         speedup: float | None = None,
         selector: str | None = None,
         margins: Sequence[float] | float | None = None,
-    ) -> tuple[Lengths | None, Point | None]:
-        """The length configuration to run: given, or the frontier point a budget picks (the
-        frontier was searched with one selector, and holds only for that one). Margins, where
-        given, are checked here and run instead (the configuration is then None)."""
+        margin_points: bool = True,
+    ) -> Choice:
+        """The configuration to run: lengths or margins as given, or the frontier point a budget
+        picks (the frontier was searched with one selector, and holds only for that one), among
+        its margin points too unless `margin_points` is False."""
         selector = self.resolve_selector(selector)
-        if validate_margins(margins, self.num_layers) is not None:
+        if (checked := validate_margins(margins, self.num_layers)) is not None:
             if lengths is not None or budget is not None or speedup is not None:
                 raise ValueError("give margins, or lengths, a budget or a speedup, not two of them")
             if selector != "learned":
                 raise SelectorError("margins compare the learned selector's scores; use --selector learned")
-            return None, None
+            return Choice(None, checked, None)
         if budget is None and speedup is None:
-            return validate_lengths(lengths, self.num_layers), None
+            return Choice(validate_lengths(lengths, self.num_layers), None, None)
         if lengths is not None:
             raise ValueError("give lengths, or a budget or speedup, not both")
         if self.frontier is None:
@@ -140,8 +151,8 @@ class QuestionAnswerer:
                 f"not the {selector} one; use --selector {self.frontier.selector}, give --lengths, or "
                 f"search again with --selector {selector}"
             )
-        point = self.frontier.pick(budget=budget, speedup=speedup, dtype=self.dtype)
-        return point.config, point
+        point = self.frontier.pick(budget=budget, speedup=speedup, dtype=self.dtype, margins=margin_points)
+        return Choice(point.config, point.margins, point)
 
     def __call__(
         self,
@@ -177,7 +188,7 @@ class QuestionAnswerer:
             single = isinstance(question, str)
             questions = [question] if single else list(question)
             contexts = [context] * len(questions) if isinstance(context, str) else list(context)
-        lengths, _ = self.choose(lengths, budget, speedup, selector, margins)
+        lengths, margins, _ = self.choose(lengths, budget, speedup, selector, margins)
         results = self.answer(
             questions,
             contexts,
@@ -302,7 +313,7 @@ class QuestionAnswerer:
     ) -> Evaluation:
         """Answer every example and score the answers with the official SQuAD metric."""
         check_answerable(examples, "the examples")
-        lengths, point = self.choose(lengths, budget, speedup, selector, margins)
+        lengths, margins, point = self.choose(lengths, budget, speedup, selector, margins)
         began = time.perf_counter()
         windows = self.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
         result = self.evaluate_windows(

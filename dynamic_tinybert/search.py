@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +26,16 @@ from .config import SELECTORS
 from .data import read_squad, refuse_squad_dev
 from .files import atomic_write
 from .frontier import DEFAULT_DTYPE_RULE, Frontier, Measured, Point, flops_ratio, pareto
-from .lengths import LENGTHDROP_RATIO, Lengths, encoder_gflops, format_lengths, validate_lengths
+from .lengths import (
+    LENGTHDROP_RATIO,
+    Lengths,
+    LengthsError,
+    Margins,
+    encoder_gflops,
+    mean_gflops,
+    parse_margins,
+    validate_lengths,
+)
 from .model import DynamicBertForQuestionAnswering
 from .options import option
 from .precision import DTYPES
@@ -79,9 +88,17 @@ class SearchSettings:
         nargs="+",
         choices=DTYPES,
     )
+    margins: tuple[str, ...] = option(
+        "margin configurations to run beside the shares ('3' for every layer, or one per layer, "
+        "'inf' keeping all): the Pareto-optimal ones go into frontier.json as margin points, which "
+        "budgets pick from too; a margin point's FLOPs are the mean the held-out windows kept "
+        "(needs the learned selector)",
+        default=(),
+        nargs="+",
+    )
     measure_only: bool = option(
         "no search: measure the points of the model's frontier.json in --measure-dtypes (its own "
-        "precision among them: timed again)",
+        "precision among them: timed again), and add the --margins asked for",
         default=False,
     )
     batch_size: int = option("windows per forward pass", default=32)
@@ -101,9 +118,10 @@ class SearchSettings:
             raise SearchError("--grid must divide 1 into equal steps, e.g. 0.05 or 0.1")
         if self.limit is not None and self.limit < 1:
             raise SearchError("--limit must be at least 1")
-        if self.measure_only and not self.measure_dtypes:
+        if self.measure_only and not (self.measure_dtypes or self.margins):
             raise SearchError(
-                "--measure-only needs --measure-dtypes: the precisions to measure the frontier in"
+                "--measure-only needs --measure-dtypes (the precisions to measure the frontier in) "
+                "or --margins (margin points to add)"
             )
 
     def key(self) -> dict:
@@ -227,6 +245,21 @@ class Search:
         self.selector = qa.resolve_selector(settings.selector)  # "learned" or "attention"
         self._models: dict[str, QuestionAnswerer] = {qa.dtype: qa}
         self.scorer_macs = qa.scorer_macs(self.selector)
+        self.margins = self._parse_margins(settings.margins)
+
+    def _parse_margins(self, texts: tuple[str, ...]) -> list[Margins]:
+        if texts and self.selector != "learned":
+            raise SearchError("--margins compare the learned selector's scores: the model has none")
+        margins = []
+        for text in texts:
+            try:
+                parsed = parse_margins(text, self.layers)
+            except LengthsError as error:
+                raise SearchError(str(error)) from None
+            if parsed is None:
+                raise SearchError(f"--margins {text} keeps every token: that is the full model")
+            margins.append(parsed)
+        return list(dict.fromkeys(margins))
 
     def shares(self, units: Units) -> tuple[float, ...]:
         return tuple(round(u / self.steps, 6) for u in units)
@@ -239,9 +272,7 @@ class Search:
         """F1, EM and cost of one configuration, computed once."""
         if units not in self.evaluated:
             lengths = self.lengths(units)
-            result = self.qa.evaluate_windows(
-                self.examples, self.windows, lengths, self.settings.batch_size, selector=self.selector
-            )
+            result = self._evaluate(self.qa, lengths)
             record = {"exact_match": result.exact_match, "f1": result.f1}
             if self.settings.objective == "latency":
                 record["latency_ms"] = self._latency(lengths)
@@ -263,15 +294,30 @@ class Search:
             throughput_batch32=record.get("throughput"),
         )
 
-    def _latency(self, lengths, qa: QuestionAnswerer | None = None) -> float:
+    def _evaluate(self, qa: QuestionAnswerer, lengths: Lengths | None, margins: Margins | None = None):
+        """Held-out EM and F1 of one configuration (reader.Evaluation) in qa's precision."""
+        return qa.evaluate_windows(
+            self.examples,
+            self.windows,
+            lengths,
+            self.settings.batch_size,
+            selector=self.selector,
+            margins=margins,
+        )
+
+    def _latency(self, lengths, qa: QuestionAnswerer | None = None, margins: Margins | None = None) -> float:
         """Milliseconds of one window at a time, in qa's precision (default: the search's)."""
         qa = qa or self.qa
-        return latency_ms(qa.model, self.timed, lengths, qa.device, selector=self.selector)
+        return latency_ms(qa.model, self.timed, lengths, qa.device, selector=self.selector, margins=margins)
 
-    def _throughput(self, lengths, qa: QuestionAnswerer | None = None) -> float:
+    def _throughput(
+        self, lengths, qa: QuestionAnswerer | None = None, margins: Margins | None = None
+    ) -> float:
         """Windows a second in batches, in qa's precision (default: the search's)."""
         qa = qa or self.qa
-        return throughput(qa.model, self.flat[:256], lengths, qa.device, selector=self.selector)
+        return throughput(
+            qa.model, self.flat[:256], lengths, qa.device, selector=self.selector, margins=margins
+        )
 
     def _cost(self, point: Point) -> float:
         return point.latency_ms_batch1 if self.settings.objective == "latency" else point.flops_ratio
@@ -356,9 +402,43 @@ class Search:
             selector=self.selector,
             dtype=self.qa.dtype,
         )
+        result.margin_points = self.margin_points(result.full, self.settings.measure_dtypes)
         result.default_dtype = result.fastest_close_to_fp32()
         result.save(self.qa.folder)
         return result
+
+    def margin_points(self, full: Point, dtypes: Sequence[str], earlier: Sequence[Point] = ()) -> list[Point]:
+        """The --margins configurations run on the held-out windows, with the `earlier` margin
+        points not run again: the Pareto-optimal ones against `full`, cheapest first, timed here
+        and measured in `dtypes` too (those without these measurements)."""
+        if not self.margins:
+            return list(earlier)
+        full_gflops = mean_gflops(self.qa.model.config, [len(w) for w in self.flat])
+        points = [p for p in earlier if p.margins not in self.margins]
+        bar = tqdm(
+            self.margins, desc="margins", unit="configuration", disable=self.settings.quiet, file=sys.stderr
+        )
+        for margins in bar:
+            result = self._evaluate(self.qa, None, margins)
+            point = Point(
+                lengths=(1.0,) * self.layers,
+                flops_ratio=result.gflops_per_window / full_gflops,
+                gflops_at_384=None,
+                gflops_at_mean_length=result.gflops_per_window / full_gflops * full.gflops_at_mean_length,
+                heldout_exact_match=result.exact_match,
+                heldout_f1=result.f1,
+                margins=margins,
+            )
+            points.append(point)
+        best = pareto(points, full)[:-1]
+        for point in best:
+            if point.latency_ms_batch1 is None:
+                point.latency_ms_batch1 = self._latency(None, margins=point.margins)
+                point.throughput_batch32 = self._throughput(None, margins=point.margins)
+            for dtype, qa in self._other_precisions(dtypes):
+                if dtype not in point.by_dtype:
+                    point.by_dtype[dtype] = self._measure(qa, None, point.margins)
+        return best
 
     def _with_measured(self, units: Units) -> Point:
         """The configuration's point, with its measurements in each of --measure-dtypes."""
@@ -371,9 +451,12 @@ class Search:
             point.by_dtype[dtype] = Measured(**records[units])
         return point
 
-    def _other_precisions(self) -> Iterator[tuple[str, QuestionAnswerer]]:
-        """(dtype, the model in it) for each of --measure-dtypes besides the search's own."""
-        for dtype in dict.fromkeys(self.settings.measure_dtypes):
+    def _other_precisions(
+        self, dtypes: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, QuestionAnswerer]]:
+        """(dtype, the model in it) for each of `dtypes` (default --measure-dtypes) besides the
+        search's own."""
+        for dtype in dict.fromkeys(self.settings.measure_dtypes if dtypes is None else dtypes):
             if dtype != self.qa.dtype:
                 if dtype not in self._models:
                     self._models[dtype] = QuestionAnswerer.from_pretrained(
@@ -381,16 +464,16 @@ class Search:
                     )
                 yield dtype, self._models[dtype]
 
-    def _measure(self, qa: QuestionAnswerer, lengths: Lengths | None) -> Measured:
+    def _measure(
+        self, qa: QuestionAnswerer, lengths: Lengths | None, margins: Margins | None = None
+    ) -> Measured:
         """Held-out accuracy, latency and throughput of one configuration in qa's precision."""
-        result = qa.evaluate_windows(
-            self.examples, self.windows, lengths, self.settings.batch_size, selector=self.selector
-        )
+        result = self._evaluate(qa, lengths, margins)
         return Measured(
             heldout_exact_match=result.exact_match,
             heldout_f1=result.f1,
-            latency_ms_batch1=self._latency(lengths, qa),
-            throughput_batch32=self._throughput(lengths, qa),
+            latency_ms_batch1=self._latency(lengths, qa, margins),
+            throughput_batch32=self._throughput(lengths, qa, margins),
         )
 
     def measure_only(self) -> Frontier:
@@ -410,16 +493,22 @@ class Search:
                 f"({', '.join(frontier.heldout.get('files', []))}); --data and --limit give "
                 f"{len(self.examples)}"
             )
-        points = [*frontier.points, *frontier.constant_ratio]
+        points = [*frontier.points, *frontier.constant_ratio, *frontier.margin_points]
         if frontier.dtype in self.settings.measure_dtypes:  # its own precision: timed again
             for point in tqdm(
                 points, desc=frontier.dtype, unit="point", disable=self.settings.quiet, file=sys.stderr
             ):
-                point.latency_ms_batch1 = self._latency(point.config)
-                point.throughput_batch32 = self._throughput(point.config)
+                point.latency_ms_batch1 = self._latency(point.config, margins=point.margins)
+                point.throughput_batch32 = self._throughput(point.config, margins=point.margins)
         for dtype, qa in self._other_precisions():
             for point in tqdm(points, desc=dtype, unit="point", disable=self.settings.quiet, file=sys.stderr):
-                point.by_dtype[dtype] = self._measure(qa, point.config)
+                point.by_dtype[dtype] = self._measure(qa, point.config, point.margins)
+        if self.margins:  # in the precisions every point has, so that budgets compare like with like
+            dtypes = [*frontier.full.by_dtype, *self.settings.measure_dtypes]
+            frontier.margin_points = self.margin_points(frontier.full, dtypes, frontier.margin_points)
+            frontier.heldout["margins"] = list(
+                dict.fromkeys([*frontier.heldout.get("margins", []), *self.settings.margins])
+            )
         frontier.default_dtype = frontier.fastest_close_to_fp32()
         frontier.save(self.qa.folder)
         return frontier
@@ -476,11 +565,11 @@ def search(settings: SearchSettings) -> Frontier:
     searcher = Search(qa, settings)
     frontier = searcher.measure_only() if settings.measure_only else searcher.run()
     if settings.json:
-        print(json.dumps([p.to_dict() for p in frontier.points]))
+        print(json.dumps([p.to_dict() for p in [*frontier.points, *frontier.margin_points]]))
     else:
-        for p in frontier.points:
+        for p in [*frontier.points, *frontier.margin_points]:
             print(
-                f"{format_lengths(p.config, qa.num_layers):>40}  FLOPs {p.flops_ratio:.3f}  "
+                f"{p.label:>40}  FLOPs {p.flops_ratio:.3f}  "
                 f"held-out F1 {p.heldout_f1:.2f}  EM {p.heldout_exact_match:.2f}  "
                 f"{p.latency_ms_batch1:.1f} ms  {p.throughput_batch32:.1f} windows/s  ({frontier.dtype})"
                 + "".join(

@@ -9,7 +9,8 @@ POST /v1/answer takes the question-answering schema of the Hugging Face inferenc
      "parameters": {"top_k": 1, "max_answer_len": 30, "budget": 0.5}}
 
 and answers {"answers": [{"answer", "score", "start", "end"}, ...] (a list of such lists for a
-list of inputs), "lengths", "gflops_per_window", "frontier_point", "seconds", "batch_size"}.
+list of inputs), "lengths", "margins", "gflops_per_window", "frontier_point", "seconds",
+"batch_size"}.
 
 Here: the settings, the request and response schema, the app with its middleware and error
 handlers, and the command. The queue, the micro-batches, the model thread, the SLO controller and
@@ -40,10 +41,11 @@ from .answers import ANSWERS, N_BEST
 from .batching import Batcher, Job, Metrics
 from .devices import resolve_device
 from .frontier import BudgetError, Point
-from .lengths import LengthsError
+from .lengths import LengthsError, margins_from_json, margins_to_json
 from .options import UsageError, settings_from
 from .precision import DtypeError, check_dtype
 from .reader import QuestionAnswerer
+from .selector import SelectorError
 from .serve_settings import ServeError, ServeSettings
 
 # --- the schema --------------------------------------------------------------------------------
@@ -87,12 +89,22 @@ class Parameters(BaseModel):
         max_length=128,
         description="an explicit length configuration: per layer, the share of tokens it keeps",
     )
+    margins: float | list[float | None] | None = Field(
+        None,
+        description="explicit margins (the learned selector): one for every layer or one per layer; "
+        "each window keeps the tokens scored within the margin of its best one; null: keep all",
+    )
 
     @model_validator(mode="after")
     def _one_cost(self) -> Parameters:
-        if sum(value is not None for value in (self.budget, self.speedup, self.lengths)) > 1:
-            raise ValueError("give at most one of budget, speedup and lengths")
+        given = (self.budget, self.speedup, self.lengths, self.margins)
+        if sum(value is not None for value in given) > 1:
+            raise ValueError("give at most one of budget, speedup, lengths and margins")
         return self
+
+    def margin_values(self) -> float | list[float] | None:
+        """The margins as the model takes them (null: infinite)."""
+        return margins_from_json(self.margins) if isinstance(self.margins, list) else self.margins
 
 
 def _kind(inputs: object) -> str:
@@ -120,9 +132,12 @@ class AnswerOut(BaseModel):
 
 
 class PointOut(BaseModel):
-    index: int = Field(description="position in the model's frontier, 0 the cheapest")
+    index: int | None = Field(
+        description="position in the model's frontier, 0 the cheapest; null for a margin point"
+    )
     lengths: list[float]
-    flops_ratio: float
+    margins: list[float | None] | None = Field(None, description="a margin point's margins (null: keeps all)")
+    flops_ratio: float = Field(description="of the full model's FLOPs; for a margin point the held-out mean")
     heldout_f1: float
     heldout_exact_match: float
 
@@ -132,7 +147,10 @@ class AnswerResponse(BaseModel):
         description="for one input, its answers best first; for a list of inputs, a list of those "
         "(empty where no span qualifies)"
     )
-    lengths: list[float] = Field(description="the length configuration that ran; all ones is the full model")
+    lengths: list[float] | None = Field(
+        description="the length configuration that ran; all ones is the full model; null under margins"
+    )
+    margins: list[float | None] | None = Field(None, description="the margins that ran (null: keeps all)")
     gflops_per_window: float = Field(description="encoder GFLOPs per window of this request, mean")
     frontier_point: PointOut | None = Field(
         description="the frontier point that ran; null for explicit lengths or a model without a frontier"
@@ -213,8 +231,10 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
         _check_size(inputs, settings)
         parameters = request.parameters
         try:
-            lengths, ceiling = batcher.route(parameters.lengths, parameters.budget, parameters.speedup)
-        except (BudgetError, LengthsError) as error:
+            route = batcher.route(
+                parameters.lengths, parameters.budget, parameters.speedup, parameters.margin_values()
+            )
+        except (BudgetError, LengthsError, SelectorError) as error:
             raise HTTPException(400, str(error)) from None
         questions, contexts = [p.question for p in inputs], [p.context for p in inputs]
         # off the event loop, and outside the model thread: a long request is cut into windows
@@ -233,10 +253,12 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
             windows,
             parameters.top_k,
             parameters.max_answer_len,
-            lengths,
-            ceiling,
+            route.lengths,
+            route.ceiling,
             arrived,
             asyncio.get_running_loop().create_future(),
+            route.margins,
+            route.picked,
         )
         try:
             outcome = await batcher.submit(job, settings.request_timeout)
@@ -247,9 +269,10 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
         answers = [[AnswerOut(**a.to_dict()) for a in pair] for pair in outcome.answers]
         return AnswerResponse(
             answers=answers[0] if single else answers,
-            lengths=list(outcome.lengths or (1.0,) * qa.num_layers),
+            lengths=None if outcome.margins else list(outcome.lengths or (1.0,) * qa.num_layers),
+            margins=margins_to_json(outcome.margins),
             gflops_per_window=outcome.gflops_per_window,
-            frontier_point=_point_out(batcher.points, outcome.point),
+            frontier_point=_point_out(batcher.points, outcome.point, outcome.picked),
             seconds=time.perf_counter() - arrived,
             batch_size=outcome.batch_size,
         )
@@ -285,13 +308,15 @@ def _add_status_routes(app: FastAPI, qa: QuestionAnswerer, batcher: Batcher, met
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _point_out(points: Sequence[Point], index: int | None) -> PointOut | None:
-    if index is None:
+def _point_out(points: Sequence[Point], index: int | None, picked: Point | None = None) -> PointOut | None:
+    """The frontier point that ran: a share point by its index, or the margin point a budget picked."""
+    if index is None and picked is None:
         return None
-    p = points[index]
+    p = points[index] if picked is None else picked
     return PointOut(
         index=index,
         lengths=list(p.lengths),
+        margins=margins_to_json(p.margins),
         flops_ratio=p.flops_ratio,
         heldout_f1=p.heldout_f1,
         heldout_exact_match=p.heldout_exact_match,

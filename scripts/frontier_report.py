@@ -1,7 +1,8 @@
 """Markdown tables about a model's searched frontier (not a test).
 
 1. On the held-out split: each constant-ratio configuration (every layer keeps the same share)
-   against the frontier's most accurate point at no more FLOPs.
+   against the frontier's most accurate point at no more FLOPs, shares or margins (a margin
+   point's FLOPs: the mean the held-out windows kept).
 2. In each precision the frontier was measured in (`search --measure-dtypes`): the points that
    budgets pick there, with their held-out F1 and speed against full length in that precision.
 3. With --dev: the points that budgets pick, with SQuAD dev EM/F1 and their measured speed
@@ -19,12 +20,7 @@ from pathlib import Path
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.frontier import BudgetError
-from dynamic_tinybert.lengths import format_lengths
 from dynamic_tinybert.precision import DTYPES
-
-
-def shares(point) -> str:
-    return format_lengths(point.config, len(point.lengths))
 
 
 def heldout_table(frontier) -> list[str]:
@@ -46,7 +42,7 @@ def heldout_table(frontier) -> list[str]:
             continue
         rows.append(
             f"| {constant.lengths[0]:g} | {constant.flops_ratio:.3f} | {constant.heldout_f1:.2f} | "
-            f"{shares(best)} | {best.flops_ratio:.3f} | {best.heldout_f1:.2f} | "
+            f"{best.label} | {best.flops_ratio:.3f} | {best.heldout_f1:.2f} | "
             f"{best.heldout_f1 - constant.heldout_f1:+.2f} |"
         )
     return rows
@@ -68,7 +64,7 @@ def dtype_table(frontier, budgets: list[float]) -> list[str]:
                 continue
             m = frontier.measured(point, dtype)
             rows.append(
-                f"| {dtype} | {budget:g} | {shares(point)} | {point.flops_ratio:.3f} | {m.heldout_f1:.2f} | "
+                f"| {dtype} | {budget:g} | {point.label} | {point.flops_ratio:.3f} | {m.heldout_f1:.2f} | "
                 f"{m.heldout_f1 - full.heldout_f1:+.2f} | {m.latency_ms_batch1:.1f} | "
                 f"{m.throughput_batch32:.1f} | {m.throughput_batch32 / full.throughput_batch32:.2f}x |"
             )
@@ -89,7 +85,7 @@ def dev_table(qa: QuestionAnswerer, examples, budgets: list[float]) -> list[str]
             continue
         result = qa.evaluate(examples, budget=budget, progress=True)
         rows.append(
-            f"| {budget:g} | {shares(point)} | {point.flops_ratio:.3f} | {point.heldout_f1:.2f} | "
+            f"| {budget:g} | {point.label} | {point.flops_ratio:.3f} | {point.heldout_f1:.2f} | "
             f"{result.exact_match:.2f} | {result.f1:.2f} | {result.gflops_per_window:.2f} | "
             f"{point.latency_ms_batch1:.1f} | {point.throughput_batch32:.1f} |"
         )

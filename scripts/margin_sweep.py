@@ -4,7 +4,7 @@ A share keeps the same part of every window; a margin keeps, in each window, the
 learned selector scores within the margin of that window's best one, so a window whose selector is
 sure of one span keeps few and one with several likely spans keeps many. This script runs, on the
 same questions and in the same precision,
-  - the points its frontier (frontier.json, searched with shares) picks for --budgets, and
+  - the share points its frontier (frontier.json) picks for --budgets, and
   - each margin configuration asked for (--margins, one per argument: "3" for every layer, or
     one per layer, "inf" keeping every token),
 and prints, per row, held-out EM and F1 and the GFLOPs per window: analytic for shares, the
@@ -37,7 +37,7 @@ def sweep(
     windows = qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
     layers = qa.num_layers
     full = qa.evaluate_windows(examples, windows, None)
-    picked = [qa.choose(budget=b)[0] for b in budgets] if qa.frontier else []
+    picked = [qa.choose(budget=b, margin_points=False).lengths for b in budgets] if qa.frontier else []
     configs = [("lengths", c) for c in dict.fromkeys(picked) if c is not None]
     configs += [("margins", parse_margins(text, layers)) for text in margins]
     records = [_record("lengths", None, full, full, layers)]

@@ -1,7 +1,8 @@
 """The results table of the README: SQuAD 1.1 dev accuracy and CPU speed of the teacher, the
 student at full length and the student at the frontier points that budgets of 3/4, 1/2, 1/3
-and 1/4 of its FLOPs pick, as `--budget` picks them (not a test); with --margins, the student
-under each of those margins too (docs/selector.md, "Margins"; their GFLOPs are measured).
+and 1/4 of its FLOPs pick, as `--budget` picks them (shares or margin points; not a test); with
+--margins, the student under each of those margins too (docs/selector.md, "Margins"; their
+GFLOPs are measured).
 
     python scripts/results_table.py [--student M] [--teacher T | --teacher-speed T] \
         --dev ../shared/data/squad/dev-v1.1.json [--dev-limit N] [--margins 1 2 3]
@@ -22,7 +23,7 @@ import numpy as np
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.frontier import BudgetError
-from dynamic_tinybert.lengths import encoder_gflops, format_lengths, parse_margins
+from dynamic_tinybert.lengths import encoder_gflops, format_lengths, format_margins, parse_margins
 from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.timing import latency_ms, machine, throughput
 
@@ -99,11 +100,12 @@ def main() -> int:
     if student.frontier is not None:
         for budget in BUDGETS:
             try:
-                lengths, _ = student.choose(budget=budget)
+                lengths, margins, _ = student.choose(budget=budget)
             except BudgetError as error:
                 print(f"budget {budget:.2f}: {error}", file=sys.stderr)
                 continue
-            configs.append((f"student, frontier point within {budget:.2f} of its FLOPs", lengths, {}))
+            options = {"margins": margins} if margins is not None else {}
+            configs.append((f"student, frontier point within {budget:.2f} of its FLOPs", lengths, options))
     for text in args.margins:
         margins = {"margins": parse_margins(text, student.num_layers)}
         configs.append((f"student, margin {text}", None, margins))
@@ -113,7 +115,9 @@ def main() -> int:
         rows.append(
             (
                 name,
-                format_lengths(lengths, student.num_layers) if not options else "",
+                format_lengths(lengths, student.num_layers)
+                if not options
+                else f"margins {format_margins(options['margins'], student.num_layers)}",
                 f"{result.exact_match:.2f}",
                 f"{result.f1:.2f}",
                 result.gflops_per_window,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 import torch
 
 from dynamic_tinybert import QuestionAnswerer, checkpoint, model, read_squad
-from dynamic_tinybert.lengths import LengthsError, counts_macs, mean_gflops, parse_margins
+from dynamic_tinybert.frontier import BudgetError, Frontier, Point, flops_ratio
+from dynamic_tinybert.lengths import LengthsError, counts_macs, geometric_lengths, mean_gflops, parse_margins
+from dynamic_tinybert.search import Search, SearchError, SearchSettings
 from dynamic_tinybert.selector import SelectorError
 
 from .conftest import kept_per_layer, load_script, with_random_selector
@@ -185,3 +188,122 @@ def test_attention_in_groups_of_rows_answers_as_one_call(tiny_model, monkeypatch
         calls.clear()
         assert_batch_equals_each_row_alone(net, **options)
         assert 2 in calls  # the batch of 5 rows ran in groups of 2
+
+
+# --- margin points in the frontier: budgets pick them too -----------------------------------------
+
+
+def test_margin_points_round_trip_and_budgets_pick_them_where_they_score_higher():
+    full = Point((1.0, 1.0), 1.0, 2.0, 1.0, 70.0, 80.0, 10.0, 100.0)
+    share = Point((0.5, 0.5), 0.5, 1.0, 0.5, 55.0, 65.0, 6.0, 190.0)
+    margin = Point((1.0, 1.0), 0.45, None, 0.45, 68.0, 78.0, 8.0, 150.0, margins=(math.inf, 3.0))
+    frontier = Frontier([share, full], margin_points=[margin])
+    assert not margin.is_full and margin.config is None and margin.label == "margins inf,3"
+    assert frontier.pick(budget=0.5) is margin
+    assert frontier.pick(budget=0.5, margins=False) is share
+    assert frontier.pick(speedup=1.8) is share  # measured: the share runs 1.9x, the margin 1.5x
+    assert frontier.pick(speedup=1.5) is margin
+    with pytest.raises(BudgetError, match="cheapest frontier point \\(0.450 of the full"):
+        frontier.pick(budget=0.3)
+    raw = json.loads(json.dumps(frontier.to_dict()))
+    assert raw["margin_points"][0]["margins"] == [None, 3.0]  # JSON has no infinity
+    again = Frontier.from_dict(raw)
+    assert again.margin_points == [margin] and again.points == [share, full]
+    assert "margin_points" not in Frontier([share, full]).to_dict()
+    raw["points"].insert(0, raw["margin_points"][0])
+    with pytest.raises(ValueError, match="margin_points"):
+        Frontier.from_dict(raw)
+
+
+def test_the_search_keeps_the_margins_that_beat_cheaper_ones_timed_and_measured(
+    tiny_selector_model, tiny_model, squad_file
+):
+    qa = QuestionAnswerer.from_pretrained(tiny_selector_model, dtype="fp32")
+    margins = ("0", "1", "2", "4", "1e9")
+    settings = SearchSettings(
+        model=str(tiny_selector_model), data=[str(squad_file)], margins=margins, latency_windows=2, quiet=True
+    )
+    search = Search(qa, settings)
+    # a full model that scores 100: every margin cheaper than it and better than the cheaper ones stays
+    points = search.margin_points(Point((1.0,) * 4, 1.0, 1.0, 1.0, 100.0, 100.0), ["int8"])
+    assert points and all(p.margins in {parse_margins(m, 4) for m in margins} for p in points)
+    costs, f1s = [p.flops_ratio for p in points], [p.heldout_f1 for p in points]
+    assert costs == sorted(set(costs)) and f1s == sorted(set(f1s)) and costs[-1] < 1.0  # 1e9: > 1
+    assert all(p.latency_ms_batch1 > 0 and p.throughput_batch32 > 0 and "int8" in p.by_dtype for p in points)
+    examples = read_squad(squad_file)
+    result, full = qa.evaluate(examples, margins=points[0].margins), qa.evaluate(examples)
+    assert points[0].flops_ratio == pytest.approx(result.gflops_per_window / full.gflops_per_window)
+    assert points[0].heldout_f1 == result.f1
+    attention_only = QuestionAnswerer.from_pretrained(tiny_model)
+    with pytest.raises(SearchError, match="learned selector"):
+        Search(attention_only, settings)
+    with pytest.raises(SearchError, match="full model"):
+        Search(qa, SearchSettings(model="m", data=[str(squad_file)], margins=("inf",)))
+
+
+@pytest.fixture(scope="module")
+def margin_frontier_model(tiny_selector_model, tmp_path_factory) -> Path:
+    """The tiny selector model with a frontier whose margin point (margin 2) beats its share
+    point at budget 0.5."""
+    folder = tmp_path_factory.mktemp("margin-frontier") / "model"
+    shutil.copytree(tiny_selector_model, folder)
+    config = QuestionAnswerer.from_pretrained(folder).model.config
+    cheap = geometric_lengths(0.5, 4)
+    points = [
+        Point(cheap, flops_ratio(config, cheap), 0.0, 0.0, 50.0, 60.0, 5.0, 200.0),
+        Point((1.0,) * 4, 1.0, 0.0, 0.0, 70.0, 80.0, 10.0, 100.0),
+    ]
+    margin = Point((1.0,) * 4, 0.45, None, 0.0, 65.0, 75.0, 8.0, 120.0, margins=(2.0,) * 4)
+    Frontier(points, selector="learned", margin_points=[margin]).save(folder)
+    return folder
+
+
+def test_a_budget_that_picks_a_margin_point_runs_its_margins(margin_frontier_model, squad_file, capsys):
+    qa = QuestionAnswerer.from_pretrained(margin_frontier_model, dtype="fp32")
+    assert qa.choose(budget=0.5) == (None, (2.0,) * 4, qa.frontier.margin_points[0])
+    assert qa.choose(budget=0.5, margin_points=False).point is qa.frontier.points[0]
+    question, context = "How large is the basin?", "The basin covers seven million square kilometres. " * 4
+    assert qa(question=question, context=context, budget=0.5, top_k=3) == qa(
+        question=question, context=context, margins=2, top_k=3
+    )
+    data = ["--model", str(margin_frontier_model), "--data", str(squad_file), "--json", "--quiet"]
+    code, out, _ = run(capsys, "eval", *data, "--budget", "0.5")
+    picked = json.loads(out)
+    code_margins, out, _ = run(capsys, "eval", *data, "--margins", "2")
+    asked = json.loads(out)
+    assert code == code_margins == 0
+    assert picked["margins"] == [2.0] * 4 and picked["lengths"] is None
+    assert picked["frontier_point"]["margins"] == [2.0] * 4
+    assert (picked["f1"], picked["gflops_per_window"]) == (asked["f1"], asked["gflops_per_window"])
+
+
+def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_model, tiny_model):
+    """A budget picks the margin point outside SLO mode; in SLO mode budgets cap its ladder of
+    shares, which runs one length configuration per micro-batch."""
+    from .test_server import post, running
+
+    qa = QuestionAnswerer.from_pretrained(margin_frontier_model, dtype="fp32")
+    question, context = "How large is the basin?", "The basin covers seven million square kilometres. " * 4
+    inputs = {"question": question, "context": context}
+    expected = qa(question=question, context=context, margins=2, top_k=2)
+    with running(qa) as url:
+        replies = [
+            post(url, {"inputs": inputs, "parameters": {"top_k": 2, **parameters}})
+            for parameters in ({"budget": 0.5}, {"margins": 2}, {"margins": [None, 2, 2, 2]}, {"margins": -1})
+        ]
+    (status, picked), (status_asked, asked), (status_inf, first_whole), (status_bad, bad) = replies
+    assert status == status_asked == status_inf == 200
+    assert picked["margins"] == [2.0] * 4 and picked["lengths"] is None
+    assert picked["frontier_point"]["index"] is None and picked["frontier_point"]["margins"] == [2.0] * 4
+    assert [a["answer"] for a in picked["answers"]] == [a["answer"] for a in expected]
+    assert picked["answers"] == asked["answers"] and asked["frontier_point"] is None
+    assert picked["gflops_per_window"] == asked["gflops_per_window"]
+    assert first_whole["margins"] == [None, 2.0, 2.0, 2.0]
+    assert status_bad == 400 and "margin" in bad["error"]
+    with running(qa, latency_slo=60_000) as url:
+        status, reply = post(url, {"inputs": inputs, "parameters": {"budget": 0.5}})
+    assert status == 200 and reply["frontier_point"]["index"] == 0 and reply["margins"] is None
+    assert reply["lengths"] == list(qa.frontier.points[0].lengths)
+    with running(QuestionAnswerer.from_pretrained(tiny_model)) as url:
+        status, reply = post(url, {"inputs": inputs, "parameters": {"margins": 2}})
+    assert status == 400 and "learned selector" in reply["error"]

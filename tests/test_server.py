@@ -168,10 +168,18 @@ def budgeted(frontier_qa):
 def test_one_input_gets_a_list_of_answers_and_what_ran(plain, qa):
     status, body = post(plain, {"inputs": {"question": QUESTION, "context": CONTEXT}})
     assert status == 200
-    assert set(body) == {"answers", "lengths", "gflops_per_window", "frontier_point", "seconds", "batch_size"}
+    assert set(body) == {
+        "answers",
+        "lengths",
+        "margins",
+        "gflops_per_window",
+        "frontier_point",
+        "seconds",
+        "batch_size",
+    }
     assert_same_answers(body["answers"], alone(qa, QUESTION, CONTEXT))
     assert set(body["answers"][0]) == {"answer", "score", "start", "end"}
-    assert body["lengths"] == [1.0] * 4 and body["frontier_point"] is None
+    assert body["lengths"] == [1.0] * 4 and body["frontier_point"] is None and body["margins"] is None
     assert body["gflops_per_window"] > 0 and 0 < body["seconds"] < 30 and body["batch_size"] >= 1
 
     status, body = post(
