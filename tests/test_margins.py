@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from dynamic_tinybert import QuestionAnswerer, checkpoint, model, read_squad
-from dynamic_tinybert.frontier import BudgetError, Frontier, Point, flops_ratio
+from dynamic_tinybert.cli import main
+from dynamic_tinybert.frontier import BudgetError, Frontier, Measured, Point, flops_ratio
 from dynamic_tinybert.lengths import LengthsError, counts_macs, geometric_lengths, mean_gflops, parse_margins
 from dynamic_tinybert.search import Search, SearchError, SearchSettings
 from dynamic_tinybert.selector import SelectorError
@@ -307,3 +308,35 @@ def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_mod
     with running(QuestionAnswerer.from_pretrained(tiny_model)) as url:
         status, reply = post(url, {"inputs": inputs, "parameters": {"margins": 2}})
     assert status == 400 and "learned selector" in reply["error"]
+
+
+def test_measure_only_adds_margin_points_to_a_frontier_and_keeps_earlier_ones(
+    tiny_selector_model, squad_file, tmp_path, capsys
+):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_selector_model, folder)
+    cheap = geometric_lengths(0.5, 4)
+    full = Point((1.0,) * 4, 1.0, 0.0, 3.0, 90.0, 100.0, 10.0, 100.0)  # scores 100: margins stay below
+    full.by_dtype["int8"] = Measured(90.0, 100.0, 5.0, 150.0)
+    shares = [Point(cheap, 0.3, 0.0, 1.0, 0.0, 0.0, 5.0, 200.0), full]
+    Frontier(shares, selector="learned", heldout={"questions": 2}).save(folder)
+    run = ["search", "--model", str(folder), "--data", str(squad_file), "--measure-only"]
+    run += ["--latency-windows", "2", "--quiet"]
+    assert main([*run, "--margins", "0", "1e9"]) == 0  # 1e9 keeps all and costs more than full length
+    first = Frontier.load(folder)
+    assert [p.margins for p in first.margin_points] == [(0.0,) * 4]
+    assert "int8" in first.margin_points[0].by_dtype  # the precisions the frontier was measured in
+    capsys.readouterr()
+    assert main([*run, "--margins", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    after = Frontier.load(folder)
+    assert after.points == first.points and after.heldout["margins"] == ["0", "1e9", "1"]
+    assert after.margin_points[0] == first.margin_points[0]  # kept, not run again
+    assert {p.margins for p in after.margin_points} <= {(0.0,) * 4, (1.0,) * 4}
+    assert [p.get("margins") for p in printed] == [
+        None,
+        None,
+        *[list(p.margins) for p in after.margin_points],
+    ]
+    assert main(["search", "--model", str(folder), "--data", str(squad_file), "--measure-only"]) == 2
+    assert "--margins" in capsys.readouterr().err

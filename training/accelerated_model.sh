@@ -19,13 +19,7 @@
 #   4. both folders, before and since, on the held-out questions the search did not see.
 # SQuAD dev and the README's tables: training/README.md and the README name their commands.
 set -euo pipefail
-RUNS=${RUNS:-runs}
-DATA=${DATA:-../shared/data/train}
-TRAIN=("$DATA"/squadshifts_new_wiki.json "$DATA"/squadshifts_reddit.json "$DATA"/squadshifts_amazon.json
-       "$DATA"/qed_nq_train.json "$DATA"/tydiqa_goldp_en_train.json)
-
-python scripts/heldout_split.py "$RUNS/heldout.json" "${TRAIN[@]}"
-python scripts/heldout_split.py "$RUNS/heldout-after-600.json" --skip 600 "${TRAIN[@]}"  # what the search does not see
+source "$(dirname "$0")/heldout_files.sh"  # RUNS, TRAIN, $RUNS/heldout.json and heldout-after-600.json
 for start in student minilm; do
     for margins in none 2 3; do
         options=(--dtype fp32 --json --quiet)
