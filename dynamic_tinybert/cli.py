@@ -73,6 +73,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "(e.g. 3 or inf,3,3,3,3,3)",
     )
     parser.add_argument(
+        "--shares-only",
+        action="store_true",
+        help="a --budget or --speedup picks among the frontier's shares only, whose FLOPs are a bound "
+        "per window, not its margin points (whose FLOPs are a mean on the held-out questions)",
+    )
+    parser.add_argument(
         "--selector",
         choices=SELECTORS,
         help="which tokens dropping layers keep: the attention they receive, or the model's learned "
@@ -158,7 +164,9 @@ def _load(args: argparse.Namespace):
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     lengths = parse_lengths(args.lengths, qa.num_layers) if args.lengths is not None else None
     margins = parse_margins(args.margins, qa.num_layers) if args.margins is not None else None
-    lengths, margins, point = qa.choose(lengths, args.budget, args.speedup, args.selector, margins)
+    lengths, margins, point = qa.choose(
+        lengths, args.budget, args.speedup, args.selector, margins, margin_points=not args.shares_only
+    )
     return qa, lengths, point, margins
 
 
@@ -233,6 +241,7 @@ def run_eval(args: argparse.Namespace) -> None:
         "f1": result.f1,
         "questions": result.questions,
         "gflops_per_window": result.gflops_per_window,
+        "flops_ratio": result.flops_ratio,
         "seconds": result.seconds,
         "windows": result.windows,
         "gflops_per_window_at_384": result.gflops_per_window_at_384,
@@ -246,21 +255,33 @@ def run_eval(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report))
         return
+    _print_evaluation(result, qa.num_layers, point, args.budget)
+
+
+def _print_evaluation(result, num_layers: int, point, budget: float | None) -> None:
+    """`eval`'s report for people: what ran, how well, at what cost."""
     print(f"exact match        {result.exact_match:.2f}")
     print(f"F1                 {result.f1:.2f}")
     print(f"questions          {result.questions}")
     print(f"GFLOPs per window  {result.gflops_per_window:.3f}  (mean over {result.windows} windows)")
+    print(f"FLOPs ratio        {result.flops_ratio:.3f}  (of the full model's on these windows)")
     print(f"wall seconds       {result.seconds:.2f}  ({result.dtype})")
-    if lengths is not None or margins is not None:
+    if result.lengths is not None or result.margins is not None:
         print(f"selector           {result.selector}")
-    if margins is not None:
-        shown = format_margins(margins, qa.num_layers)
+    if result.margins is not None:
+        shown = format_margins(result.margins, num_layers)
         print(f"margins            {shown}  (GFLOPs measured: the tokens kept)")
     if point is not None:
         mean = " (the held-out mean)" if point.margins is not None else ""
         print(
             f"frontier point     {point.label}: "
             f"held-out F1 {point.heldout_f1:.2f}, {point.flops_ratio:.2f} of the full FLOPs{mean}"
+        )
+    if budget is not None and result.flops_ratio > budget + 1e-9:
+        print(
+            f"note               these windows cost {result.flops_ratio:.3f} of the full model's FLOPs, "
+            f"over the budget {budget:g}: a margin point's FLOPs are its mean on the held-out "
+            "questions; --shares-only keeps to the budget in every window"
         )
 
 

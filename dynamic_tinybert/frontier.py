@@ -82,9 +82,8 @@ class Point:
     # over the held-out windows for margins
     flops_ratio: float
     gflops_at_384: float | None  # None for margins: what a window keeps depends on its text
-    gflops_at_mean_length: (
-        float  # at the held-out split's mean window length (margins: flops_ratio times the full's)
-    )
+    # at the held-out split's mean window length (margins: flops_ratio times the full model's)
+    gflops_at_mean_length: float
     heldout_exact_match: float
     heldout_f1: float
     latency_ms_batch1: float | None = None  # measured on the machine the search ran on

@@ -58,6 +58,7 @@ class Evaluation:
     selector: str = "attention"  # which tokens dropping layers kept: "attention" or "learned"
     dtype: str = "fp32"  # the precision it ran in
     margins: Margins | None = None  # the margins that ran instead of lengths (then GFLOPs are measured)
+    flops_ratio: float = 1.0  # gflops_per_window against the full model's on the same windows
 
 
 class Choice(NamedTuple):
@@ -352,18 +353,19 @@ class QuestionAnswerer:
         config = self.model.config
         scorer = self.scorer_macs(selector)
         flat = [w for ws in windows for w in ws]
+        tokens = [len(w) for w in flat]
+        if not flat:
+            gflops = 0.0
+        elif margins is None:
+            gflops = mean_gflops(config, tokens, lengths, scorer)
+        else:
+            gflops = measured_gflops(config, counts, margins, scorer)
         return Evaluation(
             exact_match=scores.exact_match,
             f1=scores.f1,
             questions=scores.questions,
             windows=len(flat),
-            gflops_per_window=(
-                mean_gflops(config, [len(w) for w in flat], lengths, scorer)
-                if margins is None
-                else measured_gflops(config, counts, margins, scorer)
-            )
-            if flat
-            else 0.0,
+            gflops_per_window=gflops,
             gflops_per_window_at_384=encoder_gflops(config, 384, lengths, scorer),
             seconds=seconds,
             predictions=predictions,
@@ -371,6 +373,7 @@ class QuestionAnswerer:
             selector=self.resolve_selector(selector),
             dtype=self.dtype,
             margins=margins,
+            flops_ratio=gflops / mean_gflops(config, tokens) if flat else 1.0,
         )
 
     def resolve_selector(self, selector: str | None = None) -> str:

@@ -340,3 +340,27 @@ def test_measure_only_adds_margin_points_to_a_frontier_and_keeps_earlier_ones(
     ]
     assert main(["search", "--model", str(folder), "--data", str(squad_file), "--measure-only"]) == 2
     assert "--margins" in capsys.readouterr().err
+
+
+def test_eval_says_when_a_margin_point_costs_more_than_the_budget_on_its_questions(
+    margin_frontier_model, squad_file, tmp_path, capsys
+):
+    folder = tmp_path / "model"
+    shutil.copytree(margin_frontier_model, folder)
+    frontier = Frontier.load(folder)
+    frontier.margin_points[0].flops_ratio = 0.01  # a held-out mean these windows will not keep to
+    frontier.save(folder)
+    data = ["--model", str(folder), "--data", str(squad_file), "--quiet"]
+    code, out, _ = run(capsys, "eval", *data, "--budget", "0.05")
+    assert code == 0 and "over the budget 0.05" in out
+    code, out, _ = run(capsys, "eval", *data, "--budget", "0.05", "--json")
+    report = json.loads(out)
+    full = json.loads(run(capsys, "eval", *data, "--json")[1])
+    assert report["flops_ratio"] == pytest.approx(report["gflops_per_window"] / full["gflops_per_window"])
+    assert full["flops_ratio"] == 1.0 and report["flops_ratio"] > 0.05
+    code, out, _ = run(capsys, "eval", *data, "--budget", "1")  # the full model: 1.0 exactly
+    assert code == 0 and "over the budget" not in out
+    code, out, _ = run(capsys, "eval", *data, "--budget", "0.5", "--shares-only", "--json")
+    shares = json.loads(out)
+    assert code == 0 and shares["margins"] is None and shares["frontier_point"]["lengths"] != [1.0] * 4
+    assert shares["flops_ratio"] <= 0.5
