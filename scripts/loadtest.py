@@ -59,6 +59,18 @@ class LoadTestError(Exception):
     pass
 
 
+def _point_key(point: dict | None) -> int | str:
+    """How "points used" names what a reply ran: its frontier index, "margins m" for a margin
+    point, "lengths" for a request's own configuration."""
+    if point is None:
+        return "lengths"
+    if point.get("index") is None:
+        return "margins " + ",".join(
+            "inf" if m is None else f"{m:g}" for m in dict.fromkeys(point["margins"])
+        )
+    return point["index"]
+
+
 @dataclass
 class Row:
     mode: str
@@ -72,7 +84,7 @@ class Row:
         answered = len(self.latencies)
         p50, p95, p99 = (np.percentile(self.latencies, [50, 95, 99]) * 1000) if answered else (np.nan,) * 3
         errors = sum(self.errors.values())
-        # frontier indices in order, then "lengths" (requests that gave their own)
+        # frontier indices in order, then margin points and "lengths" (requests that gave their own)
         order = sorted(self.points.items(), key=lambda kv: (isinstance(kv[0], str), str(kv[0]).zfill(6)))
         points = ", ".join(f"{i}: {n}" for i, n in order)
         gflops = f"{np.mean(self.gflops):.3f}" if self.gflops else "-"
@@ -204,7 +216,7 @@ def run_row(
                     row.latencies.append(took)
                     row.gflops.append(reply["gflops_per_window"])
                     point = reply["frontier_point"]
-                    row.points[point["index"] if point else "lengths"] += 1
+                    row.points[_point_key(point)] += 1
         finally:
             connection.close()
 
