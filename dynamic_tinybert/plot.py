@@ -60,9 +60,8 @@ def _draw(axis, frontier: Frontier, key: str, label: str) -> None:
         shown = [p for p in members if getattr(p, key) is not None]
         if shown:
             axis.plot([getattr(p, key) for p in shown], [p.heldout_f1 for p in shown], label=name, **style)
-    points = [p for p in frontier.points if getattr(p, key) is not None]
-    if points:
-        full = frontier.full
+    full = frontier.full
+    if getattr(full, key) is not None:
         style = {"marker": "*", "s": 250, "color": "tab:red", "zorder": 3, "label": "full model"}
         axis.scatter(getattr(full, key), full.heldout_f1, **style)
     axis.set_xlabel(label)
