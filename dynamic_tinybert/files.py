@@ -9,8 +9,10 @@ of one: the new one is made at a hidden path beside its target and renamed into 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +40,28 @@ def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = F
     finally:
         _remove(staging)
     return target
+
+
+def saved_state(path: Path, key: dict) -> dict | None:
+    """A search's state file, if it was written by a search of these settings (`key`, as saved
+    in it under "settings"); None, with a note, for a state of other settings or an unreadable one.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "state.json"
+    >>> _ = path.write_text(json.dumps({"settings": {"seed": 1}, "iteration": 3}))
+    >>> saved_state(path, {"seed": 1})["iteration"], saved_state(path.with_name("none.json"), {})
+    (3, None)
+    """
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        state = {}
+    if state.get("settings") != json.loads(json.dumps(key)):
+        print(f"{path} is from a search with other settings; starting afresh", file=sys.stderr)
+        return None
+    return state
 
 
 def replace(staging: Path, target: Path) -> None:

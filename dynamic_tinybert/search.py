@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .checkpoint import DEFAULT_MODEL
 from .config import SELECTORS
 from .data import read_squad, refuse_squad_dev
-from .files import atomic_write
+from .files import atomic_write, saved_state
 from .frontier import DEFAULT_DTYPE_RULE, Frontier, Measured, Point, flops_ratio, pareto
 from .lengths import (
     LENGTHDROP_RATIO,
@@ -36,6 +36,7 @@ from .lengths import (
     parse_margins,
     validate_lengths,
 )
+from .margin_search import MarginEvolution, initial_margins, margin_grid
 from .model import DynamicBertForQuestionAnswering
 from .options import option
 from .precision import DTYPES
@@ -96,6 +97,14 @@ class SearchSettings:
         default=(),
         nargs="+",
     )
+    margin_iterations: int = option(
+        "evolve per-layer margins for this many iterations (--mutations and --crossovers each), from "
+        "--population constant margins and --margins: the Pareto-optimal configurations become margin "
+        "points (needs the learned selector; 0: only the --margins given)",
+        default=0,
+    )
+    margin_step: float = option("step of the evolved margins", default=0.25)
+    margin_top: float = option("the widest finite margin the evolution tries (beyond it: inf)", default=6.0)
     measure_only: bool = option(
         "no search: measure the points of the model's frontier.json in --measure-dtypes (its own "
         "precision among them: timed again), and add the --margins asked for",
@@ -118,10 +127,14 @@ class SearchSettings:
             raise SearchError("--grid must divide 1 into equal steps, e.g. 0.05 or 0.1")
         if self.limit is not None and self.limit < 1:
             raise SearchError("--limit must be at least 1")
-        if self.measure_only and not (self.measure_dtypes or self.margins):
+        if self.margin_iterations < 0:
+            raise SearchError(f"--margin-iterations is negative: {self.margin_iterations}")
+        if not 0 < self.margin_step <= self.margin_top:
+            raise SearchError("--margin-step must be above 0 and no wider than --margin-top")
+        if self.measure_only and not (self.measure_dtypes or self.margins or self.margin_iterations):
             raise SearchError(
-                "--measure-only needs --measure-dtypes (the precisions to measure the frontier in) "
-                "or --margins (margin points to add)"
+                "--measure-only needs --measure-dtypes (the precisions to measure the frontier in), "
+                "--margins or --margin-iterations (margin points to add)"
             )
 
     def key(self) -> dict:
@@ -248,8 +261,8 @@ class Search:
         self.margins = self._parse_margins(settings.margins)
 
     def _parse_margins(self, texts: tuple[str, ...]) -> list[Margins]:
-        if texts and self.selector != "learned":
-            raise SearchError("--margins compare the learned selector's scores: the model has none")
+        if (texts or self.settings.margin_iterations) and self.selector != "learned":
+            raise SearchError("margins compare the learned selector's scores: the model has none")
         margins = []
         for text in texts:
             try:
@@ -408,28 +421,31 @@ class Search:
         return result
 
     def margin_points(self, full: Point, dtypes: Sequence[str], earlier: Sequence[Point] = ()) -> list[Point]:
-        """The --margins configurations run on the held-out windows, with the `earlier` margin
-        points not run again: the Pareto-optimal ones against `full`, cheapest first, timed here
-        and measured in `dtypes` too (those without these measurements)."""
-        if not self.margins:
+        """The --margins configurations, and those --margin-iterations evolve, run on the held-out
+        windows, with the `earlier` margin points not run again: the Pareto-optimal ones against
+        `full`, cheapest first, timed here and measured in `dtypes` too (those without these
+        measurements)."""
+        if not self.margins and not self.settings.margin_iterations:
             return list(earlier)
-        full_gflops = mean_gflops(self.qa.model.config, [len(w) for w in self.flat])
-        points = [p for p in earlier if p.margins not in self.margins]
+        evolution = self._margin_evolution(full)
         bar = tqdm(
             self.margins, desc="margins", unit="configuration", disable=self.settings.quiet, file=sys.stderr
         )
         for margins in bar:
-            result = self._evaluate(self.qa, None, margins)
-            point = Point(
-                lengths=(1.0,) * self.layers,
-                flops_ratio=result.gflops_per_window / full_gflops,
-                gflops_at_384=None,
-                gflops_at_mean_length=result.gflops_per_window / full_gflops * full.gflops_at_mean_length,
-                heldout_exact_match=result.exact_match,
-                heldout_f1=result.f1,
-                margins=margins,
+            evolution.point(margins)
+        if self.settings.margin_iterations:
+            grid = margin_grid(self.settings.margin_step, self.settings.margin_top)
+            initial = [*initial_margins(self.layers, self.settings.population, grid), *self.margins]
+            evolution.run(
+                full,
+                self.settings.margin_iterations,
+                initial,
+                grid,
+                self.settings.mutations,
+                self.settings.crossovers,
+                self.settings.mutation_prob,
             )
-            points.append(point)
+        points = [*(p for p in earlier if p.margins not in evolution.points), *evolution.points.values()]
         best = pareto(points, full)[:-1]
         for point in best:
             if point.latency_ms_batch1 is None:
@@ -439,6 +455,32 @@ class Search:
                 if dtype not in point.by_dtype:
                     point.by_dtype[dtype] = self._measure(qa, None, point.margins)
         return best
+
+    def _margin_evolution(self, full: Point) -> MarginEvolution:
+        """The margin configurations' evaluations, resumed from the state file beside the search's."""
+        full_gflops = mean_gflops(self.qa.model.config, [len(w) for w in self.flat])
+
+        def evaluate(margins: Margins) -> Point:
+            result = self._evaluate(self.qa, None, margins)
+            return Point(
+                lengths=(1.0,) * self.layers,
+                flops_ratio=result.gflops_per_window / full_gflops,
+                gflops_at_384=None,
+                gflops_at_mean_length=result.gflops_per_window / full_gflops * full.gflops_at_mean_length,
+                heldout_exact_match=result.exact_match,
+                heldout_f1=result.f1,
+                margins=margins,
+            )
+
+        settings = self.settings
+        key = settings.key() | {
+            "dtype": self.qa.dtype,
+            "margins": list(settings.margins),
+            "margin_step": settings.margin_step,
+            "margin_top": settings.margin_top,
+        }
+        path = self.state_path.with_name(f"{self.state_path.stem}.margins.json")
+        return MarginEvolution(evaluate, path, key, settings.seed, settings.quiet)
 
     def _with_measured(self, units: Units) -> Point:
         """The configuration's point, with its measurements in each of --measure-dtypes."""
@@ -503,12 +545,18 @@ class Search:
         for dtype, qa in self._other_precisions():
             for point in tqdm(points, desc=dtype, unit="point", disable=self.settings.quiet, file=sys.stderr):
                 point.by_dtype[dtype] = self._measure(qa, point.config, point.margins)
-        if self.margins:  # in the precisions every point has, so that budgets compare like with like
-            dtypes = [*frontier.full.by_dtype, *self.settings.measure_dtypes]
+        settings = self.settings
+        if self.margins or settings.margin_iterations:
+            # in the precisions every point has, so that budgets compare like with like
+            dtypes = [*frontier.full.by_dtype, *settings.measure_dtypes]
             frontier.margin_points = self.margin_points(frontier.full, dtypes, frontier.margin_points)
-            frontier.heldout["margins"] = list(
-                dict.fromkeys([*frontier.heldout.get("margins", []), *self.settings.margins])
-            )
+            asked = [*frontier.heldout.get("margins", []), *settings.margins]
+            frontier.heldout["margins"] = list(dict.fromkeys(asked))
+        if settings.margin_iterations:
+            names = ("margin_iterations", "margin_step", "margin_top", "population", "mutations")
+            frontier.heldout["margin_search"] = {
+                name: getattr(settings, name) for name in (*names, "crossovers", "mutation_prob", "seed")
+            }
         frontier.default_dtype = frontier.fastest_close_to_fp32()
         frontier.save(self.qa.folder)
         return frontier
@@ -527,14 +575,8 @@ class Search:
         atomic_write(self.state_path, lambda path: path.write_text(json.dumps(state)))
 
     def _resume(self) -> None:
-        if not self.state_path.is_file():
-            return
-        try:
-            state = json.loads(self.state_path.read_text())
-        except ValueError:
-            state = {}
-        if state.get("settings") != json.loads(json.dumps(self.settings.key())):
-            print(f"{self.state_path} is from a search with other settings; starting afresh", file=sys.stderr)
+        state = saved_state(self.state_path, self.settings.key())
+        if state is None:
             return
         if state["iteration"] > self.settings.iterations:
             print(
