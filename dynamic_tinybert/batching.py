@@ -11,7 +11,8 @@ big one. Windows that run the same length configuration go through the model tog
 single model thread: the event loop never runs the model. A request leaves the queue when its
 last window has been handed out, or when it times out or its client goes away: its remaining
 windows never run. Its answers are ranked once all its windows have run. With `latency_slo`,
-`SloController` picks the frontier point of each request from the queue it sees when the
+`SloController` picks the point of each request on a ladder (the frontier's shares, or with
+`slo_margin_points` its shares and margin points together) from the queue it sees when the
 request's first window runs (all its windows run there); a request's own budget is a ceiling it
 never exceeds.
 
@@ -195,11 +196,11 @@ class Job:
     windows: list[list[Window]]  # per pair, cut by the model's tokenizer before the job is queued
     top_k: int
     max_answer_len: int
-    lengths: Lengths | None  # the configuration to run when `ceiling` is None
+    lengths: Lengths | None  # the configuration to run (when `ceiling` is set: its point's, from start)
     ceiling: int | None  # else: the most costly frontier point allowed (a budget, or the full model)
     arrived: float
     future: asyncio.Future
-    margins: Margins | None = None  # margins to run instead of lengths (then `ceiling` is None)
+    margins: Margins | None = None  # margins to run instead of lengths (as given, or its point's)
     picked: Point | None = None  # the margin point a budget picked, for the response
     point: int | None = None  # the frontier point it runs at, fixed when its first window runs
     started: bool = False
@@ -232,12 +233,16 @@ class Job:
 
     def start(self, level: int, points: Sequence[Point]) -> None:
         """Fix the configuration of all its windows: its own lengths, or the frontier point the
-        controller chose, capped by its ceiling."""
+        controller chose, capped by its ceiling (its shares, or its margins). The ladder is ordered
+        by speed, not FLOPs: below the ceiling, a point that costs more FLOPs than the ceiling
+        (more than the request's budget) is passed over for a cheaper one."""
         if not self.started:
             self.started = True
             if self.ceiling is not None:
                 self.point = min(level, self.ceiling)
-                self.lengths = points[self.point].config
+                while self.point > 0 and points[self.point].flops_ratio > points[self.ceiling].flops_ratio:
+                    self.point -= 1
+                self.lengths, self.margins = points[self.point].config, points[self.point].margins
 
 
 class Slice(NamedTuple):
@@ -261,8 +266,9 @@ class Outcome:
 
 class Route(NamedTuple):
     """How a request runs, decided before it joins the queue: `lengths` or `margins` as given
-    (`ceiling` None), or up to the frontier point `ceiling` (a share); `picked`, the margin point
-    a budget picked (then `margins` holds its margins)."""
+    (`ceiling` None), or up to the point `ceiling` of Batcher.points (a share, or in SLO mode a
+    point of the ladder); `picked`, the margin point a budget picked outside SLO mode (then
+    `margins` holds its margins)."""
 
     lengths: Lengths | None
     margins: Margins | None
@@ -341,11 +347,14 @@ class Batcher:
         max_wait_ms: float,
         latency_slo: float | None = None,
         slice_ms: float | None = None,
+        slo_margin_points: bool = False,
     ):
         """max_batch windows per micro-batch, the oldest request waiting at most max_wait_ms for
-        others; latency_slo (milliseconds) turns on the SLO controller; slice_ms caps a
-        micro-batch at the windows the full model runs in that time (measured at warm-up), so that
-        a request arriving behind a long one waits about that long, not a whole max_batch."""
+        others; latency_slo (milliseconds) turns on the SLO controller, whose ladder holds the
+        frontier's shares, or with slo_margin_points its shares and margin points together
+        (Frontier.ladder); slice_ms caps a micro-batch at the windows the full model runs in that
+        time (measured at warm-up), so that a request arriving behind a long one waits about that
+        long, not a whole max_batch."""
         self.qa = qa
         self.metrics = metrics
         self.max_batch = max_batch
@@ -354,7 +363,12 @@ class Batcher:
         self.slice_windows: float | None = None  # full-model windows that run in slice_ms
         self.max_wait = max_wait_ms / 1000
         self.latency_slo = None if latency_slo is None else latency_slo / 1000
-        self.points: list[Point] = qa.frontier.points if qa.frontier is not None else []
+        # the points a request's frontier index names (the SLO controller's ladder): the shares,
+        # or with slo_margin_points in SLO mode the shares and margin points by measured speed
+        self.slo_margin_points = slo_margin_points and self.latency_slo is not None
+        self.points: list[Point] = []
+        if qa.frontier is not None:
+            self.points = qa.frontier.ladder(qa.dtype) if self.slo_margin_points else qa.frontier.points
         # every request drops tokens by the selector the frontier was searched with
         self.selector = qa.frontier.selector if qa.frontier is not None else None
         self.queue: deque[Job] = deque()
@@ -373,12 +387,14 @@ class Batcher:
         margins: Sequence[float] | float | None = None,
     ) -> Route:
         """How a request runs, checked before it joins the queue: explicit lengths or margins run
-        as given; with a frontier, a budget caps the share point (SLO mode moves below it) or,
-        outside SLO mode, picks a margin point where one is more accurate; no budget allows the
-        full model."""
-        choice = self.qa.choose(
-            lengths, budget, speedup, self.selector, margins, margin_points=self.latency_slo is None
-        )
+        as given; with a frontier, a budget picks a point: outside SLO mode a margin point where
+        one is more accurate, in SLO mode the point of its ladder it caps (the controller moves
+        below it); no budget allows the full model."""
+        in_ladder = self.latency_slo is None or self.slo_margin_points
+        choice = self.qa.choose(lengths, budget, speedup, self.selector, margins, margin_points=in_ladder)
+        if self.latency_slo is not None and choice.point is not None:
+            ceiling = self.qa.frontier.pick(budget, speedup, self.qa.dtype, among=self.points)
+            return Route(None, None, self.points.index(ceiling), None)
         if choice.margins is not None:
             return Route(None, choice.margins, None, choice.point)
         if choice.point is not None:
@@ -583,22 +599,23 @@ class Batcher:
             return [], window_seconds
         chars = len(WARMUP_QUESTION) + len(WARMUP_CONTEXT)
 
-        def seconds(lengths: Lengths | None, pairs: int) -> float:
+        def seconds(point: Point, pairs: int) -> float:
             times = []
             for _ in range(3):
                 began = time.perf_counter()
                 self.qa.answer(
                     [WARMUP_QUESTION] * pairs,
                     [WARMUP_CONTEXT] * pairs,
-                    lengths=lengths,
+                    lengths=point.config,
                     selector=self.selector,
+                    margins=point.margins,
                 )
                 times.append(time.perf_counter() - began)
             return float(np.median(times))
 
         costs = []
         for point in self.points:
-            one, many = seconds(point.config, 1), seconds(point.config, WARMUP_PAIRS)
+            one, many = seconds(point, 1), seconds(point, WARMUP_PAIRS)
             per_char = max(many - one, 1e-9) / ((WARMUP_PAIRS - 1) * chars)
             costs.append(Cost(max(one - per_char * chars, 0.0), per_char))
         return costs, window_seconds

@@ -191,21 +191,34 @@ class Frontier:
         `margins` is False."""
         return [*self.margin_points, *self.points] if margins else list(self.points)
 
+    def ladder(self, dtype: str | None = None) -> list[Point]:
+        """The shares and the margin points in one frontier, fastest first, ending with the full
+        model: each point more accurate than every faster one, by the throughput measured in
+        `dtype` (FLOPs where it was not measured). The server's SLO mode moves along it: margins
+        save less time per FLOP than shares, so by time some of them fall out."""
+        points = self.candidates(margins=True)
+        try:
+            speed = {id(p): self._speedup(p, dtype) for p in points}
+        except BudgetError:
+            return pareto(points, self.full)
+        return pareto(points, self.full, cost=lambda p: 1 / speed[id(p)])
+
     def pick(
         self,
         budget: float | None = None,
         speedup: float | None = None,
         dtype: str | None = None,
         margins: bool = True,
+        among: Sequence[Point] | None = None,
     ) -> Point:
         """The most accurate point within a FLOPs budget (share of the full model's, 0 < B <= 1;
         a margin point's FLOPs are its held-out mean) or with at least a measured speedup over
         the full model (S >= 1), by accuracy and speed in `dtype` (default: the frontier's) where
         measured; ties go to the full model, then to the cheaper. `margins`: whether margin
-        points may be picked."""
+        points may be picked; `among`: these points instead (e.g. the ladder)."""
         if (budget is None) == (speedup is None):
             raise BudgetError("give a budget or a speedup, not both")
-        points = self.candidates(margins)
+        points = self.candidates(margins) if among is None else list(among)
         if budget is not None:
             if not 0 < budget <= 1 or math.isnan(budget):
                 raise BudgetError(

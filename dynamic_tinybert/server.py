@@ -177,7 +177,13 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
         )
     metrics = Metrics()
     batcher = Batcher(
-        qa, metrics, settings.max_batch, settings.max_wait_ms, settings.latency_slo, settings.slice_ms
+        qa,
+        metrics,
+        settings.max_batch,
+        settings.max_wait_ms,
+        settings.latency_slo,
+        settings.slice_ms,
+        settings.slo_margin_points,
     )
 
     @contextlib.asynccontextmanager

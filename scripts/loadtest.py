@@ -60,11 +60,11 @@ class LoadTestError(Exception):
 
 
 def _point_key(point: dict | None) -> int | str:
-    """How "points used" names what a reply ran: its frontier index, "margins m" for a margin
-    point, "lengths" for a request's own configuration."""
+    """How "points used" names what a reply ran: "margins m" for a margin point, the frontier
+    index of a share point, "lengths" for a request's own configuration."""
     if point is None:
         return "lengths"
-    if point.get("index") is None:
+    if point.get("margins") is not None:
         return "margins " + ",".join(
             "inf" if m is None else f"{m:g}" for m in dict.fromkeys(point["margins"])
         )
@@ -78,6 +78,7 @@ class Row:
     errors: Counter = field(default_factory=Counter)  # status -> count
     points: Counter = field(default_factory=Counter)  # frontier index -> count
     gflops: list[float] = field(default_factory=list)
+    f1s: list[float] = field(default_factory=list)  # held-out F1 of the frontier point each ran
     seconds: float = 0.0
 
     def markdown(self) -> str:
@@ -88,15 +89,17 @@ class Row:
         order = sorted(self.points.items(), key=lambda kv: (isinstance(kv[0], str), str(kv[0]).zfill(6)))
         points = ", ".join(f"{i}: {n}" for i, n in order)
         gflops = f"{np.mean(self.gflops):.3f}" if self.gflops else "-"
+        f1 = f"{np.mean(self.f1s):.2f}" if self.f1s else "-"
         return (
             f"| {self.mode} | {answered + errors} | {errors} | {answered / self.seconds:.1f} | "
-            f"{p50:.0f} | {p95:.0f} | {p99:.0f} | {gflops} | {points or '-'} |"
+            f"{p50:.0f} | {p95:.0f} | {p99:.0f} | {gflops} | {f1} | {points or '-'} |"
         )
 
 
 HEADER = (
-    "| mode | requests | errors | answered/s | p50 ms | p95 ms | p99 ms | GFLOPs/window | points used |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    "| mode | requests | errors | answered/s | p50 ms | p95 ms | p99 ms | GFLOPs/window "
+    "| held-out F1 of the points | points used |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 )
 
 
@@ -217,6 +220,8 @@ def run_row(
                     row.gflops.append(reply["gflops_per_window"])
                     point = reply["frontier_point"]
                     row.points[_point_key(point)] += 1
+                    if point is not None:
+                        row.f1s.append(point["heldout_f1"])
         finally:
             connection.close()
 
@@ -281,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo-url", help="with --url: a running server in SLO mode, for the SLO row")
     parser.add_argument("--latency-slo", type=float, help="with --model: the SLO row's target, milliseconds")
     parser.add_argument(
+        "--slo-margin-points",
+        action="store_true",
+        help="with --model: the SLO server moves along the shares and margin points together",
+    )
+    parser.add_argument(
         "--budgets", default="1,0.5,0.33", help="fixed budgets, one row each (1: the full model)"
     )
     parser.add_argument(
@@ -335,7 +345,10 @@ def run(args: argparse.Namespace) -> int:
             process, url = start_server(args.model, extra)
             started.append(process)
             if args.latency_slo is not None:
-                process, slo_url = start_server(args.model, [*extra, "--latency-slo", str(args.latency_slo)])
+                slo = ["--latency-slo", str(args.latency_slo)]
+                if args.slo_margin_points:
+                    slo.append("--slo-margin-points")
+                process, slo_url = start_server(args.model, [*extra, *slo])
                 started.append(process)
         ready = wait_ready(url)
         if args.heavy:
@@ -353,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
         if slo_url is not None:
             wait_ready(slo_url)
             mode = f"SLO {args.latency_slo:g} ms" if args.latency_slo else "SLO mode"
+            mode += ", shares and margin points" if args.slo_margin_points else ""
             rows.append(run_row(slo_url, mode, pairs, {}, *bounds))
     finally:
         for process in started:

@@ -279,8 +279,8 @@ def test_a_budget_that_picks_a_margin_point_runs_its_margins(margin_frontier_mod
 
 
 def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_model, tiny_model):
-    """A budget picks the margin point outside SLO mode; in SLO mode budgets cap its ladder of
-    shares, which runs one length configuration per micro-batch."""
+    """A budget picks the margin point outside SLO mode; in SLO mode it caps the ladder of shares,
+    or with slo_margin_points the ladder of shares and margin points."""
     from .test_server import post, running
 
     qa = QuestionAnswerer.from_pretrained(margin_frontier_model, dtype="fp32")
@@ -301,10 +301,22 @@ def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_mod
     assert picked["gflops_per_window"] == asked["gflops_per_window"]
     assert first_whole["margins"] == [None, 2.0, 2.0, 2.0]
     assert status_bad == 400 and "margin" in bad["error"]
+    # SLO mode: the ladder of shares, capped by the budget at the cheap one
     with running(qa, latency_slo=60_000) as url:
         status, reply = post(url, {"inputs": inputs, "parameters": {"budget": 0.5}})
     assert status == 200 and reply["frontier_point"]["index"] == 0 and reply["margins"] is None
     assert reply["lengths"] == list(qa.frontier.points[0].lengths)
+    # with slo_margin_points the ladder holds the cheap shares, the margin point and the full
+    # model; a budget caps it at the margin point, which runs when the server is idle
+    assert qa.frontier.ladder() == [qa.frontier.points[0], qa.frontier.margin_points[0], qa.frontier.full]
+    with running(qa, latency_slo=60_000, slo_margin_points=True) as url:
+        status, reply = post(url, {"inputs": inputs, "parameters": {"budget": 0.5, "top_k": 2}})
+        status_full, full = post(url, {"inputs": inputs})
+    assert status == status_full == 200
+    assert reply["frontier_point"]["index"] == 1 and reply["frontier_point"]["margins"] == [2.0] * 4
+    assert reply["margins"] == [2.0] * 4 and reply["lengths"] is None
+    assert reply["answers"] == asked["answers"] and reply["gflops_per_window"] == asked["gflops_per_window"]
+    assert full["frontier_point"]["index"] == 2 and full["margins"] is None
     with running(QuestionAnswerer.from_pretrained(tiny_model)) as url:
         status, reply = post(url, {"inputs": inputs, "parameters": {"margins": 2}})
     assert status == 400 and "learned selector" in reply["error"]

@@ -3,6 +3,7 @@ health and metrics, concurrent clients, SLO mode and a graceful SIGTERM."""
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import http.client
 import json
@@ -600,9 +601,42 @@ def test_slo_mode_runs_the_full_model_when_idle_and_never_exceeds_a_budget(front
         assert metric(url, "dynamic_tinybert_frontier_point") == 2
 
 
+def test_the_slo_ladder_orders_shares_and_margins_by_speed_and_keeps_budgets():
+    def point(shares, flops, f1, throughput, margins=None):
+        return Point((shares,) * 2, flops, None, 1.0, f1, f1, 10.0, throughput, margins=margins)
+
+    a, b, full = point(0.3, 0.3, 50.0, 300.0), point(0.5, 0.5, 60.0, 200.0), point(1.0, 1.0, 80.0, 100.0)
+    m = point(1.0, 0.4, 70.0, 150.0, margins=(2.0, 2.0))  # fewer FLOPs than b, but slower
+    frontier = Frontier([a, b, full], margin_points=[m])
+    ladder = frontier.ladder()
+    assert ladder == [a, b, m, full]  # by FLOPs alone, b would fall out
+    untimed = [dataclasses.replace(p, throughput_batch32=None) for p in (a, b, full, m)]
+    by_flops = Frontier(untimed[:3], margin_points=untimed[3:]).ladder()
+    assert [p.heldout_f1 for p in by_flops] == [50.0, 70.0, 80.0]  # without timings: by FLOPs
+    ceiling = frontier.pick(budget=0.45, among=ladder)
+    assert ceiling is m
+    job = batching.Job(["q"], ["c"], [[]], 1, 30, None, ladder.index(m), 0.0, None)
+    job.start(1, ladder)  # the controller is at b: 0.5 of the FLOPs, over the budget
+    assert job.point == 0 and job.lengths == a.config and job.margins is None
+    loaded = batching.Job(["q"], ["c"], [[]], 1, 30, None, ladder.index(m), 0.0, None)
+    loaded.start(3, ladder)  # idle: the ceiling itself, with its margins
+    assert loaded.point == 2 and loaded.margins == (2.0, 2.0)
+
+
+def test_the_loadtest_names_what_each_reply_ran():
+    from .conftest import load_script
+
+    key = load_script("loadtest")._point_key
+    assert key(None) == "lengths" and key({"index": 3, "margins": None}) == 3
+    assert key({"index": 1, "margins": [2.0, 2.0, None]}) == "margins 2,inf"  # --slo-margin-points' ladder
+    assert key({"index": None, "margins": [3.25] * 6}) == "margins 3.25"  # a budget's, outside SLO mode
+
+
 def test_slo_mode_needs_a_frontier(qa):
     with pytest.raises(ValueError, match="has none"):
         create_app(qa, ServeSettings(latency_slo=100))
+    with pytest.raises(ValueError, match="--latency-slo"):
+        create_app(qa, ServeSettings(slo_margin_points=True))
 
 
 def test_settings_from_code_are_checked_as_the_command_line_checks_them(qa):
