@@ -233,9 +233,9 @@ class Job:
 
     def start(self, level: int, points: Sequence[Point]) -> None:
         """Fix the configuration of all its windows: its own lengths, or the frontier point the
-        controller chose, capped by its ceiling (its shares, or its margins). The ladder is ordered
-        by speed, not FLOPs: below the ceiling, a point that costs more FLOPs than the ceiling
-        (more than the request's budget) is passed over for a cheaper one."""
+        controller chose, capped by its ceiling (its shares, or its margins). A ladder with
+        margin points is ordered by speed, not FLOPs: below the ceiling, a point that costs more
+        FLOPs than the ceiling (more than the request's budget) is passed over for a cheaper one."""
         if not self.started:
             self.started = True
             if self.ceiling is not None:
