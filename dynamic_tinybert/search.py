@@ -32,7 +32,6 @@ from .lengths import (
     LengthsError,
     Margins,
     encoder_gflops,
-    mean_gflops,
     parse_margins,
     validate_lengths,
 )
@@ -458,15 +457,14 @@ class Search:
 
     def _margin_evolution(self, full: Point) -> MarginEvolution:
         """The margin configurations' evaluations, resumed from the state file beside the search's."""
-        full_gflops = mean_gflops(self.qa.model.config, [len(w) for w in self.flat])
 
         def evaluate(margins: Margins) -> Point:
-            result = self._evaluate(self.qa, None, margins)
+            result = self._evaluate(self.qa, None, margins)  # its flops_ratio: against the full model's
             return Point(
                 lengths=(1.0,) * self.layers,
-                flops_ratio=result.gflops_per_window / full_gflops,
+                flops_ratio=result.flops_ratio,
                 gflops_at_384=None,
-                gflops_at_mean_length=result.gflops_per_window / full_gflops * full.gflops_at_mean_length,
+                gflops_at_mean_length=result.flops_ratio * full.gflops_at_mean_length,
                 heldout_exact_match=result.exact_match,
                 heldout_f1=result.f1,
                 margins=margins,
@@ -553,10 +551,17 @@ class Search:
             asked = [*frontier.heldout.get("margins", []), *settings.margins]
             frontier.heldout["margins"] = list(dict.fromkeys(asked))
         if settings.margin_iterations:
-            names = ("margin_iterations", "margin_step", "margin_top", "population", "mutations")
-            frontier.heldout["margin_search"] = {
-                name: getattr(settings, name) for name in (*names, "crossovers", "mutation_prob", "seed")
-            }
+            names = (
+                "margin_iterations",
+                "margin_step",
+                "margin_top",
+                "population",
+                "mutations",
+                "crossovers",
+                "mutation_prob",
+                "seed",
+            )
+            frontier.heldout["margin_search"] = {name: getattr(settings, name) for name in names}
         frontier.default_dtype = frontier.fastest_close_to_fp32()
         frontier.save(self.qa.folder)
         return frontier

@@ -133,7 +133,8 @@ class AnswerOut(BaseModel):
 
 class PointOut(BaseModel):
     index: int | None = Field(
-        description="position in the model's frontier, 0 the cheapest; null for a margin point"
+        description="position in the model's frontier (in SLO mode, its ladder), 0 the cheapest; null "
+        "for a margin point a budget picked outside SLO mode"
     )
     lengths: list[float]
     margins: list[float | None] | None = Field(None, description="a margin point's margins (null: keeps all)")
