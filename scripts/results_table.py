@@ -5,19 +5,24 @@ and 1/4 of its FLOPs pick, as `--budget` picks them (shares or margin points; no
 GFLOPs are measured).
 
     python scripts/results_table.py [--student M] [--teacher T | --teacher-speed T] \
-        --dev ../shared/data/squad/dev-v1.1.json [--dev-limit N] [--margins 1 2 3]
+        --dev ../shared/data/squad/dev-v1.1.json [--dev-limit N] [--margins 1 2 3] [--repeats 3]
 
-Accuracy is on all of dev (or its first --dev-limit questions). Speed is measured on the windows
-of the first --speed-questions dev questions: latency is the median over --latency-windows
-windows run one at a time; throughput runs all those windows in batches of 32 sorted by length.
-The teacher runs in transformers with dynamic padding on the same windows; --teacher-speed times
-a teacher whose accuracy is not reported (an architecture that was not trained, say).
+Accuracy is on all of dev (or its first --dev-limit questions). Speed is measured once every
+accuracy is, on the windows of the first --speed-questions dev questions: latency is the median
+over --latency-windows windows run one at a time; throughput runs all those windows in batches
+of 32 sorted by length. Each of --repeats repetitions times every row once, one after the other;
+the table gives each row's median over the repetitions, and its speedups are the medians of the
+ratios taken inside each repetition. The teacher runs in transformers with dynamic padding on the
+same windows; --teacher-speed times a teacher whose accuracy is not reported (an architecture that
+was not trained, say).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,11 +35,101 @@ from dynamic_tinybert.timing import latency_ms, machine, throughput
 BUDGETS = (0.75, 0.5, 1 / 3, 0.25)
 
 
-def speed(qa: QuestionAnswerer, windows, sample, lengths, **options) -> tuple[float, float]:
-    return (
-        latency_ms(qa.model, sample, lengths, qa.device, **options),
-        throughput(qa.model, windows, lengths, qa.device, **options),
-    )
+@dataclass
+class Row:
+    """One row of the table: what runs, its accuracy, and its timings, one per repetition."""
+
+    name: str
+    configuration: str  # the lengths or margins column
+    qa: QuestionAnswerer
+    windows: list  # the timed windows, in this row's tokenizer
+    sample: list  # those timed one at a time
+    run: dict = field(default_factory=dict)  # lengths=... or margins=...
+    exact_match: str = ""
+    f1: str = ""
+    gflops: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # ms, one per repetition
+    rates: list[float] = field(default_factory=list)  # windows/s at batch 32, one per repetition
+
+    def evaluate(self, examples) -> None:
+        result = self.qa.evaluate(examples, progress=True, **self.run)
+        self.exact_match, self.f1 = f"{result.exact_match:.2f}", f"{result.f1:.2f}"
+        self.gflops = result.gflops_per_window
+
+    def time_once(self) -> None:
+        lengths = self.run.get("lengths")
+        options = {"margins": self.run["margins"]} if "margins" in self.run else {}
+        model, device = self.qa.model, self.qa.device
+        self.latencies.append(latency_ms(model, self.sample, lengths, device, **options))
+        self.rates.append(throughput(model, self.windows, lengths, device, **options))
+
+    def cells(self, teacher: Row | None, full: Row) -> str:
+        return (
+            f"| {self.name} | {self.configuration} | {self.exact_match} | {self.f1} | {self.gflops:.2f} "
+            f"| {statistics.median(self.latencies):.1f} | {statistics.median(self.rates):.1f} "
+            f"| {speedup(self, teacher)} | {speedup(self, full)} |"
+        )
+
+
+def speedup(row: Row, over: Row | None) -> str:
+    """The median over the repetitions of row's throughput over `over`'s in the same repetition."""
+    if over is None:
+        return ""
+    return f"{statistics.median(a / b for a, b in zip(row.rates, over.rates, strict=True)):.2f}x"
+
+
+def timed_windows(qa: QuestionAnswerer, examples, count: int, rng) -> tuple[list, list]:
+    """The windows of these examples in qa's tokenizer, and `count` of them drawn for latency."""
+    questions, contexts = [e.question for e in examples], [e.context for e in examples]
+    windows = [w for ws in qa.tokenizer.encode_windows(questions, contexts) for w in ws]
+    drawn = sorted(rng.choice(len(windows), min(len(windows), count), False))
+    return windows, [windows[i] for i in drawn]
+
+
+def student_rows(student: QuestionAnswerer, margins: list[str], windows, sample) -> list[Row]:
+    """Full length, the frontier points of BUDGETS, then each of the margins."""
+    runs = [("student, full length", {})]
+    if student.frontier is not None:
+        for budget in BUDGETS:
+            try:
+                lengths, chosen, _ = student.choose(budget=budget)
+            except BudgetError as error:
+                print(f"budget {budget:.2f}: {error}", file=sys.stderr)
+                continue
+            run = {"margins": chosen} if chosen is not None else {"lengths": lengths}
+            runs.append((f"student, frontier point within {budget:.2f} of its FLOPs", run))
+    for text in margins:
+        runs.append((f"student, margin {text}", {"margins": parse_margins(text, student.num_layers)}))
+    layers = student.num_layers
+    return [
+        Row(
+            name,
+            f"margins {format_margins(run['margins'], layers)}"
+            if "margins" in run
+            else format_lengths(run.get("lengths"), layers),
+            student,
+            windows,
+            sample,
+            run,
+        )
+        for name, run in runs
+    ]
+
+
+def teacher_row(folder: str, trained: bool, timed, evaluated, count: int, rng) -> Row:
+    teacher = QuestionAnswerer.from_pretrained(folder)
+    # the teacher's own tokenizer makes the same windows when it shares the student's wordpieces
+    windows, sample = timed_windows(teacher, timed, count, rng)
+    row = Row("teacher (transformers, dynamic padding)", "", teacher, windows, sample)
+    if trained:
+        row.evaluate(evaluated)
+    else:
+        questions, contexts = [e.question for e in evaluated], [e.context for e in evaluated]
+        encoded = teacher.tokenizer.encode_windows(questions, contexts)
+        config = teacher.model.config
+        row.gflops = float(np.mean([encoder_gflops(config, len(w)) for ws in encoded for w in ws]))
+        row.exact_match = "not trained here"
+    return row
 
 
 def main() -> int:
@@ -50,94 +145,42 @@ def main() -> int:
     parser.add_argument("--dev-limit", type=int)
     parser.add_argument("--speed-questions", type=int, default=300)
     parser.add_argument("--latency-windows", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3, help="timings of every row, medians reported")
     parser.add_argument("--margins", nargs="*", default=[], help="rows under these margins, e.g. 1 2 3")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
     dev = read_squad(args.dev)
     evaluated = dev[: args.dev_limit] if args.dev_limit else dev
-    student = QuestionAnswerer.from_pretrained(args.student, dtype=args.dtype)
     timed = dev[: args.speed_questions]
-    windows = [
-        w
-        for ws in student.tokenizer.encode_windows([e.question for e in timed], [e.context for e in timed])
-        for w in ws
-    ]
     rng = np.random.default_rng(0)
-    sample = [
-        windows[i] for i in sorted(rng.choice(len(windows), min(len(windows), args.latency_windows), False))
-    ]
-
-    rows = []
-    teacher_folder = args.teacher or args.teacher_speed
-    if teacher_folder:
-        teacher = QuestionAnswerer.from_pretrained(teacher_folder)
-        # the teacher's own tokenizer makes the same windows when it shares the student's wordpieces
-        t_windows = [
-            w
-            for ws in teacher.tokenizer.encode_windows(
-                [e.question for e in timed], [e.context for e in timed]
-            )
-            for w in ws
-        ]
-        t_sample = [t_windows[i] for i in sorted(rng.choice(len(t_windows), len(sample), False))]
-        t_latency, t_throughput = speed(teacher, t_windows, t_sample, None)
-        if args.teacher:
-            result = teacher.evaluate(evaluated, progress=True)
-            gflops, em, f1 = result.gflops_per_window, f"{result.exact_match:.2f}", f"{result.f1:.2f}"
-        else:
-            encoded = teacher.tokenizer.encode_windows(
-                [e.question for e in evaluated], [e.context for e in evaluated]
-            )
-            gflops = float(
-                np.mean([encoder_gflops(teacher.model.config, len(w)) for ws in encoded for w in ws])
-            )
-            em, f1 = "not trained here", ""
-        rows.append(("teacher (transformers, dynamic padding)", "", em, f1, gflops, t_latency, t_throughput))
-    else:
-        t_throughput = None
-
-    configs = [("student, full length", None, {})]
-    if student.frontier is not None:
-        for budget in BUDGETS:
-            try:
-                lengths, margins, _ = student.choose(budget=budget)
-            except BudgetError as error:
-                print(f"budget {budget:.2f}: {error}", file=sys.stderr)
-                continue
-            options = {"margins": margins} if margins is not None else {}
-            configs.append((f"student, frontier point within {budget:.2f} of its FLOPs", lengths, options))
-    for text in args.margins:
-        margins = {"margins": parse_margins(text, student.num_layers)}
-        configs.append((f"student, margin {text}", None, margins))
-    for name, lengths, options in configs:
-        result = student.evaluate(evaluated, lengths=lengths, progress=True, **options)
-        latency, rate = speed(student, windows, sample, lengths, **options)
-        rows.append(
-            (
-                name,
-                format_lengths(lengths, student.num_layers)
-                if not options
-                else f"margins {format_margins(options['margins'], student.num_layers)}",
-                f"{result.exact_match:.2f}",
-                f"{result.f1:.2f}",
-                result.gflops_per_window,
-                latency,
-                rate,
-            )
-        )
+    student = QuestionAnswerer.from_pretrained(args.student, dtype=args.dtype)
+    windows, sample = timed_windows(student, timed, args.latency_windows, rng)
+    folder = args.teacher or args.teacher_speed
+    teacher = None
+    if folder:
+        teacher = teacher_row(folder, bool(args.teacher), timed, evaluated, args.latency_windows, rng)
+    students = student_rows(student, args.margins, windows, sample)
+    for row in students:
+        row.evaluate(evaluated)
+    rows = [teacher, *students] if teacher else students
+    for _ in range(args.repeats):
+        for row in rows:
+            row.time_once()
 
     print(
         f"\nSQuAD 1.1 dev: {len(evaluated)} questions. Speed: {len(windows)} windows of the first "
-        f"{len(timed)} dev questions; the student in {student.dtype}; {machine()}\n"
+        f"{len(timed)} dev questions, medians of {args.repeats} repetitions; the student in "
+        f"{student.dtype}; {machine()}\n"
     )
     print(
         "| model | lengths | dev EM | dev F1 | GFLOPs/window | latency, batch 1 (ms) | windows/s, batch 32 "
-        "| speedup over the teacher |"
+        "| speedup over the teacher | speedup over full length |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for name, lengths, em, f1, gflops, latency, rate in rows:
-        gain = f"{rate / t_throughput:.2f}x" if t_throughput else ""
-        print(f"| {name} | {lengths} | {em} | {f1} | {gflops:.2f} | {latency:.1f} | {rate:.1f} | {gain} |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row.cells(teacher, students[0]))
     return 0
 
 

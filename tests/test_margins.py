@@ -3,6 +3,8 @@ one, so token counts follow the window (docs/selector.md, "Margins")."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import shutil
@@ -174,6 +176,33 @@ def test_results_table_adds_a_row_per_margin(tiny_selector_model, squad_file):
     assert list(rows) == ["student, full length", "student, margin 2", "student, margin inf"]
     # inf keeps every token: the full model's answers and GFLOPs
     assert rows["student, margin inf"].split(" | ")[2:5] == rows["student, full length"].split(" | ")[2:5]
+    assert rows["student, full length"].split(" | ")[-1] == "1.00x |"  # its speedup over itself
+
+
+def test_results_table_times_every_row_in_each_repetition(tiny_selector_model, squad_file, monkeypatch):
+    """Accuracy first, then --repeats rounds that time every row once each; the speedup is the
+    median of the ratios inside each round, not a ratio of medians taken at different times."""
+    table = load_script("results_table")
+    timed = []
+    monkeypatch.setattr(table, "latency_ms", lambda model, sample, lengths, device, **o: 1.0)
+    rates = iter([10.0, 5.0, 30.0, 10.0, 40.0, 40.0])  # full length, margin 2; three rounds
+
+    def throughput(model, windows, lengths, device, **options):
+        timed.append(options.get("margins"))
+        return next(rates)
+
+    monkeypatch.setattr(table, "throughput", throughput)
+    args = ["--student", str(tiny_selector_model), "--dev", str(squad_file), "--speed-questions", "2"]
+    args += ["--latency-windows", "1", "--dtype", "fp32", "--margins", "2", "--repeats", "3"]
+    monkeypatch.setattr(sys, "argv", ["results_table.py", *args])
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert table.main() == 0
+    assert timed == [None, (2.0,) * 4] * 3
+    margin_row = next(line for line in output.getvalue().splitlines() if "margin 2" in line)
+    # ratios to full length 0.5, 0.33, 1.0: median 0.5 (the ratio of the medians, 10 / 30, would be 0.33)
+    assert margin_row.split(" | ")[5:] == ["1.0", "10.0", "", "0.50x |"]
+    assert "medians of 3 repetitions" in output.getvalue()
 
 
 def test_attention_in_groups_of_rows_answers_as_one_call(tiny_model, monkeypatch):
