@@ -28,7 +28,7 @@ import numpy as np
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.frontier import BudgetError
-from dynamic_tinybert.lengths import encoder_gflops, format_lengths, format_margins, parse_margins
+from dynamic_tinybert.lengths import format_lengths, format_margins, mean_gflops, parse_margins
 from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.timing import latency_ms, machine, throughput
 
@@ -78,10 +78,15 @@ def speedup(row: Row, over: Row | None) -> str:
     return f"{statistics.median(a / b for a, b in zip(row.rates, over.rates, strict=True)):.2f}x"
 
 
+def flat_windows(qa: QuestionAnswerer, examples) -> list:
+    """Every window of these examples in qa's tokenizer, one list."""
+    questions, contexts = [e.question for e in examples], [e.context for e in examples]
+    return [w for ws in qa.tokenizer.encode_windows(questions, contexts) for w in ws]
+
+
 def timed_windows(qa: QuestionAnswerer, examples, count: int, rng) -> tuple[list, list]:
     """The windows of these examples in qa's tokenizer, and `count` of them drawn for latency."""
-    questions, contexts = [e.question for e in examples], [e.context for e in examples]
-    windows = [w for ws in qa.tokenizer.encode_windows(questions, contexts) for w in ws]
+    windows = flat_windows(qa, examples)
     drawn = sorted(rng.choice(len(windows), min(len(windows), count), False))
     return windows, [windows[i] for i in drawn]
 
@@ -124,10 +129,7 @@ def teacher_row(folder: str, trained: bool, timed, evaluated, count: int, rng) -
     if trained:
         row.evaluate(evaluated)
     else:
-        questions, contexts = [e.question for e in evaluated], [e.context for e in evaluated]
-        encoded = teacher.tokenizer.encode_windows(questions, contexts)
-        config = teacher.model.config
-        row.gflops = float(np.mean([encoder_gflops(config, len(w)) for ws in encoded for w in ws]))
+        row.gflops = mean_gflops(teacher.model.config, [len(w) for w in flat_windows(teacher, evaluated)])
         row.exact_match = "not trained here"
     return row
 
