@@ -16,8 +16,9 @@ from pathlib import Path
 from .answers import ANSWERS, AnswerSettings, AnswerSettingsError
 from .checkpoint import CheckpointError
 from .config import SELECTORS
-from .data import SquadFormatError, check_answerable, read_squad
+from .data import SquadFormatError, check_answerable, is_unicode, read_squad
 from .devices import DeviceError, resolve_device
+from .files import atomic_write
 from .frontier import BudgetError
 from .lengths import LengthsError, format_margins, margins_to_json, parse_lengths, parse_margins
 from .options import UsageError, add_dataclass_options, settings_from
@@ -157,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _argument_text(text: str, option: str) -> str:
+    """A command-line argument as text: Python decodes arguments by the locale, and under an
+    ASCII one (LC_ALL=C) keeps the bytes of "Café" as lone surrogates; those bytes read as UTF-8."""
+    if is_unicode(text):
+        return text
+    try:
+        return os.fsencode(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{option} is not UTF-8 text; give it in UTF-8 or use --context-file") from None
+
+
 def _load(args: argparse.Namespace):
     AnswerSettings(getattr(args, "top_k", ANSWERS.top_k), args.max_answer_len, args.batch_size).check()
     if args.dtype is not None:
@@ -177,6 +189,9 @@ def run_ask(args: argparse.Namespace) -> None:
             context = args.context_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise UsageError(f"cannot read --context-file {args.context_file}: {error}") from None
+    else:
+        context = _argument_text(context, "--context")
+    args.question = _argument_text(args.question, "--question")
     if not args.question.strip():
         raise UsageError("--question is empty")
     if not context.strip():
@@ -218,6 +233,8 @@ def run_eval(args: argparse.Namespace) -> None:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.predictions is not None:
         check_output_file(args.predictions, "--predictions")
+        if args.predictions.exists() and args.predictions.resolve() == Path(args.data).resolve():
+            raise UsageError(f"--predictions {args.predictions} is the --data file; give another file name")
     examples = read_squad(args.data)
     if args.limit is not None:
         examples = examples[: args.limit]
@@ -234,8 +251,6 @@ def run_eval(args: argparse.Namespace) -> None:
         selector=args.selector,
         margins=margins,
     )
-    if args.predictions is not None:
-        args.predictions.write_text(json.dumps(result.predictions, indent=1, ensure_ascii=False) + "\n")
     report = {
         "exact_match": result.exact_match,
         "f1": result.f1,
@@ -253,9 +268,15 @@ def run_eval(args: argparse.Namespace) -> None:
         "model": str(qa.folder),
     }
     if args.json:
-        print(json.dumps(report))
-        return
-    _print_evaluation(result, qa.num_layers, point, args.budget)
+        print(json.dumps(report), flush=True)
+    else:
+        _print_evaluation(result, qa.num_layers, point, args.budget)
+    if args.predictions is not None:  # after the report, which a failed write then does not lose
+        text = json.dumps(result.predictions, indent=1, ensure_ascii=False) + "\n"
+        try:
+            atomic_write(args.predictions, lambda path: path.write_text(text, encoding="utf-8"))
+        except OSError as error:
+            raise UsageError(f"--predictions {args.predictions} could not be written: {error}") from None
 
 
 def _print_evaluation(result, num_layers: int, point, budget: float | None) -> None:
@@ -345,6 +366,9 @@ _show_warning = warnings.showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # text the terminal cannot show comes out escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():

@@ -40,6 +40,24 @@ class ModelConfig:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name == "pad_token_id":
+                continue  # some configs leave it out as null: no padding embedding
+            kinds = {"int": (int,), "float": (int, float), "str": (str,)}.get(f.type)
+            if kinds is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                raise ConfigError(
+                    f"{f.name} is {value!r}; expected a{'n' if f.type == 'int' else ''} {f.type}"
+                )
+            least = (
+                0 if f.name in ("pad_token_id", "hidden_dropout_prob", "attention_probs_dropout_prob") else 1
+            )
+            if f.type == "int" and value < least:
+                raise ConfigError(f"{f.name} is {value}; expected at least {least}")
+        if not (0 <= self.hidden_dropout_prob < 1 and 0 <= self.attention_probs_dropout_prob < 1):
+            raise ConfigError("dropout probabilities must be from 0 to below 1")
+        if not self.layer_norm_eps > 0:
+            raise ConfigError(f"layer_norm_eps is {self.layer_norm_eps}; expected a positive number")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(
                 f"hidden_act {self.hidden_act!r} is not supported; expected one of {', '.join(ACTIVATIONS)}"
@@ -61,6 +79,8 @@ class ModelConfig:
         >>> ModelConfig.from_dict({"model_type": "bert", "hidden_size": 384}).hidden_size
         384
         """
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config.json holds {type(raw).__name__}, not a JSON object")
         model_type = raw.get("model_type")
         if model_type != "bert":
             raise ConfigError(f"model_type is {model_type!r}, expected 'bert'")

@@ -80,6 +80,10 @@ def _read_question(qa: object, context: str, title: str, paragraph: int, where: 
     where = f"{path}: question {qid!r}"
     question = qa.get("question")
     _expect(isinstance(question, str) and question.strip() != "", where, "a non-empty 'question' string")
+    _expect(context.strip() != "", where, "a non-empty context in its paragraph")
+    for name, text in (("question", question), ("context", context)):
+        if not is_unicode(text):
+            raise SquadFormatError(f"{where}: its {name} is not valid Unicode: {_surrogate(text)}")
     answers = qa.get("answers", [])
     _expect(isinstance(answers, list), where, "an 'answers' list")
     texts, starts = [], []
@@ -94,6 +98,30 @@ def _read_question(qa: object, context: str, title: str, paragraph: int, where: 
         texts.append(answer["text"])
         starts.append(answer["answer_start"])
     return Example(str(qid), question, context, tuple(texts), tuple(starts), title, paragraph)
+
+
+def is_unicode(text: str) -> bool:
+    """Whether a string can be encoded at all: JSON's "\\ud800" escapes, or bytes that are not
+    UTF-8 read with errors="surrogateescape", leave lone surrogates that no tokenizer takes.
+
+    >>> is_unicode("Café"), is_unicode("x \\udcff")
+    (True, False)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate(text: str) -> str:
+    """Where the first lone surrogate of a string is, for messages.
+
+    >>> _surrogate("ab\\ud800")
+    "a lone surrogate '\\\\ud800' at character 2"
+    """
+    i = next(i for i, c in enumerate(text) if "\ud800" <= c <= "\udfff")
+    return f"a lone surrogate {ascii(text[i])} at character {i}"
 
 
 def _expect(condition: bool, where: str, what: str) -> None:

@@ -273,6 +273,9 @@ class Frontier:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Frontier:
+        if not isinstance(raw, dict):
+            raise ValueError(f"it holds a JSON {type(raw).__name__}, not an object")
+
         def points(key: str) -> list[Point]:
             return [Point.from_dict(p) for p in raw.get(key, [])]
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .answers import ANSWERS, NO_ANSWER, Answer, AnswerSettings, rank_answers, window_spans
-from .data import Example, batches_by_length, check_answerable, collate, gold_answers
+from .data import Example, batches_by_length, check_answerable, collate, gold_answers, is_unicode
 from .devices import resolve_device
 from .frontier import BudgetError, Frontier, Point
 from .lengths import (
@@ -405,4 +405,10 @@ def _check_inputs(
             raise ValueError(f"question {i} is empty or not a string")
         if not isinstance(c, str) or not c.strip():
             raise ValueError(f"context {i} is empty or not a string")
+        for name, text in (("question", q), ("context", c)):
+            if not is_unicode(text):
+                raise ValueError(
+                    f"{name} {i} is not valid Unicode (it holds a lone surrogate: text decoded with "
+                    "errors='surrogateescape', or a JSON '\\ud800' escape); decode it as UTF-8"
+                )
     AnswerSettings(top_k, max_answer_len, batch_size).check()

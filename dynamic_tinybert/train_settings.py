@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .lengths import LENGTHDROP_RATIO, Lengths, geometric_lengths
 from .options import option
@@ -15,6 +16,42 @@ NEEDS_TEACHER = ("intermediate", "prediction")
 
 class TrainingError(ValueError):
     """Settings or inputs that cannot be trained on; reported before any training starts."""
+
+
+# the numeric options' ranges: (least, whether it is allowed, most, whether it is allowed); None: unbounded
+_RANGES = {
+    "epochs": (0, False, None, False),
+    "lr": (0, False, None, False),
+    "warmup": (0, True, 1, False),
+    "weight_decay": (0, True, None, False),
+    "max_grad_norm": (0, False, None, False),
+    "temperature": (0, False, None, False),
+    "layerdrop": (0, True, 1, False),
+    "length_ratio": (0, False, 1, True),
+    "dropout": (0, True, 1, False),
+    "attention_dropout": (0, True, 1, False),
+}
+
+
+def _within(value: float, low: float, low_ok: bool, high: float | None, high_ok: bool) -> bool:
+    """
+    >>> _within(0, 0, True, 1, False), _within(1, 0, True, 1, False), _within(-1e-9, 0, False, None, False)
+    (True, False, False)
+    """
+    above = value >= low if low_ok else value > low
+    below = high is None or (value <= high if high_ok else value < high)
+    return above and below and not math.isnan(value)
+
+
+def _range_text(low: float, low_ok: bool, high: float | None, high_ok: bool) -> str:
+    """
+    >>> _range_text(0, True, 1, False), _range_text(0, False, None, False)
+    ('from 0 to below 1', 'above 0')
+    """
+    start = f"from {low}" if low_ok else f"above {low}"
+    if high is None:
+        return start if not low_ok else f"at least {low}"
+    return f"{start} to {high}" if high_ok else f"{start} to below {high}"
 
 
 @dataclass
@@ -104,7 +141,7 @@ class TrainSettings:
 
     def planned_steps(self, per_epoch: int) -> int:
         """The optimizer steps --max-steps or --epochs ask for (--max-minutes may fit fewer)."""
-        return self.max_steps or math.ceil((self.epochs or 2.0) * per_epoch)
+        return self.max_steps or math.ceil((2.0 if self.epochs is None else self.epochs) * per_epoch)
 
     def smallest_lengths(self, layers: int) -> Lengths | None:
         """LengthDrop's smallest configuration: each layer keeps length_ratio of the previous."""
@@ -136,6 +173,12 @@ class TrainSettings:
             raise TrainingError("--selector-layers is an option of --stage selector")
         if self.selector_layers is not None and min(self.selector_layers) < 1:
             raise TrainingError("--selector-layers counts layers from 1")
+        for name, bounds in _RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not _within(value, *bounds):
+                raise TrainingError(f"--{name.replace('_', '-')} must be {_range_text(*bounds)}, got {value}")
+        if Path(self.output).exists() and not Path(self.output).is_dir():
+            raise TrainingError(f"--output {self.output} is a file; give a folder")
 
     def resume_key(self) -> dict:
         """The settings a resumed run must share with the run it continues."""

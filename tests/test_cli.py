@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -200,6 +201,51 @@ def test_bad_predictions_path_is_refused_before_the_model_runs(tiny_model, squad
             str(tmp_path),
         )
     assert code == 2 and "is a folder" in err
+
+
+def test_predictions_never_overwrite_the_data_and_a_failed_write_keeps_the_report(
+    tiny_model, squad_file, tmp_path, capsys
+):
+    data = tmp_path / "data.json"
+    shutil.copy(squad_file, data)
+    code, _, err = run(
+        capsys, "eval", "--model", str(tiny_model), "--data", str(data), "--predictions", str(data)
+    )
+    assert code == 2 and "is the --data file" in err
+    assert data.read_bytes() == squad_file.read_bytes()
+    if not Path("/dev/full").exists():
+        return
+    evaluate = ["eval", "--model", str(tiny_model), "--data", str(squad_file), "--json", "--quiet"]
+    code, out, err = run(capsys, *evaluate, "--predictions", "/dev/full")
+    assert code == 2 and "could not be written" in err
+    assert json.loads(out)["questions"] == 2  # the report came first
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ([], "not a JSON object"),
+        ({"num_attention_heads": 0}, "num_attention_heads is 0"),
+        ({"num_hidden_layers": "6"}, "num_hidden_layers is '6'; expected an int"),
+        ({"hidden_dropout_prob": 1.5}, "dropout probabilities"),
+    ],
+)
+def test_a_config_with_wrong_values_is_refused_in_one_line(config, message, tiny_model, tmp_path, capsys):
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model, broken)
+    if isinstance(config, dict):
+        config = json.loads((tiny_model / "config.json").read_text()) | config
+    (broken / "config.json").write_text(json.dumps(config))
+    code, _, err = run(capsys, "ask", "--model", str(broken), "--question", "Why?", "--context", CONTEXT)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_arguments_decoded_by_an_ascii_locale_are_read_as_utf8():
+    from dynamic_tinybert.cli import _argument_text
+
+    kept_bytes = "Caf\udcc3\udca9"  # what Python makes of "Café" under LC_ALL=C
+    assert _argument_text(kept_bytes, "--context") == "Café"
+    assert _argument_text("Zoë", "--context") == "Zoë"
 
 
 def test_help_shows_defaults_and_examples_that_work(capsys):

@@ -53,6 +53,14 @@ def _doc(qa: dict) -> dict:
             "question 'abc': expected answers",
         ),
         (_doc({"id": "abc", "question": "q?", "answers": "x"}), "question 'abc': expected an 'answers' list"),
+        (
+            {"data": [{"paragraphs": [{"context": " \n", "qas": [{"id": "e", "question": "q?"}]}]}]},
+            "question 'e': expected a non-empty context",
+        ),
+        (
+            '{"data": [{"paragraphs": [{"context": "a \\ud800", "qas": [{"id": "s", "question": "q?"}]}]}]}',
+            "question 's': its context is not valid Unicode: a lone surrogate '.ud800' at character 2",
+        ),
     ],
 )
 def test_malformed_entries_are_named(tmp_path, document, message):

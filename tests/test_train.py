@@ -20,6 +20,7 @@ from dynamic_tinybert.data import collate
 from dynamic_tinybert.distill import layer_map
 from dynamic_tinybert.lengths import geometric_with_mean
 from dynamic_tinybert.stages import StepContext, Trainee, intermediate_step, prediction_step
+from dynamic_tinybert.train_settings import TrainingError, TrainSettings
 
 from .conftest import FIXTURES, SHARED_DATA, kept_per_layer, load_script, make_checkpoint
 
@@ -777,3 +778,27 @@ def test_attention_dropout_is_set_alone_or_with_the_rest(tiny_model):
     assert probabilities(model) == ({0.3}, {0.3})
     set_dropout(model, 0.2, 0.05)
     assert probabilities(model) == ({0.2}, {0.05})
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("epochs", 0.0, "--epochs must be above 0"),  # 0 once meant the default 2 epochs
+        ("epochs", -1.0, "--epochs must be above 0"),
+        ("lr", -1.0, "--lr must be above 0"),
+        ("lr", float("nan"), "--lr must be above 0"),
+        ("warmup", 2.0, "--warmup must be from 0 to below 1"),
+        ("dropout", 1.5, "--dropout must be from 0 to below 1"),
+        ("length_ratio", 1.5, "--length-ratio must be above 0 to 1"),
+    ],
+)
+def test_numeric_options_out_of_range_are_refused_before_training(option, value, message):
+    settings = TrainSettings(stage="finetune", model="", data=[], output="", **{option: value})
+    with pytest.raises(TrainingError, match=message):
+        settings.check()
+
+
+def test_an_output_that_is_a_file_is_refused_before_training(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TrainingError, match="is a file"):
+        TrainSettings(stage="finetune", model="", data=[], output=str(tmp_path / "file")).check()
