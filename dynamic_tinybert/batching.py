@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -217,6 +218,10 @@ class Job:
         total = sum(map(len, self.questions)) + sum(map(len, self.contexts))
         self.chars_per_window = total / max(len(self.flat), 1)
 
+    @functools.cached_property
+    def tokens_per_window(self) -> float:
+        return sum(map(len, self.flat)) / max(len(self.flat), 1)
+
     @property
     def pairs(self) -> int:
         return len(self.questions)
@@ -360,7 +365,7 @@ class Batcher:
         self.max_batch = max_batch
         self.slice = slice_ms / 1000 if slice_ms else None
         self.deferred = False  # whether the last micro-batch left a started request's windows out
-        self.slice_windows: float | None = None  # full-model windows that run in slice_ms
+        self.slice_tokens: float | None = None  # tokens the full model runs in slice_ms
         self.max_wait = max_wait_ms / 1000
         self.latency_slo = None if latency_slo is None else latency_slo / 1000
         # the points a request's frontier index names (the SLO controller's ladder): the shares,
@@ -435,10 +440,10 @@ class Batcher:
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        costs, window_seconds = await loop.run_in_executor(self.executor, self._warm_up)
+        costs, token_seconds = await loop.run_in_executor(self.executor, self._warm_up)
         if self.slice is not None:
-            self.slice_windows = self.slice / max(window_seconds, 1e-9)
-            self.metrics.slice_windows.set(self.slice_windows)
+            self.slice_tokens = self.slice / max(token_seconds, 1e-12)
+            self.metrics.slice_windows.set(self.slice_tokens / self.qa.tokenizer.settings.max_length)
         if self.latency_slo is not None:
             self.controller = SloController(costs, self.latency_slo, self.max_batch)
         self.ready = True
@@ -458,13 +463,14 @@ class Batcher:
 
     def _cap(self, jobs: Sequence[Job], level: int) -> int:
         """Windows in the next micro-batch: max_batch; with slice_ms, while a long request is queued
-        (more windows left than run in slice_ms), the windows that run in that time at the
-        queue's costliest share of the full model's FLOPs, so that requests arriving behind it
-        wait about that long. Without a long request, short ones batch up to max_batch."""
-        if self.slice_windows is None:
+        (more windows left than run in slice_ms), the windows that run in that time, each as
+        costly as the queue's costliest (its tokens per window times its share of the full
+        model's FLOPs), so that requests arriving behind it wait about that long. Without a long
+        request, short ones batch up to max_batch."""
+        if self.slice_tokens is None:
             return self.max_batch
-        flops = max((self._flops(j, level) for j in jobs), default=1.0)
-        sliced = max(1, min(self.max_batch, int(self.slice_windows / flops)))
+        costliest = max((self._flops(j, level) * j.tokens_per_window for j in jobs), default=1.0)
+        sliced = max(1, min(self.max_batch, int(self.slice_tokens / costliest)))
         return sliced if any(j.left > sliced for j in jobs) else self.max_batch
 
     def _flops(self, job: Job, level: int) -> float:
@@ -585,18 +591,19 @@ class Batcher:
 
     def _warm_up(self) -> tuple[list[Cost], float]:
         """In the model thread, before the server reports ready: run the model once, then time
-        the full model's seconds per window (for slice_ms); in SLO mode measure each frontier
-        point's cost on one warm-up pair and on WARMUP_PAIRS of them."""
+        the full model's seconds per token on full windows (for slice_ms: a full window's tokens
+        cost the most each); in SLO mode measure each frontier point's cost on one warm-up pair
+        and on WARMUP_PAIRS of them."""
         self.qa.answer([WARMUP_QUESTION] * WARMUP_PAIRS, [WARMUP_CONTEXT] * WARMUP_PAIRS)
-        window_seconds = 0.0
-        if self.slice is not None:  # full windows, the longest slices a micro-batch holds
+        token_seconds = 0.0
+        if self.slice is not None:
             questions, contexts = [WARMUP_QUESTION] * WARMUP_PAIRS, [WARMUP_CONTEXT * 4] * WARMUP_PAIRS
             windows = self.qa.tokenizer.encode_windows(questions, contexts)
             began = time.perf_counter()
             self.qa.answer_windows(windows, contexts)
-            window_seconds = (time.perf_counter() - began) / sum(map(len, windows))
+            token_seconds = (time.perf_counter() - began) / sum(len(w) for ws in windows for w in ws)
         if self.latency_slo is None:
-            return [], window_seconds
+            return [], token_seconds
         chars = len(WARMUP_QUESTION) + len(WARMUP_CONTEXT)
 
         def seconds(point: Point, pairs: int) -> float:
@@ -618,7 +625,7 @@ class Batcher:
             one, many = seconds(point, 1), seconds(point, WARMUP_PAIRS)
             per_char = max(many - one, 1e-9) / ((WARMUP_PAIRS - 1) * chars)
             costs.append(Cost(max(one - per_char * chars, 0.0), per_char))
-        return costs, window_seconds
+        return costs, token_seconds
 
     def _count_queue(self) -> None:
         self.metrics.queued.set(sum(j.pairs for j in self.queue))

@@ -135,6 +135,11 @@ class QuestionAnswerer:
             if lengths is not None or budget is not None or speedup is not None:
                 raise ValueError("give margins, or lengths, a budget or a speedup, not two of them")
             if selector != "learned":
+                if getattr(self.model, "selector", None) is None:
+                    raise SelectorError(
+                        "margins compare the learned selector's scores, and this model has none "
+                        "(no selector.safetensors); give lengths or a budget instead"
+                    )
                 raise SelectorError("margins compare the learned selector's scores; use --selector learned")
             return Choice(None, checked, None)
         if budget is None and speedup is None:
@@ -144,7 +149,7 @@ class QuestionAnswerer:
         if self.frontier is None:
             raise BudgetError(
                 f"the model {self.folder} has no frontier ({'frontier.json'}); run `dynamic-tinybert search` "
-                "on it first, or give --lengths"
+                "on it first, or give lengths (one share per layer) instead"
             )
         if self.frontier.selector != selector:
             raise BudgetError(

@@ -3,6 +3,7 @@ builds without the web framework (a training machine need not have it installed)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .options import option
@@ -71,5 +72,8 @@ class ServeSettings:
             raise ServeError(f"--request-timeout must be positive, got {self.request_timeout}")
         if self.latency_slo is not None and not self.latency_slo > 0:
             raise ServeError(f"--latency-slo must be positive milliseconds, got {self.latency_slo}")
+        for name in ("slice_ms", "max_wait_ms", "request_timeout", "latency_slo"):
+            if getattr(self, name) is not None and math.isinf(getattr(self, name)):
+                raise ServeError(f"--{name.replace('_', '-')} must be a finite number, got inf")
         if self.slo_margin_points and self.latency_slo is None:
             raise ServeError("--slo-margin-points changes the SLO mode's ladder: give --latency-slo too")

@@ -228,7 +228,7 @@ def _check_size(inputs: Sequence[QAInput], settings: ServeSettings) -> None:
 def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Batcher):
     """POST /v1/answer: limits (413), routing (400), then the queue; 503 on timeout."""
 
-    async def answer(request: AnswerRequest) -> AnswerResponse:
+    async def answer(request: AnswerRequest, raw: Request) -> AnswerResponse:
         """Answer one question about a context, or a list of them."""
         arrived = time.perf_counter()
         if not batcher.healthy:
@@ -268,7 +268,7 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
             route.picked,
         )
         try:
-            outcome = await batcher.submit(job, settings.request_timeout)
+            outcome = await _unless_gone(raw, batcher.submit(job, settings.request_timeout))
         except asyncio.TimeoutError:
             raise HTTPException(
                 503, f"not answered within the request timeout of {settings.request_timeout:g} s; try again"
@@ -287,17 +287,42 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
     return answer
 
 
+async def _unless_gone(request: Request, work):
+    """The result of `work`, a coroutine, unless the client goes away first: then the work is
+    cancelled (a job leaves the queue, its windows not yet run never run) and the reply is 499,
+    which the client never reads but the request metrics count."""
+    done = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not done.done():
+        done.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await done
+        raise HTTPException(499, "the client closed the connection before its answer")
+    return done.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has closed its connection (the body has been read: the server's
+    next message on this request is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _add_status_routes(app: FastAPI, qa: QuestionAnswerer, batcher: Batcher, metrics: Metrics) -> None:
     """GET /healthz, /readyz and /metrics."""
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> JSONResponse:
         """The process is up and its worker runs."""
         return JSONResponse(
             {"status": "ok" if batcher.healthy else "worker stopped"}, 200 if batcher.healthy else 503
         )
 
-    @app.get("/readyz")
+    @app.api_route("/readyz", methods=["GET", "HEAD"])
     async def readyz() -> JSONResponse:
         """Ready once the model is loaded and warmed up."""
         ready = batcher.ready and batcher.healthy
@@ -309,7 +334,7 @@ def _add_status_routes(app: FastAPI, qa: QuestionAnswerer, batcher: Batcher, met
         }
         return JSONResponse(body, 200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def prometheus() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -446,6 +447,29 @@ def test_short_requests_run_alone_but_never_twice_in_a_row_past_a_long_one(qa):
     loop.close()
 
 
+def test_a_slice_holds_the_windows_its_time_runs_by_their_tokens(qa):
+    """With a long request queued, a micro-batch holds the windows the full model runs in the
+    slice, counted by their tokens: many short windows together, full ones one at a time."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    batcher = batching.Batcher(qa, batching.Metrics(), max_batch=16, max_wait_ms=0, slice_ms=100)
+    batcher.slice_tokens = 500.0  # as if timed at start-up: 500 tokens of the full model in 100 ms
+
+    def job(windows: int, tokens: int) -> batching.Job:
+        flat = [[None] * tokens] * windows  # windows of that many tokens
+        return batching.Job(
+            ["q"], ["c"], [flat], 1, 30, None, None, time.perf_counter(), loop.create_future()
+        )
+
+    short, full, middle = job(64, 20), job(10, 384), job(20, 100)
+    assert batcher._cap([short], -1) == 16  # 25 windows of 20 tokens fit in the slice: max_batch
+    assert batcher._cap([full], -1) == 1
+    assert batcher._cap([middle], -1) == 5
+    assert batcher._cap([short, full], -1) == 1  # as costly as the costliest queued
+    loop.close()
+
+
 def test_a_timed_out_request_stops_costing_model_time(qa):
     with (
         slow_model(qa, 0.05) as calls,
@@ -460,6 +484,24 @@ def test_a_timed_out_request_stops_costing_model_time(qa):
         assert sum(calls) == ran  # and nothing more runs
         assert ran <= 16 * 9  # of its 180 windows, only those of the micro-batches before the timeout
         assert metric(url, "dynamic_tinybert_queue_size") == 0
+
+
+def test_a_request_whose_client_goes_away_stops_costing_model_time(qa):
+    with slow_model(qa, 0.05) as calls, running(qa, max_batch=16, max_wait_ms=2) as url:
+        calls.clear()  # the warm-up's
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps(HEAVY).encode()
+        with socket.create_connection((host, int(port))) as client:
+            head = f"POST /v1/answer HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n"
+            client.sendall(head.encode() + body)
+            time.sleep(0.3)  # some of its 180 windows run, then the client leaves
+        time.sleep(0.3)  # the micro-batch in progress ends
+        ran = sum(calls)
+        time.sleep(0.5)
+        assert 0 < ran < 180 and sum(calls) == ran  # nothing more runs
+        assert metric(url, "dynamic_tinybert_queue_size") == 0
+        assert metric(url, 'dynamic_tinybert_requests_total{code="499"}') == 1
+        assert post(url, {"inputs": GOOD})[0] == 200
 
 
 # --- health, metrics ---------------------------------------------------------------------------
@@ -497,6 +539,11 @@ def test_a_stopped_model_worker_shows_in_healthz_and_requests_get_503(qa, monkey
 
 def test_health_readiness_and_metrics(plain):
     assert get(plain, "/healthz")[0] == 200
+    for path in ("/healthz", "/readyz", "/metrics"):  # health checkers that send HEAD
+        connection = http.client.HTTPConnection(*plain.removeprefix("http://").split(":"), timeout=10)
+        connection.request("HEAD", path)
+        assert connection.getresponse().status == 200
+        connection.close()
     status, raw, _ = get(plain, "/readyz")
     assert status == 200 and json.loads(raw)["ready"] is True
     post(plain, {"inputs": GOOD})
@@ -666,6 +713,8 @@ def test_doctests():
         (["--latency-slo", "-5"], "--latency-slo"),
         (["--port", "70000"], "--port"),
         (["--latency-slo", "100"], "frontier"),
+        (["--request-timeout", "inf"], "--request-timeout must be a finite number"),
+        (["--max-wait-ms", "inf"], "--max-wait-ms must be a finite number"),
     ],
 )
 def test_serve_command_errors_exit_2_with_one_line(tiny_model, capsys, argv, words):
