@@ -155,7 +155,7 @@ class Layer(nn.Module):
         B, W = len(tokens.counts), tokens.width
         # (B, H, W, dh) each
         q, k, v = (
-            tokens.pad(p(x)).view(B, W, self.num_heads, -1).transpose(1, 2)
+            tokens.pad(_per_window(p, x, tokens.counts)).view(B, W, self.num_heads, -1).transpose(1, 2)
             for p in (self.query, self.key, self.value)
         )
         dropout_p = self.attn_dropout if self.training else 0.0
@@ -165,13 +165,24 @@ class Layer(nn.Module):
         else:
             context, extra = _explicit_attention(q, k, v, tokens, dropout_p, output == "probs")
         context = tokens.unpad(context.transpose(1, 2).reshape(B, W, -1))  # (N, d)
-        return self.attn_norm(x + self.dropout(self.attn_out(context))), extra
+        return self.attn_norm(x + self.dropout(_per_window(self.attn_out, context, tokens.counts))), extra
 
-    def feed_forward(self, a: Tensor) -> Tensor:
-        return self.ffn_norm(a + self.dropout(self.ffn_out(self.act(self.ffn_in(a)))))
+    def feed_forward(self, a: Tensor, rows: list[int]) -> Tensor:
+        """The feed-forward block on the packed tokens a (N, d), `rows` of them per window."""
+        inner = self.act(_per_window(self.ffn_in, a, rows))
+        return self.ffn_norm(a + self.dropout(_per_window(self.ffn_out, inner, rows)))
 
     def forward(self, x: Tensor, tokens: Tokens) -> Tensor:
-        return self.feed_forward(self.attend(x, tokens)[0])
+        return self.feed_forward(self.attend(x, tokens)[0], tokens.counts)
+
+
+def _per_window(linear: nn.Module, x: Tensor, rows: list[int]) -> Tensor:
+    """linear(x) on packed tokens x (N, k), `rows` of them per window; a map marked `per_window`
+    (int8, quantizing its input by the input's range: precision.py) runs on each window's tokens
+    apart, so that a window gets the same result in any batch."""
+    if len(rows) == 1 or not getattr(linear, "per_window", False):
+        return linear(x)
+    return torch.cat([linear(part) for part in x.split(rows)])
 
 
 # rows per call of fused attention where a batch's rows hold very different token counts, and the
@@ -380,7 +391,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
             attentions.append(probs)
         if attended_states is not None:
             attended_states.append(tokens.restore(attended).view(len(tokens.counts), -1, x.shape[-1]))
-        return layer.feed_forward(attended)
+        return layer.feed_forward(attended, tokens.counts)
 
     def _configuration(self, lengths, margins, skip, selector, fixed_scores, per_layer: bool):
         """The validated (lengths, margins), at most one of them not None (all ones, all inf:
@@ -435,7 +446,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
             scores = scores.masked_fill(~tokens.valid, -math.inf)
         keep = keep.to(x.device) if isinstance(keep, Tensor) else margin_counts(scores, keep)
         chosen, tokens = tokens.keep(*select_tokens(scores, keep))
-        return layer.feed_forward(attended[chosen]), tokens
+        return layer.feed_forward(attended[chosen], tokens.counts), tokens
 
     def _rank(
         self,

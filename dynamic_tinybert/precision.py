@@ -1,7 +1,7 @@
 """The precision inference runs in: fp32, bf16 (the encoder's weights and activations in bfloat16,
 on CPUs with AVX512-BF16 or AMX and on CUDA) or int8 (PyTorch's dynamic quantization of the
-encoder layers' linear maps: int8 weights with one scale per output channel, activations
-quantized per batch; CPU only).
+encoder layers' linear maps: int8 weights with one scale per output channel, each window's
+activations quantized by their own range; CPU only).
 
 A precision the machine cannot run well is refused with the reason, never replaced silently.
 """
@@ -127,15 +127,23 @@ class RowPaddedLinear(nn.Linear):
 _CAN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-class FullRangeDynamicLinear(torch.ao.nn.quantized.dynamic.Linear):
-    """PyTorch's dynamically quantized linear map with activations on all 8 bits. PyTorch keeps
-    7 on x86 against the 16-bit saturation of AVX2's int8 products; CPUs with VNNI or AMX
-    accumulate in 32 bits. The shipped model with per-channel weights, F1 on the first 1,000 dev
-    questions: 71.59 with 8 bits, 70.86 with 7 (fp32 71.85; per-tensor weights and 7 bits 66.77)."""
+class WindowQuantizedLinear(torch.ao.nn.quantized.dynamic.Linear):
+    """PyTorch's dynamically quantized linear map, marked to run on each window's tokens apart.
+
+    Dynamic quantization scales its whole input by one range, so in a batch a window's activations
+    would be quantized by the range of its batch-mates too, and its answer would depend on them;
+    the model (model.Layer) gives a map with `per_window` each window's tokens in turn. On CPUs
+    with VNNI or AMX, `full_range` puts the activations on all 8 bits: PyTorch keeps 7 on x86
+    against the 16-bit saturation of AVX2's int8 products, which VNNI does not have. The shipped
+    model with per-channel weights, F1 on the first 1,000 dev questions: 71.59 with 8 bits, 70.86
+    with 7 (fp32 71.85; per-tensor weights and 7 bits 66.77)."""
+
+    per_window = True
+    full_range = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         packed = self._packed_params._packed_params
-        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False).to(x.dtype)
+        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=not self.full_range).to(x.dtype)
 
 
 def apply_dtype(model: nn.Module, name: str, device: torch.device | None = None) -> nn.Module:
@@ -164,10 +172,11 @@ def apply_dtype(model: nn.Module, name: str, device: torch.device | None = None)
             quantized = torch.ao.quantization.quantize_dynamic(
                 target, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8
             )
-        if cpu_has_vnni():
-            for module in quantized.modules():
-                if type(module) is torch.ao.nn.quantized.dynamic.Linear:
-                    module.__class__ = FullRangeDynamicLinear
+        full_range = cpu_has_vnni()
+        for module in quantized.modules():
+            if type(module) is torch.ao.nn.quantized.dynamic.Linear:
+                module.__class__ = WindowQuantizedLinear
+                module.full_range = full_range
         if target is model:
             return quantized
         model.layers = quantized

@@ -17,9 +17,9 @@ from .test_model import CONFIGS, assert_batch_equals_each_row_alone, random_batc
 
 needs_bf16 = pytest.mark.skipif(not precision.cpu_has_bf16(), reason="this CPU has no native bf16")
 # bf16 keeps 8 bits of mantissa: a padded batch and a row alone round differently, by about a
-# hundredth of the logits' scale. int8 quantizes activations with one scale per batch, so a row's
-# logits depend on its batch-mates within the quantization step.
-TOLERANCE = {"fp32": 1e-5, "bf16": 0.1, "int8": 0.25}
+# hundredth of the logits' scale. int8 quantizes each window's activations by their own range, so
+# a window's logits do not depend on its batch-mates.
+TOLERANCE = {"fp32": 1e-5, "bf16": 0.1, "int8": 1e-5}
 RUNNABLE = ["fp32", pytest.param("bf16", marks=needs_bf16), "int8"]
 
 
@@ -54,8 +54,8 @@ def test_lower_precisions_stay_close_to_fp32(tiny_model, dtype):
         assert len(quantized) == 6 * len(lowered.layers)
         # one scale per output channel; all 8 bits of the activations where the CPU has VNNI
         assert all(m.weight().qscheme() == torch.per_channel_affine for m in quantized)
-        full_range = precision.cpu_has_vnni()
-        assert all(isinstance(m, precision.FullRangeDynamicLinear) == full_range for m in quantized)
+        assert all(isinstance(m, precision.WindowQuantizedLinear) and m.per_window for m in quantized)
+        assert all(m.full_range == precision.cpu_has_vnni() for m in quantized)
         assert lowered.qa_head.weight.dtype == torch.float32  # the head and the selector stay fp32
 
 
