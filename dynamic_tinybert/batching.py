@@ -390,15 +390,17 @@ class Batcher:
         budget: float | None,
         speedup: float | None,
         margins: Sequence[float] | float | None = None,
+        shares_only: bool = False,
     ) -> Route:
         """How a request runs, checked before it joins the queue: explicit lengths or margins run
         as given; with a frontier, a budget picks a point: outside SLO mode a margin point where
-        one is more accurate, in SLO mode the point of its ladder it caps (the controller moves
-        below it); no budget allows the full model."""
-        in_ladder = self.latency_slo is None or self.slo_margin_points
+        one is more accurate (unless shares_only), in SLO mode the point of its ladder it caps
+        (the controller moves below it); no budget allows the full model."""
+        in_ladder = (self.latency_slo is None or self.slo_margin_points) and not shares_only
         choice = self.qa.choose(lengths, budget, speedup, self.selector, margins, margin_points=in_ladder)
         if self.latency_slo is not None and choice.point is not None:
-            ceiling = self.qa.frontier.pick(budget, speedup, self.qa.dtype, among=self.points)
+            among = [p for p in self.points if not (shares_only and p.margins is not None)]
+            ceiling = self.qa.frontier.pick(budget, speedup, self.qa.dtype, among=among)
             return Route(None, None, self.points.index(ceiling), None)
         if choice.margins is not None:
             return Route(None, choice.margins, None, choice.point)

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="a PNG of a model's frontier (needs matplotlib)")
     plot.add_argument("--model", required=True, help="a model folder with a frontier.json")
-    plot.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    plot.add_argument("--out", type=Path, required=True, help="the picture to write: .png, .svg or .pdf")
     plot.set_defaults(run=run_plot)
 
     from .serve_settings import ServeSettings
@@ -170,6 +170,8 @@ def _argument_text(text: str, option: str) -> str:
 
 
 def _load(args: argparse.Namespace):
+    if args.shares_only and args.budget is None and args.speedup is None:
+        raise UsageError("--shares-only chooses how --budget or --speedup is met: give one of them")
     AnswerSettings(getattr(args, "top_k", ANSWERS.top_k), args.max_answer_len, args.batch_size).check()
     if args.dtype is not None:
         check_dtype(args.dtype, resolve_device(args.device))  # before the model loads
@@ -347,6 +349,10 @@ def run_plot(args: argparse.Namespace) -> None:
     from .frontier import Frontier
     from .plot import plot_frontier
 
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give a file name, e.g. {args.out / 'frontier.png'}")
+    if args.out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"--out {args.out}: give a file name ending in .png (or .svg, .pdf)")
     folder = resolve(args.model)
     frontier = Frontier.load(folder)
     if frontier is None:

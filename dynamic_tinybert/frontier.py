@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -218,6 +219,9 @@ class Frontier:
         points may be picked; `among`: these points instead (e.g. the ladder)."""
         if (budget is None) == (speedup is None):
             raise BudgetError("give a budget or a speedup, not both")
+        for name, value in (("budget", budget), ("speedup", speedup)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise BudgetError(f"{name} must be a number, got {value!r:.80}")
         points = self.candidates(margins) if among is None else list(among)
         if budget is not None:
             if not 0 < budget <= 1 or math.isnan(budget):

@@ -9,6 +9,7 @@ agree on what a configuration costs.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,10 @@ class LengthsError(ValueError):
     """A length configuration that is malformed for the model it is used with."""
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def validate_lengths(shares: Sequence[float] | None, num_layers: int) -> Lengths | None:
     """Check a configuration: one share per layer, each in (0, 1], never increasing.
 
@@ -38,6 +43,8 @@ def validate_lengths(shares: Sequence[float] | None, num_layers: int) -> Lengths
     """
     if shares is None:
         return None
+    if isinstance(shares, (str, bytes)) or not all(_is_number(s) for s in shares):
+        raise LengthsError(f"lengths must be a list of numbers, one share per layer, got {shares!r:.80}")
     shares = tuple(float(s) for s in shares)
     if len(shares) != num_layers:
         raise LengthsError(f"got {len(shares)} length shares but the model has {num_layers} layers")
@@ -93,8 +100,12 @@ def validate_margins(margins: Sequence[float] | float | None, num_layers: int) -
     """
     if margins is None:
         return None
-    if isinstance(margins, (int, float)):
+    if _is_number(margins):
         margins = [margins] * num_layers
+    if isinstance(margins, (str, bytes)) or not all(_is_number(m) for m in margins):
+        raise LengthsError(
+            f"margins must be a number or a list of numbers, one per layer, got {margins!r:.80}"
+        )
     margins = tuple(float(m) for m in margins)
     if len(margins) != num_layers:
         raise LengthsError(f"got {len(margins)} margins but the model has {num_layers} layers")

@@ -178,6 +178,14 @@ class QuestionAnswerer:
         if args:
             inputs = args[0]
             single = isinstance(inputs, dict)
+            if not single and not isinstance(inputs, (list, tuple)):
+                raise ValueError(
+                    f"give a dict with 'question' and 'context', or a list of them, not {inputs!r:.80}"
+                )
+            if question is not None or context is not None:
+                raise ValueError(
+                    "give the inputs either as a dict (or a list of them) or as question= and context="
+                )
             pairs = [inputs] if single else list(inputs)
             try:
                 questions, contexts = [p["question"] for p in pairs], [p["context"] for p in pairs]

@@ -94,12 +94,19 @@ class Parameters(BaseModel):
         description="explicit margins (the learned selector): one for every layer or one per layer; "
         "each window keeps the tokens scored within the margin of its best one; null: keep all",
     )
+    shares_only: bool = Field(
+        False,
+        description="with budget or speedup: pick among the frontier's shares alone, which hold the "
+        "budget in every window (a margin point's FLOPs are a mean: short or hard windows cost more)",
+    )
 
     @model_validator(mode="after")
     def _one_cost(self) -> Parameters:
         given = (self.budget, self.speedup, self.lengths, self.margins)
         if sum(value is not None for value in given) > 1:
             raise ValueError("give at most one of budget, speedup, lengths and margins")
+        if self.shares_only and self.budget is None and self.speedup is None:
+            raise ValueError("shares_only chooses how a budget or speedup is met: give one of them")
         return self
 
     def margin_values(self) -> float | list[float] | None:
@@ -239,7 +246,11 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
         parameters = request.parameters
         try:
             route = batcher.route(
-                parameters.lengths, parameters.budget, parameters.speedup, parameters.margin_values()
+                parameters.lengths,
+                parameters.budget,
+                parameters.speedup,
+                parameters.margin_values(),
+                parameters.shares_only,
             )
         except (BudgetError, LengthsError, SelectorError) as error:
             raise HTTPException(400, str(error)) from None

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors import safe_open
 
 from dynamic_tinybert import QuestionAnswerer
 from dynamic_tinybert.checkpoint import DEFAULT_MODEL
 from dynamic_tinybert.cli import main
+from dynamic_tinybert.frontier import BudgetError
 
 from .conftest import run_model_card_quick_start
 
@@ -26,6 +28,8 @@ def test_the_shipped_folder_is_small_fp16_and_has_a_frontier():
     frontier = QuestionAnswerer.from_pretrained().frontier
     assert frontier is not None and frontier.points[-1].is_full
     assert frontier.pick(budget=0.5).flops_ratio <= 0.5
+    with pytest.raises(BudgetError, match="budget must be a number, got '0.5'"):
+        frontier.pick(budget="0.5")
 
 
 def test_ask_without_a_model_answers_the_model_card_question(capsys):

@@ -321,6 +321,13 @@ def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_mod
             post(url, {"inputs": inputs, "parameters": {"top_k": 2, **parameters}})
             for parameters in ({"budget": 0.5}, {"margins": 2}, {"margins": [None, 2, 2, 2]}, {"margins": -1})
         ]
+        status_shares, shares = post(
+            url, {"inputs": inputs, "parameters": {"budget": 0.5, "shares_only": True}}
+        )
+        status_alone, alone = post(url, {"inputs": inputs, "parameters": {"shares_only": True}})
+    # shares_only: the share point within the budget, which holds in every window
+    assert status_shares == 200 and shares["margins"] is None and shares["frontier_point"]["index"] == 0
+    assert status_alone == 422 and "give one of them" in alone["error"]
     (status, picked), (status_asked, asked), (status_inf, first_whole), (status_bad, bad) = replies
     assert status == status_asked == status_inf == 200
     assert picked["margins"] == [2.0] * 4 and picked["lengths"] is None

@@ -60,11 +60,21 @@ def test_max_answer_len_limits_answers(qa):
         ({"question": "Why?", "context": CONTEXT, "top_k": 0}, "top_k"),
         ({"question": "Why?", "context": CONTEXT, "top_k": 1000}, "from 1 to 20"),
         ({"question": "Why?", "context": CONTEXT, "lengths": (1.0, 0.5)}, "4 layers"),
+        ({"question": "Why?", "context": CONTEXT, "lengths": "1,1,1,1"}, "lengths must be a list of numbers"),
+        ({"question": "Why?", "context": CONTEXT, "margins": "3"}, "margins must be a number or a list"),
+        ({"question": "Why?", "context": "a \udcff b"}, "context 0 is not valid Unicode"),
     ],
 )
 def test_bad_calls_get_clear_errors(qa, kwargs, message):
     with pytest.raises(ValueError, match=message):
         qa(**kwargs)
+
+
+def test_inputs_that_are_not_pairs_get_clear_errors(qa):
+    with pytest.raises(ValueError, match="give a dict with 'question' and 'context'"):
+        qa(5)
+    with pytest.raises(ValueError, match="either as a dict"):
+        qa({"question": "Why?", "context": CONTEXT}, question="How?", context=CONTEXT)
 
 
 @pytest.mark.parametrize(

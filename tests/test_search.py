@@ -293,6 +293,14 @@ def test_plot_writes_a_png(searched, tmp_path, capsys):
     out = tmp_path / "frontier.png"
     assert main(["plot", "--model", str(searched), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad, words in (
+        (tmp_path / "picture", "ending in .png"),
+        (tmp_path / "x.txt", "ending in .png"),
+        (tmp_path, "is a folder"),
+    ):
+        assert main(["plot", "--model", str(searched), "--out", str(bad)]) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "picture.png").exists()  # matplotlib would have added the suffix
 
 
 def test_a_finished_search_goes_on_for_more_iterations_as_one_run_would(
