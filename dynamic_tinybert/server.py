@@ -244,16 +244,7 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
         inputs = [request.inputs] if single else request.inputs
         _check_size(inputs, settings)
         parameters = request.parameters
-        try:
-            route = batcher.route(
-                parameters.lengths,
-                parameters.budget,
-                parameters.speedup,
-                parameters.margin_values(),
-                parameters.shares_only,
-            )
-        except (BudgetError, LengthsError, SelectorError) as error:
-            raise HTTPException(400, str(error)) from None
+        route = _route(batcher, parameters)
         questions, contexts = [p.question for p in inputs], [p.context for p in inputs]
         # off the event loop, and outside the model thread: a long request is cut into windows
         # while others run
@@ -296,6 +287,20 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
         )
 
     return answer
+
+
+def _route(batcher: Batcher, parameters: Parameters):
+    """How a request runs (Batcher.route); what cannot run is a 400."""
+    try:
+        return batcher.route(
+            parameters.lengths,
+            parameters.budget,
+            parameters.speedup,
+            parameters.margin_values(),
+            parameters.shares_only,
+        )
+    except (BudgetError, LengthsError, SelectorError) as error:
+        raise HTTPException(400, str(error)) from None
 
 
 async def _unless_gone(request: Request, work):
