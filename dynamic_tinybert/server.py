@@ -310,13 +310,12 @@ async def _unless_gone(request: Request, work):
     done = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+        finished, _ = await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this request itself is cancelled (the server stopping)
         gone.cancel()
-    if not done.done():
-        done.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await done
+        if not done.done():
+            done.cancel()
+    if done not in finished:
         raise HTTPException(499, "the client closed the connection before its answer")
     return done.result()
 
