@@ -16,7 +16,7 @@ from pathlib import Path
 from .answers import ANSWERS, AnswerSettings, AnswerSettingsError
 from .checkpoint import CheckpointError
 from .config import SELECTORS
-from .data import SquadFormatError, check_answerable, is_unicode, read_squad
+from .data import SquadFormatError, check_answerable, has_text, is_unicode, read_squad
 from .devices import DeviceError, resolve_device
 from .files import atomic_write
 from .frontier import BudgetError
@@ -194,9 +194,9 @@ def run_ask(args: argparse.Namespace) -> None:
     else:
         context = _argument_text(context, "--context")
     args.question = _argument_text(args.question, "--question")
-    if not args.question.strip():
+    if not has_text(args.question):
         raise UsageError("--question is empty")
-    if not context.strip():
+    if not has_text(context):
         raise UsageError("the context is empty")
     qa, lengths, point, margins = _load(args)
     [answers] = qa.answer(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,8 @@ def _read_question(qa: object, context: str, title: str, paragraph: int, where: 
     _expect(isinstance(qid, (str, int)) and str(qid) != "", where, "an 'id'")
     where = f"{path}: question {qid!r}"
     question = qa.get("question")
-    _expect(isinstance(question, str) and question.strip() != "", where, "a non-empty 'question' string")
-    _expect(context.strip() != "", where, "a non-empty context in its paragraph")
+    _expect(isinstance(question, str) and has_text(question), where, "a non-empty 'question' string")
+    _expect(has_text(context), where, "a non-empty context in its paragraph")
     for name, text in (("question", question), ("context", context)):
         if not is_unicode(text):
             raise SquadFormatError(f"{where}: its {name} is not valid Unicode: {_surrogate(text)}")
@@ -98,6 +99,16 @@ def _read_question(qa: object, context: str, title: str, paragraph: int, where: 
         texts.append(answer["text"])
         starts.append(answer["answer_start"])
     return Example(str(qid), question, context, tuple(texts), tuple(starts), title, paragraph)
+
+
+def has_text(text: str) -> bool:
+    """Whether a string holds anything to read: a character that is neither white space nor an
+    invisible format character (zero-width space, joiners, marks of direction).
+
+    >>> has_text(" a "), has_text(" \\u200b\\n"), has_text("")
+    (True, False, False)
+    """
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
 
 
 def is_unicode(text: str) -> bool:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .answers import ANSWERS, NO_ANSWER, Answer, AnswerSettings, rank_answers, window_spans
-from .data import Example, batches_by_length, check_answerable, collate, gold_answers, is_unicode
+from .data import Example, batches_by_length, check_answerable, collate, gold_answers, has_text, is_unicode
 from .devices import resolve_device
 from .frontier import BudgetError, Frontier, Point
 from .lengths import (
@@ -414,9 +414,9 @@ def _check_inputs(
     if len(questions) != len(contexts):
         raise ValueError(f"got {len(questions)} questions but {len(contexts)} contexts")
     for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):
-        if not isinstance(q, str) or not q.strip():
+        if not isinstance(q, str) or not has_text(q):
             raise ValueError(f"question {i} is empty or not a string")
-        if not isinstance(c, str) or not c.strip():
+        if not isinstance(c, str) or not has_text(c):
             raise ValueError(f"context {i} is empty or not a string")
         for name, text in (("question", q), ("context", c)):
             if not is_unicode(text):

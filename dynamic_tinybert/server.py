@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException
 
 from .answers import ANSWERS, N_BEST
 from .batching import Batcher, Job, Metrics
+from .data import has_text
 from .devices import resolve_device
 from .frontier import BudgetError, Point
 from .lengths import LengthsError, margins_from_json, margins_to_json
@@ -60,8 +61,8 @@ class QAInput(BaseModel):
     @field_validator("question", "context")
     @classmethod
     def _not_blank(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("must not be blank")
+        if not has_text(text):
+            raise ValueError("must not be blank (white space and invisible characters only)")
         return text
 
 

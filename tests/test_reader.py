@@ -63,6 +63,7 @@ def test_max_answer_len_limits_answers(qa):
         ({"question": "Why?", "context": CONTEXT, "lengths": "1,1,1,1"}, "lengths must be a list of numbers"),
         ({"question": "Why?", "context": CONTEXT, "margins": "3"}, "margins must be a number or a list"),
         ({"question": "Why?", "context": "a \udcff b"}, "context 0 is not valid Unicode"),
+        ({"question": "\u200b\u200d ", "context": CONTEXT}, "question 0 is empty"),
     ],
 )
 def test_bad_calls_get_clear_errors(qa, kwargs, message):
