@@ -49,9 +49,7 @@ class ModelConfig:
                 raise ConfigError(
                     f"{f.name} is {value!r}; expected a{'n' if f.type == 'int' else ''} {f.type}"
                 )
-            least = (
-                0 if f.name in ("pad_token_id", "hidden_dropout_prob", "attention_probs_dropout_prob") else 1
-            )
+            least = 0 if f.name == "pad_token_id" else 1
             if f.type == "int" and value < least:
                 raise ConfigError(f"{f.name} is {value}; expected at least {least}")
         if not (0 <= self.hidden_dropout_prob < 1 and 0 <= self.attention_probs_dropout_prob < 1):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from .lengths import (
     encoder_macs,
     format_lengths,
     format_margins,
+    is_number,
     margins_from_json,
     margins_to_json,
     validate_lengths,
@@ -220,7 +220,7 @@ class Frontier:
         if (budget is None) == (speedup is None):
             raise BudgetError("give a budget or a speedup, not both")
         for name, value in (("budget", budget), ("speedup", speedup)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            if value is not None and not is_number(value):
                 raise BudgetError(f"{name} must be a number, got {value!r:.80}")
         points = self.candidates(margins) if among is None else list(among)
         if budget is not None:

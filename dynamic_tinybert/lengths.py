@@ -27,7 +27,12 @@ class LengthsError(ValueError):
     """A length configuration that is malformed for the model it is used with."""
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A real number (numpy's too), not a bool.
+
+    >>> is_number(0.5), is_number("0.5"), is_number(True)
+    (True, False, False)
+    """
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -43,7 +48,7 @@ def validate_lengths(shares: Sequence[float] | None, num_layers: int) -> Lengths
     """
     if shares is None:
         return None
-    if isinstance(shares, (str, bytes)) or not all(_is_number(s) for s in shares):
+    if isinstance(shares, (str, bytes)) or not all(is_number(s) for s in shares):
         raise LengthsError(f"lengths must be a list of numbers, one share per layer, got {shares!r:.80}")
     shares = tuple(float(s) for s in shares)
     if len(shares) != num_layers:
@@ -100,9 +105,9 @@ def validate_margins(margins: Sequence[float] | float | None, num_layers: int) -
     """
     if margins is None:
         return None
-    if _is_number(margins):
+    if is_number(margins):
         margins = [margins] * num_layers
-    if isinstance(margins, (str, bytes)) or not all(_is_number(m) for m in margins):
+    if isinstance(margins, (str, bytes)) or not all(is_number(m) for m in margins):
         raise LengthsError(
             f"margins must be a number or a list of numbers, one per layer, got {margins!r:.80}"
         )
