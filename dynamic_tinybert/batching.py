@@ -284,7 +284,8 @@ class Route(NamedTuple):
 class Metrics:
     """The Prometheus series of one server, in a registry of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, slo: bool = False) -> None:
+        """slo: the server runs in SLO mode, and exports the controller's slowdown too."""
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
             "dynamic_tinybert_requests",
@@ -334,11 +335,14 @@ class Metrics:
             "FLOPs of that point against the full model's",
             registry=registry,
         )
-        self.slowdown = Gauge(
-            "dynamic_tinybert_slowdown",
-            "SLO mode: model time now against at warm-up, 90th percentile of recent micro-batches",
-            registry=registry,
-        )
+        self.slowdown = None
+        if slo:
+            self.slowdown = Gauge(
+                "dynamic_tinybert_slowdown",
+                "model time now against at warm-up, 90th percentile of recent micro-batches",
+                registry=registry,
+            )
+            self.slowdown.set(1.0)  # no correction until micro-batches have been timed
 
 
 class Batcher:
@@ -554,7 +558,8 @@ class Batcher:
         if self.controller is not None and point is not None:
             chars = sum(s.job.chars_per_window * (s.stop - s.first) for s in slices)
             self.controller.observe(point, round(chars), seconds)
-            self.metrics.slowdown.set(self.controller.slowdown)
+            if self.metrics.slowdown is not None:
+                self.metrics.slowdown.set(self.controller.slowdown)
         for job, (answers, gflops) in finished.items():
             if not job.future.done():
                 outcome = Outcome(answers, lengths, point, gflops, job.batch_size, margins, job.picked)

@@ -184,7 +184,7 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
             f"--latency-slo moves along the model's frontier, and {qa.folder} has none (frontier.json); "
             "run `dynamic-tinybert search` on it first"
         )
-    metrics = Metrics()
+    metrics = Metrics(slo=settings.latency_slo is not None)
     batcher = Batcher(
         qa,
         metrics,
@@ -378,8 +378,28 @@ async def _invalid_request(request: Request, error: RequestValidationError) -> J
         if problem["type"] == "json_invalid":
             reason = problem.get("ctx", {}).get("error", problem["msg"])
             return JSONResponse({"error": f"invalid JSON: {reason}"}, 400)
-    message = "; ".join(f"{_where(p['loc'])}: {p['msg'].removeprefix('Value error, ')}" for p in problems)
-    return JSONResponse({"error": message}, 422)
+    messages = dict.fromkeys(_problem(p) for p in problems)  # a union's branches say the same: once
+    return JSONResponse({"error": "; ".join(messages)}, 422)
+
+
+# what a field holds, where pydantic's words would name a Python class or a union's branches
+_QA_INPUT = 'an object {"question": "...", "context": "..."}'
+_EXPECTED = {
+    "body": 'an object {"inputs": {"question": "...", "context": "..."}, "parameters": {...}}',
+    "inputs": f"{_QA_INPUT}, or a list of them",
+    "parameters": 'an object such as {"top_k": 3, "budget": 0.5}',
+    "parameters.margins": "a number, or a list of numbers and nulls (one per layer)",
+}
+
+
+def _problem(problem: dict) -> str:
+    """One way a body does not fit the schema, as "where: what is wrong"."""
+    place = _where(problem["loc"])
+    if place.startswith("parameters.margins") and problem["type"] in ("float_type", "list_type"):
+        place = "parameters.margins"  # either branch of its union: say what the union takes
+    elif problem["type"] not in ("model_type", "model_attributes_type"):
+        return f"{place}: {problem['msg'].removeprefix('Value error, ')}"
+    return f"{place}: should be {_EXPECTED.get(place, _QA_INPUT)}"
 
 
 def _where(loc: Sequence[str | int]) -> str:
@@ -420,6 +440,14 @@ class _JsonBody:
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
+        try:
+            body.decode()
+        except UnicodeDecodeError as error:
+            message = (
+                f"the request body is not UTF-8 (byte 0x{body[error.start]:02x} at position {error.start}); "
+                "send JSON encoded as UTF-8"
+            )
+            return await JSONResponse({"error": message}, 400)(scope, receive, send)
 
         async def replay():
             nonlocal replayed

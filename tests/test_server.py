@@ -254,9 +254,15 @@ BAD = {
     "invalid JSON": (b'{"inputs": {"question": "q", ', 400, "invalid JSON"),
     "not JSON at all": (b"question=q&context=c", 400, "invalid JSON"),
     "empty body": (b"", 422, "body"),
-    "a list instead of an object": ([GOOD], 422, "body"),
+    "a list instead of an object": ([GOOD], 422, 'body: should be an object {"inputs": '),
+    "not UTF-8": (
+        b'{"inputs": {"question": "q\xff", "context": "c"}}',
+        400,
+        "not UTF-8 (byte 0xff at position 26)",
+    ),
     "no inputs": ({"parameters": {}}, 422, "inputs"),
-    "inputs a string": ({"inputs": "q"}, 422, "inputs"),
+    "inputs a string": ({"inputs": "q"}, 422, 'inputs: should be an object {"question"'),
+    "an input a number": ({"inputs": [GOOD, 3]}, 422, 'inputs[1]: should be an object {"question"'),
     "inputs an empty list": ({"inputs": []}, 422, "inputs"),
     "missing question": ({"inputs": {"context": CONTEXT}}, 422, "inputs.question"),
     "missing context": ({"inputs": [GOOD, {"question": "q"}]}, 422, "inputs[1].context"),
@@ -275,7 +281,12 @@ BAD = {
         422,
         "parameters.max_answer_len",
     ),
-    "parameters a list": ({"inputs": GOOD, "parameters": [1]}, 422, "parameters"),
+    "parameters a list": ({"inputs": GOOD, "parameters": [1]}, 422, "parameters: should be an object"),
+    "margins a string": (
+        {"inputs": GOOD, "parameters": {"margins": "3"}},
+        422,
+        "parameters.margins: should be a number, or a list of numbers and nulls (one per layer)",
+    ),
     "an unknown parameter": ({"inputs": GOOD, "parameters": {"topk": 2}}, 422, "parameters.topk"),
     "budget 0": ({"inputs": GOOD, "parameters": {"budget": 0}}, 422, "parameters.budget"),
     "budget above 1": ({"inputs": GOOD, "parameters": {"budget": 1.5}}, 422, "parameters.budget"),
@@ -561,6 +572,7 @@ def test_health_readiness_and_metrics(plain):
         "dynamic_tinybert_frontier_point -1.0",
     ):
         assert series in text
+    assert "dynamic_tinybert_slowdown" not in text  # the SLO controller's, and there is none
 
 
 # --- concurrency -------------------------------------------------------------------------------
@@ -646,6 +658,7 @@ def test_slo_mode_runs_the_full_model_when_idle_and_never_exceeds_a_budget(front
         status, reply = post(url, {"inputs": GOOD, "parameters": {"budget": 0.7}})
         assert status == 200 and reply["frontier_point"]["index"] == 1
         assert metric(url, "dynamic_tinybert_frontier_point") == 2
+        assert metric(url, "dynamic_tinybert_slowdown") > 0  # 1 until micro-batches are timed
 
 
 def test_the_slo_ladder_orders_shares_and_margins_by_speed_and_keeps_budgets():
