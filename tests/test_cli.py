@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -288,3 +290,24 @@ def test_console_command_end_to_end(tiny_model, squad_file, tmp_path):
         timeout=300,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_entry_point_loads_torch_only_inside_its_interrupt_handling():
+    light = "import sys, dynamic_tinybert, dynamic_tinybert.launch; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", light], capture_output=True, text=True).stdout == "False\n"
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7])
+def test_ctrl_c_while_the_command_starts_ends_in_one_line(delay):
+    """Ctrl-C while torch and the model code import (about a second) ends like Ctrl-C later."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dynamic_tinybert", "ask", "--question", "q", "--context", "c"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores it
+    )
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert "Traceback" not in err and process.returncode in (130, -signal.SIGINT), err

@@ -77,3 +77,11 @@ def test_no_function_of_the_package_is_longer_than_60_lines():
 def test_the_training_modules_stay_under_350_lines():
     for name in ("train", "train_settings", "train_data", "stages", "resume", "processes"):
         assert len((PACKAGE / f"{name}.py").read_text().splitlines()) <= 350, name
+
+
+def test_every_public_name_is_found_where_the_package_says():
+    """The package imports its public names on first use (so that its entry point is light)."""
+    assert sorted(dynamic_tinybert.__all__) == sorted(dynamic_tinybert._HOME)
+    for name in dynamic_tinybert.__all__:
+        value = getattr(dynamic_tinybert, name)
+        assert value.__module__ == f"dynamic_tinybert.{dynamic_tinybert._HOME[name]}", name
