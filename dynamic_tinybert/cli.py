@@ -1,7 +1,8 @@
 """The `dynamic-tinybert` command: a thin adapter over reader.py.
 
 Bad input (a missing or invalid model folder, a missing or malformed data file, a malformed
---lengths) ends with exit code 2 and one line on stderr, never a traceback.
+--lengths) ends with exit code 2 and one line on stderr, never a traceback; what the machine
+refuses (a folder it cannot write in, a full disk) with exit code 1 and one line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import sys
 import warnings
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from .answers import ANSWERS, AnswerSettings, AnswerSettingsError
 from .checkpoint import CheckpointError
@@ -30,6 +33,7 @@ from .train_settings import TrainingError
 from .transformers_qa import VocabularyError
 
 EXIT_USAGE = 2
+EXIT_MACHINE = 1  # what the machine refused (a read-only folder, a full disk), not the input
 
 
 # what bad input raises; each is printed as one line, with exit code 2
@@ -386,7 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (OSError, SafetensorError) as error:  # the machine's: a path it cannot write, a full disk
+        print(f"dynamic-tinybert {args.command}: error: {_machine_error(error)}", file=sys.stderr)
+        return EXIT_MACHINE
     return 0
+
+
+def _machine_error(error: Exception) -> str:
+    """'/ro/out: Read-only file system' rather than '[Errno 30] Read-only file system: '/ro/out''."""
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
 
 
 if __name__ == "__main__":

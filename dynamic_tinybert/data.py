@@ -39,6 +39,10 @@ class Example:
 def read_squad(path: str | Path) -> list[Example]:
     """Every question of a SQuAD 1.1 JSON file, in file order."""
     path = Path(path)
+    if path.is_dir():
+        raise SquadFormatError(
+            f"{path} is a folder; give one of its SQuAD JSON files (several, one after another)"
+        )
     if not path.is_file():
         raise SquadFormatError(f"data file {path} does not exist")
     try:
@@ -96,6 +100,7 @@ def _read_question(qa: object, context: str, title: str, paragraph: int, where: 
             and not isinstance(answer.get("answer_start"), bool)
         )
         _expect(ok, where, "answers with a 'text' string and an integer 'answer_start'")
+        _expect(has_text(answer["text"]), where, "answers whose 'text' is not empty")
         texts.append(answer["text"])
         starts.append(answer["answer_start"])
     return Example(str(qid), question, context, tuple(texts), tuple(starts), title, paragraph)

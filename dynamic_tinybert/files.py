@@ -9,6 +9,7 @@ of one: the new one is made at a hidden path beside its target and renamed into 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = F
     if target.exists() and not (target.is_file() or target.is_dir()):
         write(target)  # a device or a pipe (/dev/stdout): written in place, never replaced
         return target
+    check_target(target, folder)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         if folder:
@@ -44,6 +46,37 @@ def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = F
     finally:
         _remove(staging)
     return target
+
+
+def check_target(target: Path, folder: bool = False) -> None:
+    """Refuse to write a file where a folder is (it would be replaced, and all in it lost), or a
+    folder where a file is: say so before any work is done.
+
+    >>> import tempfile
+    >>> check_target(Path(tempfile.mkdtemp()))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    IsADirectoryError: [Errno 21] is a folder, where a file is to be written; give a file path: '...'
+    """
+    target = Path(target)
+    if not folder and target.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR, "is a folder, where a file is to be written; give a file path", str(target)
+        )
+    if folder and target.exists() and not target.is_dir():
+        raise NotADirectoryError(
+            errno.ENOTDIR, "is a file, where a folder is to be written; give another path", str(target)
+        )
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after long work, where new files cannot be made in `folder` (read-only, not
+    ours, a full disk)."""
+    probe = Path(folder) / f".write-probe.{uuid.uuid4().hex[:8]}"
+    try:
+        probe.touch()
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write in this folder ({error.strerror})", str(folder)) from None
+    probe.unlink()
 
 
 def saved_state(path: Path, key: dict) -> dict | None:
@@ -74,6 +107,8 @@ def replace(staging: Path, target: Path) -> None:
     if not (target.is_dir() and not target.is_symlink()):
         os.replace(staging, target)
         return
+    if not staging.is_dir():
+        check_target(target)  # never a folder's contents lost to a file
     old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
     os.replace(target, old)
     os.replace(staging, target)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .config import ModelConfig
@@ -120,9 +120,23 @@ class Point:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Point:
+        _check_numbers(raw, ("flops_ratio", "gflops_at_mean_length", "heldout_exact_match", "heldout_f1"))
+        _check_numbers(raw, ("gflops_at_384", "latency_ms_batch1", "throughput_batch32"), optional=True)
+        if not (isinstance(raw["lengths"], list) and all(map(is_number, raw["lengths"]))):
+            raise ValueError(f"lengths must be a list of numbers, got {raw['lengths']!r:.80}")
+        for measured in raw.get("by_dtype", {}).values():
+            _check_numbers(measured, [f.name for f in fields(Measured)])
         by_dtype = {d: Measured(**m) for d, m in raw.get("by_dtype", {}).items()}
         margins = margins_from_json(raw.get("margins"))
         return cls(**(raw | {"lengths": tuple(raw["lengths"]), "by_dtype": by_dtype, "margins": margins}))
+
+
+def _check_numbers(raw: dict, names: Sequence[str], optional: bool = False) -> None:
+    """A hand-edited frontier file gets a message naming the field, not a wrong plot or a crash."""
+    for name in names:
+        value = raw.get(name)
+        if not (is_number(value) or (optional and value is None)):
+            raise ValueError(f"{name} must be a number{' or null' if optional else ''}, got {value!r:.80}")
 
 
 def flops_ratio(config: ModelConfig, lengths: Lengths | None, scorer_macs: int = 0) -> float:

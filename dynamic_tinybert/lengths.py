@@ -212,13 +212,27 @@ def counts_macs(
     >>> counts_macs(c, [10, 10, 5], 100, scored=[True, True]) - counts_macs(c, [10, 10, 5], 100)
     1000
     """
-    d, f = config.hidden_size, config.intermediate_size
+    d, f = config.hidden_size, feed_forward_size(config)
     pairs = list(zip(counts[:-1], counts[1:], strict=True))
     scored = [n_out < n_in for n_in, n_out in pairs] if scored is None else scored
     return sum(
         4 * n_in * d * d + 2 * n_in * n_in * d + 2 * n_out * d * f + (n_in * scorer_macs if score else 0)
         for (n_in, n_out), score in zip(pairs, scored, strict=True)
     )
+
+
+def feed_forward_size(config) -> int:
+    """The feed-forward block's width, by the name the model's config gives it (BERT and MPNet
+    intermediate_size, DistilBERT hidden_dim, T5 d_ff, GPT-2 n_inner; 4 d where none is set).
+
+    >>> from types import SimpleNamespace as Config
+    >>> feed_forward_size(Config(hidden_size=32, hidden_dim=64)), feed_forward_size(Config(hidden_size=8))
+    (64, 32)
+    """
+    for name in ("intermediate_size", "hidden_dim", "d_ff", "n_inner"):
+        if isinstance(value := getattr(config, name, None), int):
+            return value
+    return 4 * config.hidden_size
 
 
 def encoder_gflops(

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from .checkpoint import DEFAULT_MODEL
 from .config import SELECTORS
-from .data import read_squad, refuse_squad_dev
-from .files import atomic_write, saved_state
+from .data import check_answerable, read_squad, refuse_squad_dev
+from .files import atomic_write, check_target, check_writable, saved_state
 from .frontier import DEFAULT_DTYPE_RULE, Frontier, Measured, Point, flops_ratio, pareto
 from .lengths import (
     LENGTHDROP_RATIO,
@@ -126,6 +126,12 @@ class SearchSettings:
             raise SearchError("--grid must divide 1 into equal steps, e.g. 0.05 or 0.1")
         if self.limit is not None and self.limit < 1:
             raise SearchError("--limit must be at least 1")
+        if self.seed < 0:
+            raise SearchError(f"--seed must be 0 or more, got {self.seed}")
+        if not 0 < self.smallest <= 1:
+            raise SearchError(
+                f"--smallest is a share of the previous layer's tokens, in (0, 1]: got {self.smallest}"
+            )
         if self.margin_iterations < 0:
             raise SearchError(f"--margin-iterations is negative: {self.margin_iterations}")
         if not 0 < self.margin_step <= self.margin_top:
@@ -235,6 +241,7 @@ class Search:
         for source in settings.data:
             found = read_squad(source)
             refuse_squad_dev(found, source)
+            check_answerable(found, source)
             examples += found
         self.examples = examples[: settings.limit] if settings.limit else examples
         self.windows = qa.tokenizer.encode_windows(
@@ -477,8 +484,12 @@ class Search:
             "margin_step": settings.margin_step,
             "margin_top": settings.margin_top,
         }
-        path = self.state_path.with_name(f"{self.state_path.stem}.margins.json")
-        return MarginEvolution(evaluate, path, key, settings.seed, settings.quiet)
+        return MarginEvolution(evaluate, self.margins_state_path, key, settings.seed, settings.quiet)
+
+    @property
+    def margins_state_path(self) -> Path:
+        """The margin evolution's state, beside the search's."""
+        return self.state_path.with_name(f"{self.state_path.stem}.margins.json")
 
     def _with_measured(self, units: Units) -> Point:
         """The configuration's point, with its measurements in each of --measure-dtypes."""
@@ -610,6 +621,9 @@ def search(settings: SearchSettings) -> Frontier:
     if not isinstance(qa.model, DynamicBertForQuestionAnswering):
         raise SearchError(f"{settings.model} is not a BERT model: only BERT models drop tokens")
     searcher = Search(qa, settings)
+    check_writable(qa.folder)  # frontier.json goes there: fail now, not after the search
+    check_target(searcher.state_path)
+    check_target(searcher.margins_state_path)
     frontier = searcher.measure_only() if settings.measure_only else searcher.run()
     if settings.json:
         print(json.dumps([p.to_dict() for p in [*frontier.points, *frontier.margin_points]]))

@@ -145,6 +145,9 @@ def _bad_inputs(tiny_model, squad_file, tmp_path):
         "a length of 0": [*ask, *model, "--lengths", "1,0.5,0.2,0"],
         "increasing lengths": [*ask, *model, "--lengths", "1,0.5,0.7,0.2"],
         "lengths that are not numbers": ["eval", *model, "--data", str(squad_file), "--lengths", "a,b,c,d"],
+        "a search seed below 0": ["search", *model, "--data", str(squad_file), "--seed", "-1"],
+        "a smallest share above 1": ["search", *model, "--data", str(squad_file), "--smallest", "2"],
+        "a data folder": ["eval", *model, "--data", str(tmp_path)],
     }
 
 
@@ -168,6 +171,9 @@ def _bad_inputs(tiny_model, squad_file, tmp_path):
         "a length of 0",
         "increasing lengths",
         "lengths that are not numbers",
+        "a search seed below 0",
+        "a smallest share above 1",
+        "a data folder",
     ],
 )
 def test_bad_input_exits_2_with_one_line(case, tiny_model, squad_file, tmp_path, capsys):
@@ -182,6 +188,8 @@ def test_bad_input_exits_2_with_one_line(case, tiny_model, squad_file, tmp_path,
         assert "'q1'" in err and "no gold answers" in err
     if "device" in case:
         assert "can use: cpu" in err
+    if case == "a smallest share above 1":
+        assert "--smallest is a share of the previous layer's tokens, in (0, 1]: got 2.0" in err
 
 
 def test_bad_predictions_path_is_refused_before_the_model_runs(tiny_model, squad_file, tmp_path, capsys):

@@ -54,6 +54,10 @@ def _doc(qa: dict) -> dict:
         ),
         (_doc({"id": "abc", "question": "q?", "answers": "x"}), "question 'abc': expected an 'answers' list"),
         (
+            _doc({"id": "abc", "question": "q?", "answers": [{"text": " ", "answer_start": 0}]}),
+            "question 'abc': expected answers whose 'text' is not empty",
+        ),
+        (
             {"data": [{"paragraphs": [{"context": " \n", "qas": [{"id": "e", "question": "q?"}]}]}]},
             "question 'e': expected a non-empty context",
         ),
@@ -75,6 +79,8 @@ def test_duplicate_ids_and_missing_files(tmp_path):
         read_squad(_write(tmp_path, document))
     with pytest.raises(SquadFormatError, match="does not exist"):
         read_squad(tmp_path / "missing.json")
+    with pytest.raises(SquadFormatError, match="is a folder; give one of its SQuAD JSON files"):
+        read_squad(tmp_path)
 
 
 def test_batches_by_length_sorts_longest_first_and_covers_everything():

@@ -4,6 +4,7 @@ model card's quick-start question, through `dynamic-tinybert ask` and in plain t
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from safetensors import safe_open
@@ -41,3 +42,27 @@ def test_ask_without_a_model_answers_the_model_card_question(capsys):
 
 def test_plain_transformers_answers_the_model_card_question_on_the_shipped_folder():
     assert run_model_card_quick_start(DEFAULT_MODEL).strip() == "Answer: 123456"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda f: f["points"][0].update(heldout_f1="x"), "heldout_f1 must be a number, got 'x'"),
+        (
+            lambda f: f["margin_points"][0].update(latency_ms_batch1=[]),
+            "latency_ms_batch1 must be a number or null",
+        ),
+        (lambda f: f["points"][-1]["by_dtype"]["bf16"].update(throughput_batch32=None), "throughput_batch32"),
+        (lambda f: f["points"][1].update(lengths=["1", 1, 1, 1, 1, 1]), "lengths must be a list of numbers"),
+    ],
+)
+def test_a_hand_edited_frontier_is_refused_naming_the_field(edit, message, tmp_path, capsys):
+    frontier = json.loads((DEFAULT_MODEL / "frontier.json").read_text())
+    edit(frontier)
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, folder)
+    (folder / "frontier.json").write_text(json.dumps(frontier))
+    assert main(["plot", "--model", str(folder), "--out", str(tmp_path / "frontier.png")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a valid frontier file" in err and message in err
+    assert not (tmp_path / "frontier.png").exists()

@@ -106,3 +106,20 @@ def test_evaluate_scores_its_own_predictions(qa, squad_file):
     assert result.windows == 2 and result.seconds > 0
     full = qa.evaluate(examples)
     assert result.gflops_per_window < full.gflops_per_window
+
+
+def test_a_model_of_another_family_evaluates_and_counts_its_flops(squad_file, tmp_path):
+    """DistilBERT names its feed-forward width hidden_dim: the cost model reads it (it failed
+    after a whole fine-tuning run when evaluation counted FLOPs)."""
+    from transformers import BertTokenizerFast, DistilBertConfig, DistilBertForQuestionAnswering
+
+    from .conftest import FIXTURES
+
+    tokenizer = BertTokenizerFast(vocab_file=str(FIXTURES / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(tmp_path)
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, hidden_dim=64, n_layers=2, n_heads=2)
+    DistilBertForQuestionAnswering(config).save_pretrained(tmp_path)
+    evaluation = QuestionAnswerer.from_pretrained(tmp_path).evaluate(read_squad(squad_file))
+    d, f, layers, n = 32, 64, 2, 384
+    expected = 2 * layers * (4 * n * d * d + 2 * n * n * d + 2 * n * d * f) / 1e9
+    assert evaluation.gflops_per_window_at_384 == pytest.approx(expected)

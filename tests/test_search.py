@@ -405,3 +405,34 @@ def test_selector_report_compares_the_selectors_and_the_oracle_at_matched_flops(
     printed = capsys.readouterr().out
     assert "| oracle gap |" in printed
     assert "| oracle at every layer |" in printed
+
+
+def test_a_state_path_that_is_a_folder_is_refused_before_the_search_and_kept(tiny_model, tmp_path, capsys):
+    folder, victim = tmp_path / "model", tmp_path / "notes"
+    shutil.copytree(tiny_model, folder)
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    assert (
+        main(["search", "--model", str(folder), "--data", str(HELDOUT), *SMALL, "--state", str(victim)]) == 1
+    )
+    assert (victim / "keep.txt").read_text() == "mine" and not (folder / "frontier.json").exists()
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert (
+        last
+        == f"dynamic-tinybert search: error: {victim}: is a folder, where a file is to be written; "
+        + ("give a file path")
+    )
+    assert "Traceback" not in err
+
+
+def test_held_out_questions_without_answers_are_refused_by_id_before_the_search(tiny_model, tmp_path, capsys):
+    document = json.loads(HELDOUT.read_text())
+    document["data"] = document["data"][:1]
+    question = document["data"][0]["paragraphs"][0]["qas"][0]
+    question["answers"] = []
+    data = tmp_path / "unanswerable.json"
+    data.write_text(json.dumps(document))
+    folder = shutil.copytree(tiny_model, tmp_path / "model")
+    assert main(["search", "--model", str(folder), "--data", str(data), *SMALL]) == 2
+    assert f"question {question['id']!r} has no gold answers" in capsys.readouterr().err
