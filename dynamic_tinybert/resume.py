@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,10 +33,36 @@ class ResumeState:
     settings: dict = field(default_factory=dict)  # TrainSettings.resume_key() of the run
     finished: bool = False
     total: int | None = None  # the step count --max-minutes fitted, kept by a resumed run
+    log_bytes: int | None = None  # metrics.jsonl's length at this state (None: states before it was kept)
 
     @classmethod
     def read(cls, folder: Path) -> ResumeState:
         return cls(**json.loads((folder / "progress.json").read_text()))
+
+
+class MetricsLog:
+    """metrics.jsonl, written by the main process only. A resumed run first cuts it back to what
+    was logged up to its saved state (`cut`), so that it reads as one uninterrupted run's log:
+    the steps after that state are run, and logged, again."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def size(self) -> int | None:
+        return self.path.stat().st_size if self.enabled and self.path.exists() else None
+
+    def cut(self, size: int | None) -> None:
+        """Forget what was logged after the first `size` bytes (None: keep everything)."""
+        if self.enabled and size is not None and self.path.exists():
+            with self.path.open("r+b") as f:
+                f.truncate(size)
 
 
 def publish(model: nn.Module, tokenizer: QATokenizer, output: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint
-from .distill import attention_loss, hidden_loss, prediction_loss, span_loss
+from .distill import attention_loss, hidden_loss, layer_map, prediction_loss, span_loss
 from .lengths import sample_layer_skips, sample_lengths
 from .model import DynamicBertForQuestionAnswering, QAOutput
 from .selector import Scorer, SelectorConfig, TokenSelector, answer_region, context_tokens, selector_loss
@@ -101,6 +101,30 @@ def freeze_for_selector(model: DynamicBertForQuestionAnswering, settings: TrainS
             model.selector.scorers[i] = Scorer(model.selector.config)
         model.selector.scorers[i].requires_grad_(True)
         model.selector.scorers[i].dropout = settings.selector_dropout
+
+
+def intermediate_targets(
+    model: nn.Module, teacher: nn.Module | None, settings: TrainSettings
+) -> tuple[nn.Linear | None, list[int] | None]:
+    """Intermediate-layer distillation's projection of student states into the teacher's width
+    (None where the widths match) and the teacher layer of each student layer; (None, None) for
+    the other stages. A teacher whose layers do not split evenly over the student's is refused.
+    """
+    if settings.stage != "intermediate":
+        return None, None
+    ours, theirs = model.config.num_hidden_layers, teacher.config.num_hidden_layers
+    if theirs % ours:
+        fits = ", ".join(str(n) for n in range(1, theirs + 1) if theirs % n == 0)
+        raise TrainingError(
+            f"--stage intermediate: student layer m learns teacher layer m*L_T/L_S, so the teacher's "
+            f"layer count must be a multiple of the student's; the {theirs}-layer teacher "
+            f"{settings.teacher} fits students of {fits} layers, not the {ours} of {settings.model}: "
+            "give a teacher or a student whose layer counts fit"
+        )
+    projection = None
+    if teacher.config.hidden_size != model.config.hidden_size:
+        projection = nn.Linear(model.config.hidden_size, teacher.config.hidden_size)
+    return projection, layer_map(ours, theirs)
 
 
 def trained_scorers(settings: TrainSettings, layers: int) -> list[int]:

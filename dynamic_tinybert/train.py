@@ -21,7 +21,7 @@ last state and ends with the weights an uninterrupted run gets. Under torchrun o
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import sys
 import time
 from contextlib import nullcontext
@@ -35,16 +35,23 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data import Example, collate, training_batches, write_squad
-from .distill import layer_map
-from .lengths import geometric_with_mean
 from .model import DynamicBertForQuestionAnswering
 from .processes import Processes, check_ranks_agree, start_processes, use_bf16
 from .reader import QuestionAnswerer
-from .resume import ResumeState, load_state, publish, save_state, states
-from .stages import StepContext, Trainee, compose_head, freeze_for_selector, load_teacher, set_dropout, unwrap
+from .resume import MetricsLog, ResumeState, load_state, publish, save_state, states
+from .stages import (
+    StepContext,
+    Trainee,
+    compose_head,
+    freeze_for_selector,
+    intermediate_targets,
+    load_teacher,
+    set_dropout,
+    unwrap,
+)
 from .time_limit import TimeLimit
 from .tokenizer import QATokenizer
-from .train_data import TrainingData, heldout_sample, prepare_data
+from .train_data import TrainingData, heldout_sample, heldout_scores, prepare_data
 from .train_settings import TrainingError, TrainSettings
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -88,7 +95,7 @@ class Run:
     state: ResumeState
     per_epoch: int
     total: int
-    log: _Log
+    log: MetricsLog
     limit: TimeLimit | None = None  # --max-minutes
 
     @property
@@ -128,8 +135,12 @@ def _finished(output: Path, settings: TrainSettings, procs: Processes) -> bool:
     if not saved:
         return False
     state = ResumeState.read(saved[-1])
-    if state.settings != json.loads(json.dumps(settings.resume_key())):
-        raise TrainingError(f"{output} holds a run with other settings; give another --output or remove it")
+    differences = settings.resume_differences(state.settings)
+    if differences:
+        raise TrainingError(
+            f"--output {output} holds a run with other settings ({'; '.join(differences)}): run it with "
+            "its own settings to resume it, or give another --output for a new run"
+        )
     if state.finished and procs.main:
         print(f"{output}: this run has already finished", file=sys.stderr)
     return state.finished
@@ -145,12 +156,8 @@ def _build(settings: TrainSettings, procs: Processes, output: Path) -> Run:
     set_dropout(model, settings.dropout, settings.attention_dropout)
     if settings.stage == "selector":
         freeze_for_selector(model, settings)
+    projection, layers = intermediate_targets(model, teacher, settings)
     data = prepare_data(settings, tokenizer)
-    projection, layers = None, None
-    if settings.stage == "intermediate":
-        layers = layer_map(model.config.num_hidden_layers, teacher.config.num_hidden_layers)
-        if teacher.config.hidden_size != model.config.hidden_size:
-            projection = nn.Linear(model.config.hidden_size, teacher.config.hidden_size)
     trainee = Trainee(model, projection).to(procs.device).train()
     if teacher is not None:
         teacher.to(procs.device)
@@ -171,7 +178,7 @@ def _build(settings: TrainSettings, procs: Processes, output: Path) -> Run:
         raise TrainingError("--batch-size must divide evenly over processes and --grad-accum passes")
     total = state.total or settings.planned_steps(per_epoch)
     heldout = heldout_sample(data.heldout, settings)
-    log = _Log(output / "metrics.jsonl", procs.main)
+    log = MetricsLog(output / "metrics.jsonl", procs.main)
     return Run(
         settings,
         procs,
@@ -192,8 +199,12 @@ def _build(settings: TrainSettings, procs: Processes, output: Path) -> Run:
 
 
 def _start_log(run: Run) -> None:
-    """A new run writes its held-out split (for the search to select on) and its settings."""
-    if not run.procs.main or run.state.step > 0:
+    """A new run writes its held-out split (for the search to select on) and its settings; a
+    resumed one forgets what it logged after its saved state, whose steps it runs again."""
+    if not run.procs.main:
+        return
+    run.log.cut(run.state.log_bytes if run.state.step > 0 else 0)
+    if run.state.step > 0:
         return
     run.output.mkdir(parents=True, exist_ok=True)
     write_squad(run.data.heldout, run.output / "heldout.json")
@@ -258,8 +269,10 @@ def _loop(run: Run) -> None:
         if state.step % settings.save_steps == 0 or state.step == run.total:
             if settings.stage == "intermediate":
                 compose_head(run.model, run.teacher, run.projection)
+            _check_finite(run, state.step, loss, all(p.isfinite().all() for p in run.model.parameters()))
             _evaluate_and_publish(run)
             state.settings, state.finished = settings.resume_key(), state.step == run.total
+            state.log_bytes = run.log.size()
             save_state(run.output, run.trainee, run.optimizer, state, run.procs)
     bar.close()
 
@@ -286,10 +299,25 @@ def _optimizer_step(run: Run, batch_ids, ctx: StepContext, bf16: bool, lr: float
             loss = trainee(batch, labels, ctx) * (len(ids) / len(share))
         loss.backward()
         total += loss.item()
-    torch.nn.utils.clip_grad_norm_(trainee.parameters(), ctx.settings.max_grad_norm)
+    norm = torch.nn.utils.clip_grad_norm_(trainee.parameters(), ctx.settings.max_grad_norm)
+    _check_finite(run, run.state.step + 1, total, bool(norm.isfinite()))
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return total
+
+
+def _check_finite(run: Run, step: int, loss: float, finite: bool) -> None:
+    """A loss, gradient or weight that is no longer a number stops the run before the weights
+    take it in or are published (the norm of the synchronised gradients stops every process
+    alike), keeping the checkpoint and the state saved last."""
+    if finite and math.isfinite(loss):
+        return
+    saved = states(run.output) if run.output.exists() else []
+    kept = f"{run.output} keeps its state of step {int(saved[-1].name[5:])}" if saved else "nothing was saved"
+    raise TrainingError(
+        f"training diverged at step {step}: the loss is {loss} and the weights or gradients are not finite; "
+        f"{kept}: train again with a lower --lr (it was {run.settings.lr}) and another --output"
+    )
 
 
 def _evaluate_and_publish(run: Run) -> None:
@@ -305,42 +333,3 @@ def _evaluate_and_publish(run: Run) -> None:
             publish(model, run.tokenizer, run.output)
         run.log.write({"step": state.step, **record, "best_f1": state.best_f1, "best_step": state.best_step})
     run.procs.barrier()
-
-
-def heldout_scores(
-    qa: QuestionAnswerer, heldout: list[Example], settings: TrainSettings
-) -> tuple[float, dict]:
-    """The score checkpoints are compared on, and the record for the log.
-
-    The full model's F1; for LengthDrop, whose purpose is the sub-models, the mean F1 of the
-    full model and the smallest configuration; for the selector, which leaves the full model as
-    it is, the F1 where every layer drops tokens, keeping --selector-share of them on average."""
-    if settings.stage == "selector":
-        lengths = geometric_with_mean(settings.selector_share, qa.num_layers)
-        result = qa.evaluate(heldout, lengths=lengths, batch_size=64, selector="learned")
-        return result.f1, {
-            "heldout_exact_match_selector": result.exact_match,
-            "heldout_f1_selector": result.f1,
-            "selector_lengths": list(lengths or ()),
-        }
-    result = qa.evaluate(heldout, batch_size=64)
-    record = {"heldout_exact_match": result.exact_match, "heldout_f1": result.f1}
-    if settings.stage != "lengthdrop":
-        return result.f1, record
-    small = qa.evaluate(heldout, lengths=settings.smallest_lengths(qa.num_layers), batch_size=64)
-    score = (result.f1 + small.f1) / 2
-    return score, record | {"heldout_f1_smallest": small.f1, "selection_f1": score}
-
-
-class _Log:
-    """metrics.jsonl, written by the main process only."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")

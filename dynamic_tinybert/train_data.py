@@ -6,12 +6,25 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import Example, answer_matches, label_window, read_squad, refuse_squad_dev, split_heldout
+from .data import (
+    Example,
+    answer_matches,
+    check_answerable,
+    label_window,
+    read_squad,
+    refuse_squad_dev,
+    split_heldout,
+)
+from .lengths import geometric_with_mean
 from .tokenizer import QATokenizer, Window
 from .train_settings import TrainingError, TrainSettings
+
+if TYPE_CHECKING:
+    from .reader import QuestionAnswerer
 
 
 def load_examples(source: str) -> list[Example]:
@@ -57,19 +70,52 @@ class TrainingData:
 
 def split_files(settings: TrainSettings) -> tuple[list[Example], list[Example]]:
     """The training questions and the held-out ones: --heldout's files, or else a share of each
-    training file's articles (split_heldout, by --seed), in the order of the files."""
+    training file's articles (split_heldout, by --seed), in the order of the files. Held-out
+    questions without gold answers, which no checkpoint could be scored on, are refused here,
+    before any training."""
+    data = [(source, load_examples(source)) for source in settings.data]
+    held_files = [(source, load_examples(source)) for source in settings.heldout or []]
+    unique_ids(data, "--data")
+    unique_ids(held_files, "--heldout")
     training, heldout = [], []
-    for source in settings.data:
-        examples = load_examples(source)
+    for source, examples in data:
         if settings.heldout:
             training += examples
-        else:
-            kept, held = split_heldout(examples, settings.heldout_fraction, settings.seed)
-            training += kept
-            heldout += held
-    for source in settings.heldout or []:
-        heldout += load_examples(source)
+            continue
+        kept, held = split_heldout(examples, settings.heldout_fraction, settings.seed)
+        check_answerable(held, f"{source} (its held-out part)")
+        training += kept
+        heldout += held
+    for source, examples in held_files:
+        check_answerable(examples, source)
+        heldout += examples
     return training, heldout
+
+
+def unique_ids(files: list[tuple[str, list[Example]]], option: str) -> None:
+    """A question id in two of the files (or in one file named twice) would be trained on, or
+    scored, twice, and the held-out file a run writes would repeat it: refused, naming both.
+
+    >>> a = ("a.json", [Example("q1", "?", "c")])
+    >>> unique_ids([a, ("b.json", [Example("q2", "?", "c")])], "--data")
+    >>> unique_ids([a, a], "--data")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    dynamic_tinybert.train_settings.TrainingError: --data names a.json twice (question 'q1' ...
+    """
+    seen: dict[str, int] = {}
+    for index, (source, examples) in enumerate(files):
+        for example in examples:
+            first = seen.setdefault(example.id, index)
+            if first == index:
+                continue
+            if files[first][0] == source:
+                raise TrainingError(
+                    f"{option} names {source} twice (question {example.id!r} is in both); give each file once"
+                )
+            raise TrainingError(
+                f"{option}: question {example.id!r} is in both {files[first][0]} and {source}; "
+                "question ids must be unique across the files: leave one of them out"
+            )
 
 
 def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingData:
@@ -100,3 +146,28 @@ def heldout_sample(heldout: list[Example], settings: TrainSettings) -> list[Exam
     """The held-out questions evaluated at each save: a sample of every file, not the first file's."""
     sample = np.random.default_rng(settings.seed).permutation(len(heldout))[: settings.heldout_limit]
     return [heldout[i] for i in sorted(sample)]
+
+
+def heldout_scores(
+    qa: QuestionAnswerer, heldout: list[Example], settings: TrainSettings
+) -> tuple[float, dict]:
+    """The score checkpoints are compared on, and the record for the log.
+
+    The full model's F1; for LengthDrop, whose purpose is the sub-models, the mean F1 of the
+    full model and the smallest configuration; for the selector, which leaves the full model as
+    it is, the F1 where every layer drops tokens, keeping --selector-share of them on average."""
+    if settings.stage == "selector":
+        lengths = geometric_with_mean(settings.selector_share, qa.num_layers)
+        result = qa.evaluate(heldout, lengths=lengths, batch_size=64, selector="learned")
+        return result.f1, {
+            "heldout_exact_match_selector": result.exact_match,
+            "heldout_f1_selector": result.f1,
+            "selector_lengths": list(lengths or ()),
+        }
+    result = qa.evaluate(heldout, batch_size=64)
+    record = {"heldout_exact_match": result.exact_match, "heldout_f1": result.f1}
+    if settings.stage != "lengthdrop":
+        return result.f1, record
+    small = qa.evaluate(heldout, lengths=settings.smallest_lengths(qa.num_layers), batch_size=64)
+    score = (result.f1 + small.f1) / 2
+    return score, record | {"heldout_f1_smallest": small.f1, "selection_f1": score}

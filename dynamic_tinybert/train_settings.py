@@ -3,6 +3,7 @@ resume key are built from them (train.py runs them)."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,26 +22,89 @@ class TrainingError(ValueError):
 # the numeric options' ranges: (least, whether it is allowed, most, whether it is allowed); None: unbounded
 _RANGES = {
     "epochs": (0, False, None, False),
+    "max_steps": (1, True, None, False),
+    "max_minutes": (0, False, None, False),
+    "batch_size": (1, True, None, False),
+    "grad_accum": (1, True, None, False),
     "lr": (0, False, None, False),
     "warmup": (0, True, 1, False),
     "weight_decay": (0, True, None, False),
     "max_grad_norm": (0, False, None, False),
+    "seed": (0, True, 2**32 - 1, True),  # numpy refuses negative seeds; 32 bits, as seeds usually are
+    "save_steps": (1, True, None, False),
+    "log_steps": (1, True, None, False),
+    "heldout_fraction": (0, False, 1, False),
+    "heldout_limit": (1, True, None, False),
+    "limit": (1, True, None, False),
     "temperature": (0, False, None, False),
     "layerdrop": (0, True, 1, False),
     "length_ratio": (0, False, 1, True),
+    "random_configs": (0, True, None, False),
+    "selector_width": (1, True, None, False),
+    "selector_radius": (0, False, None, False),
+    "selector_cascade": (0, True, None, False),
+    "selector_share": (0, False, 1, True),
+    "selector_dropout": (0, True, 1, False),
     "dropout": (0, True, 1, False),
     "attention_dropout": (0, True, 1, False),
 }
+
+# the settings that change what a run computes (its weights, its held-out split, the checkpoint it
+# publishes), which a resumed run must share with the run it continues: all stages', then each
+# stage's own. Logging, --max-minutes (a resumed run keeps the step count it fitted), --device and
+# --quiet may differ.
+_RESULT = (
+    "stage",
+    "model",
+    "data",
+    "teacher",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "warmup",
+    "weight_decay",
+    "max_grad_norm",
+    "seed",
+    "save_steps",
+    "heldout",
+    "heldout_fraction",
+    "heldout_limit",
+    "limit",
+    "dropout",
+    "attention_dropout",
+    "precision",
+)
+_STAGE_RESULT = {
+    "finetune": (),
+    "intermediate": (),
+    "prediction": ("temperature",),
+    "lengthdrop": ("temperature", "layerdrop", "length_ratio", "random_configs"),
+    "selector": (
+        "selector_width",
+        "selector_radius",
+        "selector_cascade",
+        "length_ratio",
+        "selector_share",
+        "selector_layers",
+        "selector_dropout",
+        "selector_fresh",
+    ),
+}
+_PATHS = ("model", "data", "teacher", "heldout")
 
 
 def _within(value: float, low: float, low_ok: bool, high: float | None, high_ok: bool) -> bool:
     """
     >>> _within(0, 0, True, 1, False), _within(1, 0, True, 1, False), _within(-1e-9, 0, False, None, False)
     (True, False, False)
+    >>> _within(float("inf"), 0, False, None, False), _within(float("nan"), 0, True, 1, False)
+    (False, False)
     """
     above = value >= low if low_ok else value > low
     below = high is None or (value <= high if high_ok else value < high)
-    return above and below and not math.isnan(value)
+    return above and below and math.isfinite(value)
 
 
 def _range_text(low: float, low_ok: bool, high: float | None, high_ok: bool) -> str:
@@ -150,25 +214,13 @@ class TrainSettings:
     def check(self) -> None:
         if self.stage in NEEDS_TEACHER and not self.teacher:
             raise TrainingError(f"--stage {self.stage} needs --teacher")
+        if self.teacher and self.stage in ("finetune", "selector"):
+            raise TrainingError(
+                f"--teacher is an option of --stage intermediate, prediction and lengthdrop; "
+                f"--stage {self.stage} learns without one: leave --teacher out"
+            )
         if self.epochs is not None and self.max_steps is not None:
             raise TrainingError("give --epochs or --max-steps, not both")
-        for name in ("batch_size", "grad_accum", "save_steps", "log_steps", "heldout_limit"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise TrainingError("--max-steps must be at least 1")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise TrainingError("--max-minutes must be positive")
-        if not 0 < self.heldout_fraction < 1:
-            raise TrainingError("--heldout-fraction must be between 0 and 1")
-        if self.selector_width < 1 or self.selector_radius <= 0:
-            raise TrainingError("--selector-width and --selector-radius must be positive")
-        if self.selector_cascade < 0:
-            raise TrainingError("--selector-cascade must be 0 or more")
-        if not 0 < self.selector_share <= 1:
-            raise TrainingError("--selector-share must be in (0, 1]")
-        if not 0 <= self.selector_dropout < 1:
-            raise TrainingError("--selector-dropout must be in [0, 1)")
         if self.selector_layers is not None and self.stage != "selector":
             raise TrainingError("--selector-layers is an option of --stage selector")
         if self.selector_layers is not None and min(self.selector_layers) < 1:
@@ -179,27 +231,62 @@ class TrainSettings:
                 raise TrainingError(f"--{name.replace('_', '-')} must be {_range_text(*bounds)}, got {value}")
         if Path(self.output).exists() and not Path(self.output).is_dir():
             raise TrainingError(f"--output {self.output} is a file; give a folder")
+        for name in ("model", "teacher"):
+            start = getattr(self, name)
+            if self.output and start and Path(self.output).resolve() == Path(start).resolve():
+                raise TrainingError(
+                    f"--output {self.output} is the --{name} folder, which the run would overwrite; "
+                    "give another --output"
+                )
 
     def resume_key(self) -> dict:
-        """The settings a resumed run must share with the run it continues."""
-        keep = (
-            "stage",
-            "model",
-            "data",
-            "teacher",
-            "epochs",
-            "max_steps",
-            "batch_size",
-            "lr",
-            "seed",
-            "limit",
-        )
-        if self.stage == "selector":
-            keep += ("selector_width", "selector_radius")
-            # absent from runs made before these options, which resume as they were
-            if self.selector_cascade:
-                keep += ("selector_cascade", "length_ratio")
-            keep += tuple(
-                k for k in ("selector_layers", "selector_dropout", "selector_fresh") if getattr(self, k)
-            )
-        return {k: getattr(self, k) for k in keep}
+        """The settings a resumed run must share with the run it continues (paths resolved), as
+        saved in its progress.json."""
+        keep = _RESULT + _STAGE_RESULT[self.stage]
+        if self.heldout:  # the held-out files replace the split cut from --data
+            keep = tuple(k for k in keep if k != "heldout_fraction")
+        key = {k: _resolved(getattr(self, k)) if k in _PATHS else getattr(self, k) for k in keep}
+        return json.loads(json.dumps(key))
+
+    def resume_differences(self, saved: dict) -> list[str]:
+        """The settings in which this run differs from a saved run's key, each with its two
+        values. A setting the saved key lacks (a run saved before it was recorded) is not compared.
+
+        >>> run = TrainSettings(stage="finetune", model="m", data=["d"], output="o")
+        >>> run.resume_differences(run.resume_key() | {"lr": 0.1, "stage": "prediction"})
+        ['--stage prediction there, finetune now', '--lr 0.1 there, 3e-05 now']
+        """
+        ours = self.resume_key()
+        differences = []
+        for name, value in ours.items():
+            if name not in saved:
+                continue
+            before = _resolved(saved[name]) if name in _PATHS else saved[name]
+            if before != value:
+                flag = "--" + name.replace("_", "-")
+                differences.append(f"{flag} {_shown(before)} there, {_shown(value)} now")
+        return differences
+
+
+def _resolved(value):
+    """A path given on the command line, resolved where it names a file or folder (so that tiny,
+    ./tiny and /abs/tiny are one setting); dataset and Hub names stay as they are."""
+    if isinstance(value, (list, tuple)):
+        return [_resolved(v) for v in value]
+    if value is None or not Path(value).exists():
+        return value
+    return str(Path(value).resolve())
+
+
+def _shown(value) -> str:
+    """
+    >>> _shown(None), _shown(["a", "b"]), _shown(True), _shown(0.5)
+    ('(not given)', 'a b', '(given)', '0.5')
+    """
+    if value is None or value is False:
+        return "(not given)"
+    if value is True:
+        return "(given)"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,12 @@ pytestmark = pytest.mark.skipif(not TRAIN_FILE.is_file(), reason=f"training data
 @pytest.fixture(scope="module")
 def sixteen(tmp_path_factory) -> Path:
     """16 questions of the training data with short answers that match their contexts."""
+    return sixteen_questions(tmp_path_factory.mktemp("data"))
+
+
+def sixteen_questions(folder: Path) -> Path:
+    """folder/sixteen.json: 16 questions of the training data with short answers that match
+    their contexts."""
     document = json.loads(TRAIN_FILE.read_text())
     article = document["data"][0]
     paragraphs, count = [], 0
@@ -52,7 +59,7 @@ def sixteen(tmp_path_factory) -> Path:
             count += len(qas)
         if count == 16:
             break
-    path = tmp_path_factory.mktemp("data") / "sixteen.json"
+    path = folder / "sixteen.json"
     path.write_text(json.dumps({"data": [{"title": article["title"], "paragraphs": paragraphs}]}))
     return path
 
@@ -366,7 +373,15 @@ def test_selector_layers_train_only_their_scorers_with_their_dropout(selector_tr
     with pytest.raises(TrainingError, match="--stage selector"):
         TrainSettings(stage="lengthdrop", model="", data=[], output="", selector_layers=[1]).check()
     # the options are part of the resume key (a run resumes with the scorers it trained)
-    assert chosen.resume_key()["selector_layers"] == [2] and "selector_layers" not in settings().resume_key()
+    assert (
+        chosen.resume_key()["selector_layers"] == [2] and settings().resume_key()["selector_layers"] is None
+    )
+    assert settings().resume_differences(chosen.resume_key()) == [
+        "--selector-cascade 1 there, 0 now",
+        "--length-ratio 0.5 there, 0.8 now",
+        "--selector-layers 2 there, (not given) now",
+        "--selector-dropout 0.5 there, 0.0 now",
+    ]
     # on the command line, the layers are numbers
     parser = argparse.ArgumentParser()
     add_dataclass_options(parser, TrainSettings)
@@ -444,6 +459,112 @@ def _contents(path: Path) -> tuple[dict, dict]:
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
     return metadata, {name: tensor.tolist() for name, tensor in load_file(path).items()}
+
+
+@contextmanager
+def interrupted(after: int):
+    """Ctrl-C in the training loop once `after` optimizer steps are done, in the runs inside."""
+    from dynamic_tinybert import train as train_module
+
+    original = train_module._optimizer_step
+
+    def step(run, *args):
+        if run.state.step == after:
+            raise KeyboardInterrupt
+        return original(run, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "_optimizer_step", step)
+        yield
+
+
+def _finetune(data: Path, *extra: str) -> list[str]:
+    return [
+        *("train", "--quiet", "--stage", "finetune", "--data", str(data), "--heldout", str(data)),
+        *("--max-steps", "6", "--batch-size", "4", "--save-steps", "2", "--lr", "1e-3", *extra),
+    ]
+
+
+def test_a_resumed_run_must_share_every_setting_that_changes_its_result(
+    tiny_model, sixteen, tmp_path, capsys, monkeypatch
+):
+    """A run stopped by Ctrl-C resumes only with the settings that give the weights an
+    uninterrupted run gets; the refusal names each setting that differs. The same folders
+    named another way (./tiny, an absolute path) and settings that change nothing (--max-minutes,
+    --log-steps) resume."""
+    from dynamic_tinybert.cli import main
+
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    assert main([*_finetune(sixteen, "--model", str(tiny_model), "--output", str(whole))]) == 0
+    with interrupted(after=3):
+        assert main([*_finetune(sixteen, "--model", str(tiny_model), "--output", str(out))]) == 130
+    other = tmp_path / "other.json"
+    other.write_text(sixteen.read_text())
+    changed = ["--warmup", "0.5", "--dropout", "0", "--grad-accum", "2", "--heldout", str(other)]
+    capsys.readouterr()
+    assert main([*_finetune(sixteen, "--model", str(tiny_model), "--output", str(out), *changed)]) == 2
+    error = capsys.readouterr().err
+    for difference in (
+        "--warmup 0.1 there, 0.5 now",
+        "--dropout (not given) there, 0.0 now",
+        "--grad-accum 1 there, 2 now",
+        f"--heldout {sixteen.resolve()} there, {other.resolve()} now",
+    ):
+        assert difference in error
+    assert "another --output" in error and len(error.strip().splitlines()) == 1
+    monkeypatch.chdir(tiny_model.parent)
+    same = [
+        "--model",
+        f"./{tiny_model.name}",
+        "--output",
+        str(out),
+        "--max-minutes",
+        "60",
+        "--log-steps",
+        "1",
+    ]
+    assert main(_finetune(sixteen, *same)) == 0
+    expected, got = _final_weights(whole), _final_weights(out)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_resume_compares_the_stage_settings_that_change_the_result():
+    def settings(**options) -> TrainSettings:
+        return TrainSettings(stage="lengthdrop", model="m", data=["d"], output="o", **options)
+
+    saved = settings().resume_key()
+    changed = settings(layerdrop=0.1, length_ratio=0.5, random_configs=1, temperature=2.0)
+    assert changed.resume_differences(saved) == [
+        "--temperature 1.0 there, 2.0 now",
+        "--layerdrop 0.2 there, 0.1 now",
+        "--length-ratio 0.8 there, 0.5 now",
+        "--random-configs 2 there, 1 now",
+    ]
+    # logging, saving's timing and the device change nothing; a run saved before a setting was
+    # recorded resumes as it did
+    assert settings(log_steps=1, max_minutes=5.0, quiet=True, device="cpu").resume_differences(saved) == []
+    assert changed.resume_differences({"stage": "lengthdrop", "model": "m"}) == []
+
+
+def test_metrics_of_a_resumed_run_read_as_one_uninterrupted_runs(tiny_model, sixteen, tmp_path):
+    """Stopped before its first save, then after a save with steps logged since, a run's
+    metrics.jsonl ends as an uninterrupted run's: each record once."""
+    from dynamic_tinybert.cli import main
+
+    def records(folder: Path) -> list[dict]:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        varying = ("time", "examples_per_s", "settings")
+        return [{k: v for k, v in json.loads(line).items() if k not in varying} for line in lines]
+
+    args = ["--model", str(tiny_model), "--max-steps", "8", "--save-steps", "5", "--log-steps", "2"]
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    assert main([*_finetune(sixteen, *args, "--output", str(whole))]) == 0
+    for after in (1, 7):
+        with interrupted(after):
+            assert main([*_finetune(sixteen, *args, "--output", str(out))]) == 130
+    assert main([*_finetune(sixteen, *args, "--output", str(out))]) == 0
+    assert records(out) == records(whole)
+    assert [r["step"] for r in records(whole) if "loss" in r] == [2, 4, 6, 8]
 
 
 @pytest.mark.parametrize("stage", ["lengthdrop", "selector"])
@@ -790,6 +911,14 @@ def test_attention_dropout_is_set_alone_or_with_the_rest(tiny_model):
         ("warmup", 2.0, "--warmup must be from 0 to below 1"),
         ("dropout", 1.5, "--dropout must be from 0 to below 1"),
         ("length_ratio", 1.5, "--length-ratio must be above 0 to 1"),
+        ("seed", -1, "--seed must be from 0 to 4294967295, got -1"),  # was numpy's traceback
+        ("epochs", float("inf"), "--epochs must be above 0, got inf"),  # was an OverflowError
+        ("lr", float("inf"), "--lr must be above 0, got inf"),  # trained to NaN
+        ("max_minutes", float("nan"), "--max-minutes must be above 0, got nan"),
+        ("limit", 0, "--limit must be at least 1, got 0"),  # meant every question
+        ("limit", -1, "--limit must be at least 1, got -1"),  # dropped the last question
+        ("random_configs", -1, "--random-configs must be at least 0"),
+        ("selector_radius", float("nan"), "--selector-radius must be above 0"),
     ],
 )
 def test_numeric_options_out_of_range_are_refused_before_training(option, value, message):

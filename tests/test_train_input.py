@@ -1,0 +1,108 @@
+"""Training input that cannot give a useful run is refused before any training step, in one line
+naming what is wrong; a run whose loss stops being a number ends without publishing its weights."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from dynamic_tinybert.cli import main
+from dynamic_tinybert.train_settings import TrainingError, TrainSettings
+
+from .conftest import make_checkpoint
+from .test_train import TRAIN_FILE, common, sixteen_questions
+
+pytestmark = pytest.mark.skipif(not TRAIN_FILE.is_file(), reason=f"training data not found at {TRAIN_FILE}")
+
+
+@pytest.fixture(scope="module")
+def sixteen(tmp_path_factory) -> Path:
+    return sixteen_questions(tmp_path_factory.mktemp("data"))
+
+
+def refused(argv: list[str], capsys) -> str:
+    """The one line `train` refuses these options with (exit code 2, no traceback)."""
+    capsys.readouterr()
+    assert main(["train", "--quiet", *argv]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1, error
+    return error
+
+
+def test_heldout_questions_without_answers_are_refused_before_training(tiny_model, sixteen, tmp_path, capsys):
+    document = json.loads(sixteen.read_text())
+    unanswered = document["data"][0]["paragraphs"][0]["qas"][0]
+    unanswered["answers"] = []
+    heldout = tmp_path / "heldout.json"
+    heldout.write_text(json.dumps(document))
+    args = common(sixteen, tmp_path / "out", 4)
+    args[args.index("--heldout") + 1] = str(heldout)
+    error = refused(["--stage", "finetune", "--model", str(tiny_model), *args], capsys)
+    assert f"{heldout}: question {unanswered['id']!r} has no gold answers" in error
+    assert not (tmp_path / "out").exists()  # no step was trained
+
+
+def test_a_teacher_whose_layers_do_not_fit_the_student_is_refused_before_training(
+    tiny_model, sixteen, tmp_path, capsys
+):
+    six = make_checkpoint(tmp_path / "six", num_hidden_layers=6)
+    argv = ["--stage", "intermediate", "--model", str(tiny_model), "--teacher", str(six)]
+    error = refused([*argv, *common(sixteen, tmp_path / "out", 2)], capsys)
+    assert "6-layer teacher" in error and "students of 1, 2, 3, 6 layers, not the 4" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_question_id_in_two_data_files_is_refused_naming_both(tiny_model, sixteen, tmp_path, capsys):
+    copy = tmp_path / "copy.json"
+    copy.write_text(sixteen.read_text())
+    first = json.loads(sixteen.read_text())["data"][0]["paragraphs"][0]["qas"][0]["id"]
+    run = ["--stage", "finetune", "--model", str(tiny_model), "--output", str(tmp_path / "out")]
+    error = refused([*run, "--data", str(sixteen), str(sixteen)], capsys)
+    assert f"--data names {sixteen} twice (question {first!r}" in error
+    error = refused([*run, "--data", str(sixteen), str(copy)], capsys)
+    assert f"--data: question {first!r} is in both {sixteen} and {copy}" in error
+    error = refused([*run, "--data", str(sixteen), "--heldout", str(copy), str(copy)], capsys)
+    assert f"--heldout names {copy} twice" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_a_starting_model_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "start").mkdir()
+    for output in ("start", "./start/", str(tmp_path / "start")):
+        with pytest.raises(TrainingError, match="is the --model folder, which the run would overwrite"):
+            TrainSettings(stage="finetune", model="start", data=["d"], output=output).check()
+    teaching = TrainSettings(stage="prediction", model="m", data=["d"], output="./start", teacher="start")
+    with pytest.raises(TrainingError, match="is the --teacher folder"):
+        teaching.check()
+
+
+@pytest.mark.parametrize("stage", ["finetune", "selector"])
+def test_a_teacher_on_a_stage_that_learns_without_one_is_refused(stage):
+    settings = TrainSettings(stage=stage, model="m", data=["d"], output="o", teacher="t")
+    with pytest.raises(
+        TrainingError, match=f"--teacher is an option of .*; --stage {stage} learns without one"
+    ):
+        settings.check()
+
+
+def test_a_run_whose_loss_stops_being_a_number_ends_without_publishing_it(
+    tiny_model, sixteen, tmp_path, capsys
+):
+    args = common(sixteen, tmp_path / "out", 6, lr=1e30)
+    args[args.index("--save-steps") + 1] = "1"
+    error = refused(["--stage", "finetune", "--model", str(tiny_model), *args], capsys)
+    assert "training diverged at step" in error and "lower --lr" in error
+
+    def strict(text: str) -> dict:
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl"))
+
+    for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines():
+        strict(line)
+    published = tmp_path / "out" / "model.safetensors"
+    if published.exists():
+        assert all(math.isfinite(float(w.abs().max())) for w in load_file(published).values())
