@@ -219,11 +219,10 @@ def _start_log(run: Run) -> None:
     )
     skipped = run.data.skipped
     if skipped:
-        reason = "answer text does not match the context at answer_start"
+        reason = "no gold answer, or the answer's text is not in the context at its answer_start"
         run.log.write({"event": "skipped", "reason": reason, "count": len(skipped), "ids": skipped})
         print(
-            f"skipped {len(skipped)} questions whose answer does not match the context "
-            f"(ids in {run.output / 'metrics.jsonl'})",
+            f"skipped {len(skipped)} questions with {reason} (ids in {run.output / 'metrics.jsonl'})",
             file=sys.stderr,
         )
 

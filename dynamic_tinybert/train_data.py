@@ -125,7 +125,12 @@ def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingDat
     if settings.limit:
         training = training[: settings.limit]
     if not training:
-        raise TrainingError("no training questions left")
+        raise TrainingError(
+            f"no training questions left: of {len(training) + len(skipped) + len(heldout)} questions, "
+            f"{len(heldout)} are held out and {len(skipped)} have no gold answer, or one not found in the "
+            "context at its answer_start; give more data, or the held-out questions in a file of their "
+            "own (--heldout FILE)"
+        )
     if not heldout:
         raise TrainingError("no held-out questions to select checkpoints on; give --heldout FILE")
     encoded = tokenizer.encode_windows([e.question for e in training], [e.context for e in training])

@@ -106,3 +106,19 @@ def test_a_run_whose_loss_stops_being_a_number_ends_without_publishing_it(
     published = tmp_path / "out" / "model.safetensors"
     if published.exists():
         assert all(math.isfinite(float(w.abs().max())) for w in load_file(published).values())
+
+
+def test_a_file_whose_questions_are_all_held_out_says_so(tiny_model, sixteen, tmp_path, capsys):
+    """A file of one paragraph: the split, by paragraph there, holds all of it out."""
+    document = json.loads(sixteen.read_text())
+    document["data"] = [document["data"][0] | {"paragraphs": document["data"][0]["paragraphs"][:1]}]
+    questions = len(document["data"][0]["paragraphs"][0]["qas"])
+    one = tmp_path / "one-paragraph.json"
+    one.write_text(json.dumps(document))
+    args = common(one, tmp_path / "out", 2)
+    del args[args.index("--heldout") : args.index("--heldout") + 2]
+    error = refused(["--stage", "finetune", "--model", str(tiny_model), *args], capsys)
+    assert (
+        f"no training questions left: of {questions} questions, {questions} are held out and 0 have" in error
+    )
+    assert "--heldout FILE" in error
