@@ -171,7 +171,8 @@ def write_squad(examples: Sequence[Example], path: str | Path) -> Path:
 
 # 8-byte digests of the question ids of SQuAD 1.1 dev, sorted (scripts/squad_dev_fingerprint.py):
 # how training and the search recognise the test set by content, whatever the file is called
-DEV_FINGERPRINT = Path(__file__).parent / "squad_dev_ids.bin"
+DEV_FINGERPRINT = Path(__file__).parent / "squad_dev_ids.bin"  # its question ids
+DEV_CONTEXTS = Path(__file__).parent / "squad_dev_contexts.bin"  # its paragraphs, under any id
 DIGEST_BYTES = 8
 
 
@@ -183,20 +184,32 @@ def id_digest(question_id: str) -> bytes:
     return hashlib.blake2b(question_id.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
 
 
+def context_digest(context: str) -> bytes:
+    """A paragraph's digest, blind to case and white space.
+
+    >>> context_digest(" The  Cat ") == context_digest("the cat")
+    True
+    """
+    return id_digest(" ".join(context.lower().split()))
+
+
 @functools.cache
-def _dev_digests() -> frozenset[bytes]:
-    raw = DEV_FINGERPRINT.read_bytes()
+def _digests(path: Path) -> frozenset[bytes]:
+    raw = path.read_bytes()
     return frozenset(raw[i : i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES))
 
 
 def refuse_squad_dev(examples: Sequence[Example], source: str | Path) -> None:
-    """SQuAD 1.1 dev is the test set: data that holds any of its questions is never trained or
-    selected on, under any file name."""
-    dev = _dev_digests()
-    found = [e.id for e in examples if id_digest(e.id) in dev]
-    if found:
+    """SQuAD 1.1 dev is the test set: data that holds any of its questions (by id) or any of its
+    paragraphs (under other ids) is never trained or selected on, under any file name."""
+    ids, paragraphs = _digests(DEV_FINGERPRINT), _digests(DEV_CONTEXTS)
+    found = [e.id for e in examples if id_digest(e.id) in ids]
+    digests = {c: context_digest(c) for c in {e.context for e in examples}}
+    on_dev = [e.id for e in examples if digests[e.context] in paragraphs]
+    if found or on_dev:
+        what = f"{len(found)} questions" if found else f"{len(on_dev)} questions on paragraphs"
         raise SquadDevError(
-            f"{source} holds {len(found)} questions of SQuAD 1.1 dev (the test set; {found[0]!r} is one): "
+            f"{source} holds {what} of SQuAD 1.1 dev (the test set; {(found or on_dev)[0]!r} is one): "
             "it is never trained or selected on; use a held-out split of the training data"
         )
 

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from dynamic_tinybert.data import SquadFormatError, batches_by_length, gold_answers, read_squad
+from dynamic_tinybert.data import (
+    SquadDevError,
+    SquadFormatError,
+    batches_by_length,
+    gold_answers,
+    read_squad,
+    refuse_squad_dev,
+)
 
 from .conftest import DEV, needs_dev
 
@@ -110,3 +117,18 @@ def test_heldout_split_is_by_article_and_fixed_by_the_seed():
     single = [Example(str(i), "q", f"c{i // 3}", title="one", paragraph=i // 3) for i in range(30)]
     train, held = split_heldout(single, 0.2, seed=1)  # one article: cut by paragraph
     assert held and {e.paragraph for e in train}.isdisjoint({e.paragraph for e in held})
+
+
+@needs_dev()
+def test_squad_dev_paragraphs_are_refused_under_other_ids(tmp_path):
+    document = json.loads(DEV.read_text())
+    article = document["data"][0]
+    paragraph = article["paragraphs"][0]
+    for i, qa in enumerate(paragraph["qas"]):
+        qa["id"] = f"renamed-{i}"
+    paragraph["context"] = "  " + paragraph["context"].upper() + "\n"  # case and spacing aside
+    document["data"] = [article | {"paragraphs": [paragraph]}]
+    path = tmp_path / "renamed.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(SquadDevError, match="questions on paragraphs of SQuAD 1.1 dev .*'renamed-0' is one"):
+        refuse_squad_dev(read_squad(path), path)
