@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -380,18 +381,28 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> None:
         with warnings.catch_warnings():
             warnings.showwarning = _note
             args.run(args)
+
+    return exit_status(f"dynamic-tinybert {args.command}", run)
+
+
+def exit_status(prog: str, work: Callable[[], object]) -> int:
+    """Run a command's work: bad input ends in one line on stderr and exit code 2, what the machine
+    refuses in one line and 1, Ctrl-C in "interrupted" and 130 (the scripts end the same way)."""
+    try:
+        work()
     except USER_ERRORS as error:
-        print(f"dynamic-tinybert {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except (OSError, SafetensorError) as error:  # the machine's: a path it cannot write, a full disk
-        print(f"dynamic-tinybert {args.command}: error: {_machine_error(error)}", file=sys.stderr)
+        print(f"{prog}: error: {_machine_error(error)}", file=sys.stderr)
         return EXIT_MACHINE
     return 0
 

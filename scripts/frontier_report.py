@@ -15,12 +15,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
-from dynamic_tinybert.frontier import BudgetError
+from dynamic_tinybert.cli import check_output_file, exit_status
+from dynamic_tinybert.files import atomic_write
+from dynamic_tinybert.frontier import BudgetError, Frontier
+from dynamic_tinybert.options import UsageError
 from dynamic_tinybert.precision import DTYPES
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")  # as `dynamic-tinybert plot --out` takes them
 
 
 def heldout_table(frontier) -> list[str]:
@@ -92,7 +98,58 @@ def dev_table(qa: QuestionAnswerer, examples, budgets: list[float]) -> list[str]
     return rows
 
 
-def main() -> int:
+def parse_budgets(text: str) -> list[float]:
+    """--budgets as numbers, each a share of the full model's FLOPs in (0, 1].
+
+    >>> parse_budgets("1,0.5")
+    [1.0, 0.5]
+    """
+    try:
+        budgets = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise BudgetError(
+            f"--budgets {text!r} is not a comma-separated list of numbers, e.g. 1,0.5"
+        ) from None
+    for budget in budgets:
+        if not 0 < budget <= 1:  # NaN fails this too
+            raise BudgetError(f"--budgets: {budget:g} is outside (0, 1]; each is a share of the full FLOPs")
+    return budgets
+
+
+def check_plot(path: Path) -> None:
+    """Refuse a --plot that cannot be written now, before any work (its folders are made)."""
+    if path.is_dir():
+        raise UsageError(f"--plot {path} is a folder; give a file name, e.g. {path / 'frontier.png'}")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"--plot {path}: give a file name ending in .png (or .svg, .pdf)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--plot {path}: cannot make the folder {path.parent} ({error.strerror})") from None
+    check_output_file(path, "--plot")
+
+
+def write_plot(frontier: Frontier, path: Path, title: str) -> Path:
+    """The frontier's picture at `path`, whole or not at all."""
+    from dynamic_tinybert.plot import plot_frontier
+
+    def draw(staging: Path) -> None:
+        # matplotlib takes the format from the name's suffix, which the staging name lacks
+        drawn = staging.with_name(staging.name + path.suffix)
+        try:
+            os.replace(plot_frontier(frontier, drawn, title=title), staging)
+        finally:
+            drawn.unlink(missing_ok=True)
+
+    try:
+        return atomic_write(path, draw)
+    except ImportError as error:  # no matplotlib: its message says what to install
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"--plot {path}: cannot write it: {error.strerror or error}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -100,31 +157,46 @@ def main() -> int:
     parser.add_argument("--dev")
     parser.add_argument("--dtype", choices=DTYPES, help="precision (default: the model's)")
     parser.add_argument("--budgets", default="1,0.75,0.5,0.33,0.25")
-    parser.add_argument("--dev-limit", type=int)
-    parser.add_argument("--plot", type=Path)
-    args = parser.parse_args()
+    parser.add_argument("--dev-limit", type=int, help="only the first N dev questions")
+    parser.add_argument("--plot", type=Path, help="a picture of the frontier: .png, .svg or .pdf")
+    return parser
+
+
+def report(args: argparse.Namespace) -> None:
+    """The tables on stdout, and the plot; every option is checked before the model loads."""
+    budgets = parse_budgets(args.budgets)
+    if args.dev_limit is not None and args.dev_limit < 1:
+        raise UsageError(
+            f"--dev-limit must be at least 1, got {args.dev_limit} (leave it out for all of dev)"
+        )
+    if args.dev_limit is not None and args.dev is None:
+        raise UsageError("--dev-limit limits the questions of --dev: give --dev too")
+    if args.plot:
+        check_plot(args.plot)
+    examples = read_squad(args.dev)[: args.dev_limit] if args.dev else None
     qa = QuestionAnswerer.from_pretrained(args.model, dtype=args.dtype)
     if qa.frontier is None:
-        print(f"{args.model} has no frontier.json; run dynamic-tinybert search first", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.model} has no frontier.json; run dynamic-tinybert search first")
+    plot = write_plot(qa.frontier, args.plot, title=Path(args.model).name) if args.plot else None
     held = qa.frontier.heldout
     print(
         f"Held-out split: {held.get('questions')} questions of {', '.join(held.get('files', []))}; "
         f"machine: {qa.frontier.machine}\n"
     )
     print("\n".join(heldout_table(qa.frontier)))
-    budgets = [float(b) for b in args.budgets.split(",")]
     print(f"\nBy precision (default: {qa.frontier.default_dtype}; searched in {qa.frontier.dtype})\n")
     print("\n".join(dtype_table(qa.frontier, budgets)))
-    if args.dev:
-        examples = read_squad(args.dev)[: args.dev_limit] if args.dev_limit else read_squad(args.dev)
+    if examples is not None:
         print(f"\nSQuAD dev: {len(examples)} questions\n")
         print("\n".join(dev_table(qa, examples, budgets)))
-    if args.plot:
-        from dynamic_tinybert.plot import plot_frontier
+    if plot:
+        print(f"\nplot: {plot}")
 
-        print(f"\nplot: {plot_frontier(qa.frontier, args.plot, title=Path(args.model).name)}")
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return exit_status(parser.prog, lambda: report(args))
 
 
 if __name__ == "__main__":

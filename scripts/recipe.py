@@ -22,9 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from dynamic_tinybert.files import atomic_write
+from dynamic_tinybert.options import UsageError
 
 # (stage, epochs, learning rate, batch size): docs/method.md, "The training recipe", after Intel
 STAGES = [
@@ -66,9 +70,40 @@ def dynamic_tinybert(processes: int) -> list[str]:
     return [sys.executable, "-m", "dynamic_tinybert"]
 
 
-def run(command: list[str]) -> None:
+class StageFailed(Exception):
+    """A stage's command ended with a non-zero exit status; it has said why on stderr already."""
+
+    def __init__(self, name: str, code: int):
+        super().__init__(
+            f"{name} failed (exit status {code}); its error is above. Fix it and run the same "
+            "command again: the stages that finished are skipped"
+        )
+        self.code = code
+
+
+def run(command: list[str], name: str) -> None:
+    """Run one stage's command; StageFailed when it fails."""
     print("+ " + " ".join(command), file=sys.stderr, flush=True)
-    subprocess.run(command, check=True)
+    process = subprocess.Popen(command)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        stop(process)
+        raise
+    if code != 0:  # one killed by a signal (code -N) exits as a shell reports it, 128 + N
+        raise StageFailed(name, code if code > 0 else 128 - code)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """After Ctrl-C: at a terminal the stage got it too and stops on its own (its checkpoints are
+    written whole); one that did not (only the recipe was signalled) is asked, then killed."""
+    for ask in (lambda: None, lambda: process.send_signal(signal.SIGINT), process.kill):
+        ask()
+        try:
+            process.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def score(folder: Path) -> float:
@@ -85,7 +120,7 @@ def score(folder: Path) -> float:
     return sum(picked) / len(picked)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -131,9 +166,30 @@ def main() -> int:
     parser.add_argument("--until", choices=[s[0] for s in STAGES], help="stop after this stage")
     parser.add_argument("--skip-search", action="store_true", help="train the stages only")
     parser.add_argument("--search-limit", type=int, default=1000, help="held-out questions the search uses")
-    args = parser.parse_args()
+    return parser
 
-    base = dynamic_tinybert(args.processes)
+
+def stage_command(args: argparse.Namespace, stage: str, start: Path, teacher: Path | None) -> list[str]:
+    """The `train` command of one stage, starting from the folder `start`, distilling from
+    `teacher` (the fine-tuned one; None before it is)."""
+    _, epochs, lr, batch = next(s for s in STAGES if s[0] == stage)
+    epochs, lr = dict(args.epochs).get(stage, epochs), dict(args.lr).get(stage, lr)
+    batch = dict(args.batch_size).get(stage, batch)
+    command = [*dynamic_tinybert(args.processes), "train", "--stage", stage, "--model", str(start)]
+    command += ["--data", *args.data, "--output", str(args.out / stage), "--lr", str(lr), "--quiet"]
+    command += args.train_args.split()
+    if stage in dict(args.minutes):
+        command += ["--max-minutes", str(dict(args.minutes)[stage])]
+    if stage not in ("finetune", "selector"):
+        command += ["--teacher", str(teacher)]
+    if args.smoke:
+        command += ["--max-steps", "3", "--save-steps", "3", "--limit", "64", "--heldout-limit", "16"]
+        return command + ["--batch-size", str(2 * args.processes)]
+    return command + ["--epochs", str(epochs), "--batch-size", str(batch)]
+
+
+def train_stages(args: argparse.Namespace) -> dict[str, Path]:
+    """Run the stages in order, up to --until; the folder of each (and of the starting points)."""
     folders = {"teacher": Path(args.teacher), "student": Path(args.student)}
     starts = {
         "finetune": "teacher",
@@ -142,8 +198,6 @@ def main() -> int:
         "selector": "prediction",
         "lengthdrop": "selector",
     }
-    epochs_of, minutes_of = dict(args.epochs), dict(args.minutes)
-    batch_of, lr_of = dict(args.batch_size), dict(args.lr)
     skipped = {
         "finetune": args.skip_finetune,
         "intermediate": args.skip_intermediate,
@@ -151,95 +205,75 @@ def main() -> int:
     }
     if args.skip_finetune:
         folders["finetune"] = folders["teacher"]
-    for stage, epochs, lr, batch in STAGES:
+    for stage, *_ in STAGES:
         if skipped.get(stage):
             continue
-        epochs, lr, batch = epochs_of.get(stage, epochs), lr_of.get(stage, lr), batch_of.get(stage, batch)
-        output = args.out / stage
-        command = [
-            *base,
-            "train",
-            "--stage",
-            stage,
-            "--model",
-            str(folders[starts[stage]]),
-            "--data",
-            *args.data,
-            "--output",
-            str(output),
-            "--lr",
-            str(lr),
-            "--quiet",
-            *args.train_args.split(),
-        ]
-        if stage in minutes_of:
-            command += ["--max-minutes", str(minutes_of[stage])]
-        if stage not in ("finetune", "selector"):
-            command += ["--teacher", str(folders["finetune"])]
-        if args.smoke:
-            command += [
-                "--max-steps",
-                "3",
-                "--save-steps",
-                "3",
-                "--limit",
-                "64",
-                "--heldout-limit",
-                "16",
-                "--batch-size",
-                str(2 * args.processes),
-            ]
-        else:
-            command += ["--epochs", str(epochs), "--batch-size", str(batch)]
-        run(command)
-        folders[stage] = output
+        command = stage_command(args, stage, folders[starts[stage]], folders.get("finetune"))
+        run(command, f"stage {stage}")
+        folders[stage] = args.out / stage
         if stage == args.until:
             break
-    if args.skip_search or args.until:
-        return 0
+    return folders
 
-    search = (
-        [
-            "--limit",
-            "24",
-            "--iterations",
-            "2",
-            "--population",
-            "4",
-            "--mutations",
-            "4",
-            "--crossovers",
-            "4",
-            "--latency-windows",
-            "4",
-        ]
-        if args.smoke
-        else ["--limit", str(args.search_limit)]
-    )
+
+def search(args: argparse.Namespace, folder: Path) -> None:
+    """The frontier of one candidate, on the held-out split its training selected on."""
+    if args.smoke:
+        settings = ["--limit", "24", "--iterations", "2", "--population", "4", "--mutations", "4"]
+        settings += ["--crossovers", "4", "--latency-windows", "4"]
+    else:
+        settings = ["--limit", str(args.search_limit)]
+    command = [sys.executable, "-m", "dynamic_tinybert", "search", "--model", str(folder)]
+    command += ["--data", str(folder / "heldout.json"), "--quiet", *settings]
+    run(command, f"the search of {folder}")
+
+
+def write_final(chosen: Path, final: Path) -> None:
+    """--out/final: the chosen model without its training state, whole or not at all (a run
+    killed while copying leaves the final model of before, or none)."""
+
+    def fill(staging: Path) -> None:
+        ignore = shutil.ignore_patterns("trainer", "search_state.json")
+        shutil.copytree(chosen, staging, ignore=ignore, dirs_exist_ok=True)
+
+    atomic_write(final, fill, folder=True)
+
+
+def recipe(args: argparse.Namespace) -> None:
+    """The stages, the search of each candidate, then the chosen one to --out/final."""
+    if args.processes < 1:
+        raise UsageError(f"--processes must be at least 1, got {args.processes}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a folder for the stages' outputs")
+    folders = train_stages(args)
+    if args.skip_search or args.until:
+        return
     candidates = [folders["selector"]] + ([folders["lengthdrop"]] if "lengthdrop" in folders else [])
     for folder in candidates:
-        run(
-            [
-                sys.executable,
-                "-m",
-                "dynamic_tinybert",
-                "search",
-                "--model",
-                str(folder),
-                "--data",
-                str(folder / "heldout.json"),
-                "--quiet",
-                *search,
-            ]
-        )
+        search(args, folder)
     scores = {folder: score(folder) for folder in candidates}
     chosen = max(candidates, key=lambda f: (scores[f], f == candidates[0]))
-    final = args.out / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(chosen, final, ignore=shutil.ignore_patterns("trainer", "search_state.json"))
+    write_final(chosen, args.out / "final")
     summary = {"chosen": str(chosen), "mean_heldout_f1_at_budgets": {str(k): v for k, v in scores.items()}}
-    (args.out / "recipe.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    text = json.dumps(summary, indent=1) + "\n"
+    atomic_write(args.out / "recipe.json", lambda path: path.write_text(text))
+    print(text, end="")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        recipe(args)
+    except UsageError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except StageFailed as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return error.code
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; the same command goes on where it stopped", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.cli import exit_status
 from dynamic_tinybert.frontier import BudgetError
 from dynamic_tinybert.lengths import format_lengths, format_margins, mean_gflops, parse_margins
+from dynamic_tinybert.options import UsageError
 from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.timing import latency_ms, machine, throughput
 
@@ -93,6 +95,9 @@ def timed_windows(qa: QuestionAnswerer, examples, count: int, rng) -> tuple[list
 
 def student_rows(student: QuestionAnswerer, margins: list[str], windows, sample) -> list[Row]:
     """Full length, the frontier points of BUDGETS, then each of the margins."""
+    layers = student.num_layers
+    # choose() refuses margins this model cannot run (no learned selector) now, before any evaluation
+    asked = [student.choose(margins=parse_margins(text, layers)).margins for text in margins]
     runs = [("student, full length", {})]
     if student.frontier is not None:
         for budget in BUDGETS:
@@ -103,9 +108,7 @@ def student_rows(student: QuestionAnswerer, margins: list[str], windows, sample)
                 continue
             run = {"margins": chosen} if chosen is not None else {"lengths": lengths}
             runs.append((f"student, frontier point within {budget:.2f} of its FLOPs", run))
-    for text in margins:
-        runs.append((f"student, margin {text}", {"margins": parse_margins(text, student.num_layers)}))
-    layers = student.num_layers
+    runs += [(f"student, margin {text}", {"margins": m}) for text, m in zip(margins, asked, strict=True)]
     return [
         Row(
             name,
@@ -122,19 +125,18 @@ def student_rows(student: QuestionAnswerer, margins: list[str], windows, sample)
 
 
 def teacher_row(folder: str, trained: bool, timed, evaluated, count: int, rng) -> Row:
+    """The teacher's row, its windows drawn; a trained one's accuracy is left to Row.evaluate."""
     teacher = QuestionAnswerer.from_pretrained(folder)
     # the teacher's own tokenizer makes the same windows when it shares the student's wordpieces
     windows, sample = timed_windows(teacher, timed, count, rng)
     row = Row("teacher (transformers, dynamic padding)", "", teacher, windows, sample)
-    if trained:
-        row.evaluate(evaluated)
-    else:
+    if not trained:
         row.gflops = mean_gflops(teacher.model.config, [len(w) for w in flat_windows(teacher, evaluated)])
         row.exact_match = "not trained here"
     return row
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -144,17 +146,30 @@ def main() -> int:
     teacher.add_argument("--teacher-speed", help="a teacher architecture timed for the speedup only")
     parser.add_argument("--dev", required=True)
     parser.add_argument("--dtype", choices=DTYPES, help="precision (default: the model's)")
-    parser.add_argument("--dev-limit", type=int)
+    parser.add_argument("--dev-limit", type=int, help="only the first N dev questions")
     parser.add_argument("--speed-questions", type=int, default=300)
     parser.add_argument("--latency-windows", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3, help="timings of every row, medians reported")
     parser.add_argument("--margins", nargs="*", default=[], help="rows under these margins, e.g. 1 2 3")
-    args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    return parser
 
+
+def check_counts(args: argparse.Namespace) -> None:
+    """The counts must be at least 1: 0 would leave nothing to time, and a negative slice of dev
+    would silently drop its last questions instead."""
+    for option in ("dev_limit", "speed_questions", "latency_windows", "repeats"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            flag = "--" + option.replace("_", "-")
+            leave = " (leave it out for all of dev)" if option == "dev_limit" else ""
+            raise UsageError(f"{flag} must be at least 1, got {value}{leave}")
+
+
+def table(args: argparse.Namespace) -> None:
+    """Every row evaluated, then timed --repeats times; the table on stdout."""
+    check_counts(args)
     dev = read_squad(args.dev)
-    evaluated = dev[: args.dev_limit] if args.dev_limit else dev
+    evaluated = dev[: args.dev_limit]
     timed = dev[: args.speed_questions]
     rng = np.random.default_rng(0)
     student = QuestionAnswerer.from_pretrained(args.student, dtype=args.dtype)
@@ -163,8 +178,8 @@ def main() -> int:
     teacher = None
     if folder:
         teacher = teacher_row(folder, bool(args.teacher), timed, evaluated, args.latency_windows, rng)
-    students = student_rows(student, args.margins, windows, sample)
-    for row in students:
+    students = student_rows(student, args.margins, windows, sample)  # checks --margins
+    for row in [teacher, *students] if args.teacher else students:
         row.evaluate(evaluated)
     rows = [teacher, *students] if teacher else students
     for _ in range(args.repeats):
@@ -183,7 +198,12 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.cells(teacher, students[0]))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return exit_status(parser.prog, lambda: table(args))
 
 
 if __name__ == "__main__":
