@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .files import atomic_write
 from .frontier import Frontier
 
 
@@ -36,8 +37,10 @@ def plot_frontier(frontier: Frontier, out: str | Path, title: str = "") -> Path:
     figure.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
+    try:  # whole or not at all; the format by the name's suffix, which the staging name lacks
+        atomic_write(out, lambda staging: figure.savefig(staging, dpi=110, format=out.suffix[1:].lower()))
+    finally:
+        plt.close(figure)
     return out
 
 

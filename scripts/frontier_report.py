@@ -15,13 +15,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.cli import check_output_file, exit_status
-from dynamic_tinybert.files import atomic_write
 from dynamic_tinybert.frontier import BudgetError, Frontier
 from dynamic_tinybert.options import UsageError
 from dynamic_tinybert.precision import DTYPES
@@ -133,16 +131,8 @@ def write_plot(frontier: Frontier, path: Path, title: str) -> Path:
     """The frontier's picture at `path`, whole or not at all."""
     from dynamic_tinybert.plot import plot_frontier
 
-    def draw(staging: Path) -> None:
-        # matplotlib takes the format from the name's suffix, which the staging name lacks
-        drawn = staging.with_name(staging.name + path.suffix)
-        try:
-            os.replace(plot_frontier(frontier, drawn, title=title), staging)
-        finally:
-            drawn.unlink(missing_ok=True)
-
     try:
-        return atomic_write(path, draw)
+        return plot_frontier(frontier, path, title=title)
     except ImportError as error:  # no matplotlib: its message says what to install
         raise UsageError(str(error)) from None
     except OSError as error:
