@@ -87,11 +87,21 @@ def run(command: list[str], name: str) -> None:
     process = subprocess.Popen(command)
     try:
         code = process.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopping:
+        if isinstance(stopping, Terminated):  # sent to the recipe alone: the stage is told now
+            process.terminate()
         stop(process)
         raise
     if code != 0:  # one killed by a signal (code -N) exits as a shell reports it, 128 + N
         raise StageFailed(name, code if code > 0 else 128 - code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: the recipe stops as on Ctrl-C, its running stage with it, and exits with 143."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -263,6 +273,7 @@ def recipe(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         recipe(args)
     except UsageError as error:
@@ -271,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return error.code
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; the same command goes on where it stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stopping:
+        how, code = ("terminated", 143) if isinstance(stopping, Terminated) else ("interrupted", 130)
+        print(f"{parser.prog}: {how}; the same command goes on where it stopped", file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

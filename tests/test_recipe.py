@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,27 @@ def test_ctrl_c_stops_the_stage_and_the_recipe_in_one_line_each(tmp_path):
         recipe.kill()
     assert recipe.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == "recipe.py: interrupted; the same command goes on where it stopped"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the stage's process in /proc")
+def test_sigterm_to_the_recipe_alone_stops_its_stage_too(tmp_path):
+    command = recipe_command(tmp_path, "--data", str(DATA), "--out", str(tmp_path / "recipe"))
+    recipe = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert recipe.stderr.readline().startswith("+ ")  # the first stage has started
+        children = Path(f"/proc/{recipe.pid}/task/{recipe.pid}/children")
+        deadline = time.monotonic() + 30
+        while not (stages := children.read_text().split()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the stage imports torch for seconds; the recipe is back in its wait by now
+        recipe.send_signal(signal.SIGTERM)  # as a service manager stops it: the recipe alone
+        err = recipe.stderr.read()
+        recipe.wait(timeout=60)
+    finally:
+        recipe.kill()
+    assert stages and not any(Path(f"/proc/{pid}").exists() for pid in stages)  # no orphan left
+    assert recipe.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "recipe.py: terminated; the same command goes on where it stopped"
 
 
 class Killed(BaseException):
