@@ -19,6 +19,7 @@ FT=(--epochs finetune=2 --batch-size finetune=32 --lr finetune=4e-5)
 COMMON=(--teacher "$M/teacher" --data "${TRAIN[@]}" --out "$R" --train-args "--save-steps 100000 ${TRAIN_ARGS:-}")
 finish() { echo "$1" >"$R/DONE"; echo "chain: exit $1 at $(date +%T)"; exit "$1"; }
 
+rm -f "$R/DONE"  # a chain started again is not done because the one before it ended
 echo "chain: start $(date +%T), deadline $(date -d @$deadline +%T)"
 $PY scripts/recipe.py "${COMMON[@]}" --student "$M/teacher" --until finetune "${FT[@]}" \
     --minutes "finetune=$(minutes ${SHARE_FINETUNE:-0.27} 1)" || finish 1

@@ -13,6 +13,8 @@ if compgen -G "$X/*.whl" >/dev/null && [ ! -e "$ROOT/site/.done" ]; then
         --target "$ROOT/site" "$X"/*.whl && touch "$ROOT/site/.done"
 fi
 [ -d "$ROOT/site" ] && export PYTHONPATH=$ROOT/site${PYTHONPATH:+:$PYTHONPATH}
+# the package is not installed there: the scripts (recipe.py) import it from the checkout they run in
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 
 # unpack NAME DEST: once all of NAME's parts are here, DEST appears whole (renamed into place);
