@@ -277,6 +277,12 @@ def margin_frontier_model(tiny_selector_model, tmp_path_factory) -> Path:
     point at budget 0.5."""
     folder = tmp_path_factory.mktemp("margin-frontier") / "model"
     shutil.copytree(tiny_selector_model, folder)
+    return with_small_frontier(folder, margin_point=True)
+
+
+def with_small_frontier(folder: Path, margin_point: bool = False) -> Path:
+    """A frontier for the 4-layer tiny model in `folder`: a share point at geometric 0.5 (held-out
+    F1 60) and the full model (80); with margin_point, margin 2 too (75 at 0.45 of the FLOPs)."""
     config = QuestionAnswerer.from_pretrained(folder).model.config
     cheap = geometric_lengths(0.5, 4)
     points = [
@@ -284,7 +290,7 @@ def margin_frontier_model(tiny_selector_model, tmp_path_factory) -> Path:
         Point((1.0,) * 4, 1.0, 0.0, 0.0, 70.0, 80.0, 10.0, 100.0),
     ]
     margin = Point((1.0,) * 4, 0.45, None, 0.0, 65.0, 75.0, 8.0, 120.0, margins=(2.0,) * 4)
-    Frontier(points, selector="learned", margin_points=[margin]).save(folder)
+    Frontier(points, selector="learned", margin_points=[margin] if margin_point else []).save(folder)
     return folder
 
 

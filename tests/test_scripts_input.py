@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dynamic_tinybert import QuestionAnswerer
-from dynamic_tinybert.frontier import Frontier, Point, flops_ratio
-from dynamic_tinybert.lengths import geometric_lengths
-
 from .conftest import load_script, make_checkpoint
+from .test_margins import with_small_frontier
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
@@ -27,13 +24,7 @@ def folders(tiny_selector_model, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("scripts-input")
     model = root / "model"
     shutil.copytree(tiny_selector_model, model)
-    config = QuestionAnswerer.from_pretrained(model).model.config
-    cheap = geometric_lengths(0.5, 4)
-    points = [
-        Point(cheap, flops_ratio(config, cheap), 0.0, 0.0, 50.0, 60.0, 5.0, 200.0),
-        Point((1.0,) * 4, 1.0, 0.0, 0.0, 70.0, 80.0, 10.0, 100.0),
-    ]
-    Frontier(points, selector="learned").save(model)
+    with_small_frontier(model)
     corrupt = shutil.copytree(model, root / "corrupt-frontier")
     (corrupt / "frontier.json").write_text("{not json")
     plain = make_checkpoint(root / "plain")
