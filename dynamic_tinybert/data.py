@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import atomic_write
 from .tokenizer import Window
 
 
@@ -164,9 +165,8 @@ def write_squad(examples: Sequence[Example], path: str | Path) -> Path:
         }
         for title, paragraphs in articles.items()
     ]
-    path = Path(path)
-    path.write_text(json.dumps({"version": "1.1", "data": data}, ensure_ascii=False))
-    return path
+    text = json.dumps({"version": "1.1", "data": data}, ensure_ascii=False)
+    return atomic_write(Path(path), lambda staging: staging.write_text(text, encoding="utf-8"))
 
 
 # 8-byte digests of the question ids of SQuAD 1.1 dev, sorted (scripts/squad_dev_fingerprint.py):

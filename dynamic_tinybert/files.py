@@ -21,22 +21,25 @@ from pathlib import Path
 
 def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = False) -> Path:
     """Make `target` by `write(staging)`, then rename the staging file (or, with folder=True,
-    the staging folder, created empty for `write` to fill) over it. A failed write leaves the
-    target as it was and no staging behind. A target that is neither a file nor a folder (a
-    device, a pipe) is written in place.
+    the staging folder, created empty for `write` to fill) over it, making the folders above it
+    where they are missing. A failed write leaves the target as it was and no staging behind.
+    A target that is neither a file nor a folder (a device, a pipe) is written in place.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
     >>> atomic_write(root / "a.txt", lambda p: p.write_text("new")).read_text()
     'new'
+    >>> atomic_write(root / "b" / "c.txt", lambda p: p.write_text("new")).read_text()
+    'new'
     >>> sorted(p.name for p in root.iterdir())
-    ['a.txt']
+    ['a.txt', 'b']
     """
     target = Path(target)
     if target.exists() and not (target.is_file() or target.is_dir()):
         write(target)  # a device or a pipe (/dev/stdout): written in place, never replaced
         return target
     check_target(target, folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         if folder:

@@ -10,13 +10,15 @@ files orders the questions (the search uses the first --limit of them).
 from __future__ import annotations
 
 import argparse
+import sys
 
+from dynamic_tinybert.cli import exit_status
 from dynamic_tinybert.data import write_squad
 from dynamic_tinybert.train_data import split_files
 from dynamic_tinybert.train_settings import TrainSettings
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -27,9 +29,13 @@ def main(argv: list[str] | None = None) -> None:
         "--skip", type=int, default=0, help="leave out the first N questions (e.g. those a search used)"
     )
     args = parser.parse_args(argv)
+    if args.skip < 0:
+        parser.error(
+            f"--skip must be 0 or more (got {args.skip}): it leaves out that many questions from the start"
+        )
     settings = TrainSettings(stage="finetune", model="-", data=args.data, output="-", seed=args.seed)
-    write_squad(split_files(settings)[1][args.skip :], args.out)
+    return exit_status(parser.prog, lambda: write_squad(split_files(settings)[1][args.skip :], args.out))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

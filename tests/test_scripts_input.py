@@ -4,6 +4,7 @@ never a silently different run."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -150,3 +151,14 @@ def test_the_scripts_run_as_commands_say_what_is_wrong_in_one_line(folders, squa
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith(f"{script}.py: error: ") and words in done.stderr
+
+
+def test_heldout_split_makes_its_folder_and_refuses_what_it_cannot_split(squad_file, tmp_path, capsys):
+    out = tmp_path / "not" / "made" / "heldout.json"
+    assert load_script("heldout_split").main([str(out), str(squad_file)]) == 0
+    assert json.loads(out.read_text())["version"] == "1.1"
+    code, _, err = run_script("heldout_split", capsys, [str(out), str(tmp_path / "none.json")])
+    assert_refused(code, err, "none.json does not exist")
+    with pytest.raises(SystemExit) as stop:
+        load_script("heldout_split").main([str(out), "--skip", "-3", str(squad_file)])
+    assert stop.value.code == 2 and "--skip must be 0 or more (got -3)" in capsys.readouterr().err
