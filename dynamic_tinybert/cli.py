@@ -239,9 +239,7 @@ def run_eval(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be at least 1, got {args.limit}")
     if args.predictions is not None:
-        check_output_file(args.predictions, "--predictions")
-        if args.predictions.exists() and args.predictions.resolve() == Path(args.data).resolve():
-            raise UsageError(f"--predictions {args.predictions} is the --data file; give another file name")
+        check_output_file(args.predictions, "--predictions", inputs={"--data": args.data})
     examples = read_squad(args.data)
     if args.limit is not None:
         examples = examples[: args.limit]
@@ -313,13 +311,28 @@ def _print_evaluation(result, num_layers: int, point, budget: float | None) -> N
         )
 
 
-def check_output_file(path: Path, option: str) -> None:
-    """A file the command will write at the end: refused now, not after the work, when it cannot be."""
+def check_output_file(
+    path: Path,
+    option: str,
+    example: str = "predictions.json",
+    inputs: dict[str, str | Path] | None = None,
+    make_folders: bool = False,
+) -> None:
+    """A file the command will write at the end: refused now, not after the work, when it cannot
+    be, or when it is one of the command's `inputs` ({option: path}), which it would overwrite.
+    With make_folders, its missing folders are not refused (atomic_write makes them)."""
+    path = Path(path)
     if path.is_dir():
-        raise UsageError(f"{option} {path} is a folder; give a file name, e.g. {path / 'predictions.json'}")
-    if not path.parent.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name, e.g. {path / example}")
+    for name, source in (inputs or {}).items():
+        if source is not None and path.exists() and path.resolve() == Path(source).resolve():
+            raise UsageError(f"{option} {path} is the {name} file; give another file name")
+    folder = next(p for p in path.absolute().parents if p.exists())  # the nearest that exists
+    if folder != path.absolute().parent and not make_folders:
         raise UsageError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: {folder} is a file, not a folder; give another path")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(f"{option} {path}: not writable")
 
 
@@ -392,9 +405,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def exit_status(prog: str, work: Callable[[], object]) -> int:
     """Run a command's work: bad input ends in one line on stderr and exit code 2, what the machine
-    refuses in one line and 1, Ctrl-C in "interrupted" and 130 (the scripts end the same way)."""
+    refuses in one line and 1, Ctrl-C in "interrupted" and 130 (the scripts end the same way);
+    otherwise work's own status where it returns one (an int: a comparison that failed), else 0."""
     try:
-        work()
+        result = work()
     except USER_ERRORS as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -404,7 +418,7 @@ def exit_status(prog: str, work: Callable[[], object]) -> int:
     except (OSError, SafetensorError) as error:  # the machine's: a path it cannot write, a full disk
         print(f"{prog}: error: {_machine_error(error)}", file=sys.stderr)
         return EXIT_MACHINE
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def _machine_error(error: Exception) -> str:

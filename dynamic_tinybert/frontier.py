@@ -149,6 +149,27 @@ def flops_ratio(config: ModelConfig, lengths: Lengths | None, scorer_macs: int =
     return max(encoder_macs(config, n, lengths, scorer_macs) / encoder_macs(config, n) for n in RATIO_LENGTHS)
 
 
+def check_budget(budget: float) -> None:
+    """A budget is a share of the full model's FLOPs, in (0, 1]."""
+    if not 0 < budget <= 1 or math.isnan(budget):
+        raise BudgetError(f"budget {budget} is outside (0, 1]: it is the share of the full model's FLOPs")
+
+
+def parse_budgets(text: str, option: str = "--budgets") -> list[float]:
+    """The command-line form "b1,b2,...", each budget checked.
+
+    >>> parse_budgets("1,0.5")
+    [1.0, 0.5]
+    """
+    try:
+        budgets = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise BudgetError(f"{option} {text!r} is not a comma-separated list of numbers, e.g. 1,0.5") from None
+    for budget in budgets:
+        check_budget(budget)
+    return budgets
+
+
 @dataclass
 class Frontier:
     points: list[Point]  # cheapest first; the last is the full model
@@ -238,10 +259,7 @@ class Frontier:
                 raise BudgetError(f"{name} must be a number, got {value!r:.80}")
         points = self.candidates(margins) if among is None else list(among)
         if budget is not None:
-            if not 0 < budget <= 1 or math.isnan(budget):
-                raise BudgetError(
-                    f"budget {budget} is outside (0, 1]: it is the share of the full model's FLOPs"
-                )
+            check_budget(budget)
             fits = [p for p in points if p.flops_ratio <= budget + 1e-9]
             cheapest = f"{min(p.flops_ratio for p in points):.3f} of the full model's FLOPs"
             wanted = f"budget {budget}"
@@ -329,10 +347,15 @@ class Frontier:
     def load(cls, folder: str | Path) -> Frontier | None:
         """The model folder's frontier, or None when it has none."""
         path = Path(folder) / FILENAME
-        if not path.is_file():
-            return None
+        return cls.read(path) if path.is_file() else None
+
+    @classmethod
+    def read(cls, path: str | Path) -> Frontier:
+        """A frontier file: a model's frontier.json, or one searched with other settings."""
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except OSError as error:
+            raise BudgetError(f"{path}: cannot read the frontier file ({error.strerror})") from None
         except (ValueError, KeyError, TypeError) as error:
             raise BudgetError(f"{path} is not a valid frontier file: {error}") from None
 

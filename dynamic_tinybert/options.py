@@ -26,6 +26,17 @@ class UsageError(Exception):
     """Bad input from the command line; printed as one line, exit code 2."""
 
 
+def check_count(value: int | None, option: str, least: int = 1, note: str = "") -> None:
+    """A count from the command line (None: not given) is at least `least`: 0 questions leave
+    nothing to do, and a negative one would slice off the last ones instead.
+
+    >>> check_count(2, "--limit") is check_count(None, "--limit") is None
+    True
+    """
+    if value is not None and value < least:
+        raise UsageError(f"{option} must be at least {least}, got {value}{note}")
+
+
 def option(help: str, **metadata: Any):
     """A settings field that is also a command-line option: `help`, and optionally `default`,
     `required`, `choices` and `nargs`."""

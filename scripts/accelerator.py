@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -30,6 +31,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load, save
 
+from dynamic_tinybert.cli import check_output_file, exit_status
+from dynamic_tinybert.options import UsageError
+
 QUANTIZED = "int8-groups"  # the metadata mark of a file whose 2-D weights are int8
 SCALE = ".__scale__"  # suffix of the fp32 scales of each int8 weight
 # values of a row that share one scale: on all-mpnet-base-v2 the last hidden states are 2.1% off
@@ -37,8 +41,8 @@ SCALE = ".__scale__"  # suffix of the fp32 scales of each int8 weight
 GROUP = 128
 
 
-class TransferError(ValueError):
-    """Parts missing, corrupted or not matching their manifest."""
+class TransferError(UsageError):
+    """Parts missing, corrupted or not matching their manifest; a path or a size that cannot work."""
 
 
 def _groups(tensor: torch.Tensor) -> torch.Tensor:
@@ -139,7 +143,9 @@ def unpack(prefix: Path, dest: Path) -> list[Path]:
     manifest_file = prefix.with_name(prefix.name + ".json")
     if not manifest_file.is_file():
         raise TransferError(f"no manifest {manifest_file}: was `pack` run with this prefix?")
-    manifest = json.loads(manifest_file.read_text())
+    manifest = read_manifest(manifest_file)
+    if dest.exists() and not dest.is_dir():
+        raise TransferError(f"{dest} is a file; give the folder the files go in")
     chunks = []
     for name, digest in manifest["parts"].items():
         part = prefix.with_name(name)
@@ -166,14 +172,27 @@ def unpack(prefix: Path, dest: Path) -> list[Path]:
     return written
 
 
+def read_manifest(path: Path) -> dict:
+    """PREFIX.json as `pack` wrote it: the parts' SHA-256 by name, and the whole's."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TransferError(f"manifest {path} is not valid JSON ({error}); send it again") from None
+    parts, whole = (manifest.get(k) if isinstance(manifest, dict) else None for k in ("parts", "sha256"))
+    if not isinstance(parts, dict) or not isinstance(whole, str):
+        raise TransferError(f"{path} is not a manifest that `pack` wrote (no parts and sha256)")
+    return manifest
+
+
 def tree_bytes(repo: Path) -> int:
     """What every call sends anyway: the tracked files and the untracked ones git does not ignore."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=repo,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
+    command = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    done = subprocess.run(command, cwd=repo if repo.is_dir() else None, capture_output=True)
+    if not repo.is_dir() or done.returncode != 0:
+        raise TransferError(
+            f"--repo {repo} is not a git checkout; give the one every call sends, or --reserve-mb"
+        )
+    listed = done.stdout.split(b"\0")
     paths = [repo / os.fsdecode(name) for name in listed if name]
     return sum(path.stat().st_size for path in paths if path.is_file())
 
@@ -182,6 +201,13 @@ def distribute(files: list[Path], calls: Path, limit_mb: float, reserved: int) -
     """The files, in order, moved into calls/c1, calls/c2, ...: each call's folder holds what fits
     beside the `reserved` bytes every call sends anyway."""
     room = int(limit_mb * 2**20) - reserved
+    if room <= 0:
+        raise TransferError(
+            f"what every call sends anyway ({reserved / 2**20:.1f} MiB) fills a call of {limit_mb:g} MiB"
+        )
+    for path in files:
+        if not path.is_file():
+            raise TransferError(f"{path} is not a file: `calls` moves files (pack a folder into parts first)")
     groups: list[list[Path]] = [[]]
     used = 0
     for path in files:
@@ -203,7 +229,7 @@ def distribute(files: list[Path], calls: Path, limit_mb: float, reserved: int) -
     return groups
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -223,31 +249,58 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--limit-mb", type=float, default=64.0, help="MiB one call carries (default 64)")
     c.add_argument("--repo", type=Path, default=Path("."), help="the checkout every call sends")
     c.add_argument("--reserve-mb", type=float, help="MiB each call sends anyway (default: --repo's size)")
+    return parser
+
+
+def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Sizes that leave room: a part of at least a byte, a call that carries something."""
+    if args.command == "pack" and not 1e-6 <= args.part_mb < math.inf:
+        parser.error(f"--part-mb must be above 0 (a part holds at least a byte), got {args.part_mb:g}")
+    if args.command == "calls" and not 0 < args.limit_mb < math.inf:
+        parser.error(f"--limit-mb must be above 0, got {args.limit_mb:g}")
+    if args.command == "calls" and args.reserve_mb is not None and not 0 <= args.reserve_mb < math.inf:
+        parser.error(f"--reserve-mb must be 0 or more, got {args.reserve_mb:g}")
+
+
+def run_pack(args: argparse.Namespace) -> None:
+    for source in args.sources:
+        if not source.exists():
+            raise TransferError(f"{source} does not exist")
+    if args.prefix.is_dir():  # the parts would be written beside it, named after it
+        raise TransferError(
+            f"prefix {args.prefix} is a folder; the parts are named after the prefix: give one in it, "
+            f"e.g. {args.prefix / 'parts'}"
+        )
+    check_output_file(args.prefix.with_name(args.prefix.name + ".json"), "prefix", make_folders=True)
+    parts = pack(args.sources, args.prefix, args.weights, args.xz, args.part_mb)
+    total = sum(p.stat().st_size for p in parts)
+    print(f"{args.prefix}: {len(parts)} parts, {total / 1e6:.1f} MB")
+
+
+def run_calls(args: argparse.Namespace) -> None:
+    if args.calls.exists() and not args.calls.is_dir():
+        raise TransferError(f"{args.calls} is a file; give the folder the calls' folders go in")
+    if args.reserve_mb is not None:
+        reserved = int(args.reserve_mb * 2**20)
+    else:
+        reserved = tree_bytes(args.repo) + 2**20  # and a MiB for the call's own bookkeeping
+    groups = distribute(args.files, args.calls, args.limit_mb, reserved)
+    for i, group in enumerate(groups, 1):
+        size = sum((args.calls / f"c{i}" / p.name).stat().st_size for p in group)
+        print(f"c{i}: {len(group)} files, {size / 1e6:.1f} MB (+{reserved / 1e6:.1f} MB of checkout)")
+
+
+def run_unpack(args: argparse.Namespace) -> None:
+    files = unpack(args.prefix, args.dest)
+    print(f"{args.dest}: {', '.join(f.name for f in files)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.command == "pack":
-            for source in args.sources:
-                if not source.exists():
-                    raise TransferError(f"{source} does not exist")
-            parts = pack(args.sources, args.prefix, args.weights, args.xz, args.part_mb)
-            total = sum(p.stat().st_size for p in parts)
-            print(f"{args.prefix}: {len(parts)} parts, {total / 1e6:.1f} MB")
-        elif args.command == "unpack":
-            files = unpack(args.prefix, args.dest)
-            print(f"{args.dest}: {', '.join(f.name for f in files)}")
-        else:
-            if args.reserve_mb is not None:
-                reserved = int(args.reserve_mb * 2**20)
-            else:
-                reserved = tree_bytes(args.repo) + 2**20  # and a MiB for the call's own bookkeeping
-            groups = distribute(args.files, args.calls, args.limit_mb, reserved)
-            for i, group in enumerate(groups, 1):
-                size = sum((args.calls / f"c{i}" / p.name).stat().st_size for p in group)
-                print(f"c{i}: {len(group)} files, {size / 1e6:.1f} MB (+{reserved / 1e6:.1f} MB of checkout)")
-    except TransferError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    check_sizes(parser, args)
+    run = {"pack": run_pack, "unpack": run_unpack, "calls": run_calls}[args.command]
+    return exit_status(parser.prog, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -16,23 +16,36 @@ from pathlib import Path
 import torch
 
 from dynamic_tinybert import checkpoint
-from dynamic_tinybert.frontier import FILENAME
+from dynamic_tinybert.cli import exit_status
+from dynamic_tinybert.frontier import FILENAME, Frontier
+from dynamic_tinybert.options import UsageError
 
 
-def main() -> int:
+def export(args: argparse.Namespace) -> None:
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give the folder to write the model in")
+    model, tokenizer, folder = checkpoint.load(args.model, require_qa_head=True)
+    if args.out.resolve() == folder.resolve():
+        raise UsageError(
+            f"--out {args.out} is the --model folder, whose weights the export would replace; "
+            "give another folder"
+        )
+    Frontier.load(folder)  # a corrupt frontier.json is refused here, not shipped
+    extra = {FILENAME: (folder / FILENAME).read_bytes()} if (folder / FILENAME).is_file() else {}
+    out = checkpoint.save(model, tokenizer, args.out, dtype=getattr(torch, args.dtype), extra_files=extra)
+    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    print(f"{out}: {size:.1f} MiB")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
-    args = parser.parse_args()
-    model, tokenizer, folder = checkpoint.load(args.model, require_qa_head=True)
-    extra = {FILENAME: (folder / FILENAME).read_bytes()} if (folder / FILENAME).is_file() else {}
-    out = checkpoint.save(model, tokenizer, args.out, dtype=getattr(torch, args.dtype), extra_files=extra)
-    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
-    print(f"{out}: {size:.1f} MiB")
-    return 0
+    args = parser.parse_args(argv)
+    return exit_status(parser.prog, lambda: export(args))
 
 
 if __name__ == "__main__":

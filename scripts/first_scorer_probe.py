@@ -10,7 +10,7 @@ held-out cross-entropy and the share of the answer region that the first layer k
 shares of the input (the forced tokens count against the share, as in the model).
 
     python scripts/first_scorer_probe.py --model dynamic_tinybert/default_model \\
-        --data ../shared/data/train/*.json --windows 16000 --epochs 6 --dropout 0.3
+        --data ../shared/data/train/*.json --windows 16000 --epochs 6 --selector-dropout 0.3
 
 The train files are split as the stages split them (train_data.prepare_data, --seed).
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,11 @@ import torch
 from torch import Tensor
 
 from dynamic_tinybert import checkpoint
+from dynamic_tinybert.cli import check_output_file, exit_status
 from dynamic_tinybert.data import collate
+from dynamic_tinybert.files import atomic_write
 from dynamic_tinybert.lengths import kept_tokens
+from dynamic_tinybert.options import UsageError, check_count
 from dynamic_tinybert.selector import Scorer, SelectorConfig, answer_region, context_tokens, selector_loss
 from dynamic_tinybert.train import learning_rate
 from dynamic_tinybert.train_data import heldout_sample, prepare_data
@@ -123,7 +128,7 @@ def train(scorer: Scorer, cases: list[dict], heldout: list[dict], settings: Trai
         print(f"epoch {epoch + 1}: " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -133,36 +138,72 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout-limit", type=int, default=1000, help="the stage's held-out sample")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--width", type=int, default=64)
+    # named as the selector stage names them, whose checks they go through
+    parser.add_argument("--selector-dropout", "--dropout", dest="dropout", type=float, default=0.0)
+    parser.add_argument("--selector-width", "--width", dest="width", type=int, default=64)
     parser.add_argument("--seed", type=int, default=42, help="the stages' seed: the held-out split")
-    parser.add_argument("--cache", type=Path, default=Path("runs/first-scorer-cache.pt"))
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("runs/first-scorer-cache.pt"),
+        help="the cases, computed once for these --model, --data, --windows, --heldout-limit and --seed",
+    )
     parser.add_argument("--shipped", action="store_true", help="evaluate the model's own first scorer too")
-    args = parser.parse_args(argv)
-    # the stages' split and held-out sample (SQuAD dev refused), and their learning-rate schedule
+    return parser
+
+
+def probe_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainSettings:
+    """The stages' split and held-out sample (SQuAD dev refused) and their learning-rate schedule,
+    every number checked as training checks it (the scorer's --width and --dropout are the selector
+    stage's --selector-width and --selector-dropout)."""
+    check_count(args.windows, "--windows", least=0, note=" (0: all)")
     settings = TrainSettings(
         stage="selector",
         model=args.model,
         data=args.data,
-        output="-",
+        output="",
         epochs=args.epochs,
         lr=args.lr,
         warmup=0.05,
         seed=args.seed,
         heldout_limit=args.heldout_limit,
+        selector_width=args.width,
+        selector_dropout=args.dropout,
     )
-    model, tokenizer, _ = checkpoint.load(args.model)
+    settings.check()
+    check_output_file(args.cache, "--cache", example="first-scorer-cache.pt", make_folders=True)
+    return settings
+
+
+def cached_cases(args: argparse.Namespace, settings: TrainSettings, model, tokenizer) -> tuple[list, list]:
+    """(training cases, held-out cases): from --cache where it holds these settings' cases, else
+    computed and cached."""
+    key = {k: str(getattr(args, k)) for k in ("model", "data", "windows", "heldout_limit", "seed")}
     if args.cache.is_file():
-        cases, heldout = torch.load(args.cache)
-    else:
-        data = prepare_data(settings, tokenizer)
-        windows = data.windows
-        if args.windows:
-            windows = [windows[i] for i in np.random.default_rng(0).permutation(len(windows))[: args.windows]]
-        heldout = first_layer_cases(model, encoded(tokenizer, heldout_sample(data.heldout, settings)))
-        cases = first_layer_cases(model, windows)
-        args.cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save((cases, heldout), args.cache)
+        try:
+            cached = torch.load(args.cache)
+        except (RuntimeError, EOFError, pickle.UnpicklingError):
+            raise UsageError(
+                f"--cache {args.cache} is not a cache of this script (torch cannot read it); "
+                "delete it or give another --cache"
+            ) from None
+        if isinstance(cached, dict) and cached.get("key") == key:
+            return cached["cases"], cached["heldout"]
+        print(f"{args.cache} holds the cases of other settings; computing them afresh", file=sys.stderr)
+    data = prepare_data(settings, tokenizer)
+    windows = data.windows
+    if args.windows:
+        windows = [windows[i] for i in np.random.default_rng(0).permutation(len(windows))[: args.windows]]
+    heldout = first_layer_cases(model, encoded(tokenizer, heldout_sample(data.heldout, settings)))
+    cases = first_layer_cases(model, windows)
+    cached = {"key": key, "cases": cases, "heldout": heldout}
+    atomic_write(args.cache, lambda path: torch.save(cached, path))
+    return cases, heldout
+
+
+def probe(args: argparse.Namespace, settings: TrainSettings) -> None:
+    model, tokenizer, _ = checkpoint.load(args.model)
+    cases, heldout = cached_cases(args, settings, model, tokenizer)
     print(f"{len(cases)} training windows, {len(heldout)} held-out windows")
     if args.shipped and model.selector is not None:
         shipped = evaluate(model.selector.scorers[0], heldout)
@@ -173,5 +214,11 @@ def main(argv: list[str] | None = None) -> None:
     train(scorer, cases, heldout, settings)
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return exit_status(parser.prog, lambda: probe(args, probe_settings(parser, args)))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,14 +12,20 @@ model). For LengthDrop (the default), F1 at full length and at its smallest conf
 from __future__ import annotations
 
 import argparse
+import sys
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.cli import exit_status
+from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.train import heldout_scores
 from dynamic_tinybert.train_data import heldout_sample
 from dynamic_tinybert.train_settings import TrainSettings
 
+# the run's options each stage's score depends on; given to the other stage, one would be ignored
+STAGE_OPTIONS = {"lengthdrop": "length_ratio", "selector": "selector_share"}
 
-def main(argv: list[str] | None = None) -> None:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -27,21 +33,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout", default="runs/selector6/heldout.json", help="a run's heldout.json")
     parser.add_argument("--seed", type=int, default=42, help="the run's --seed")
     parser.add_argument("--heldout-limit", type=int, default=1000, help="the run's --heldout-limit")
-    parser.add_argument("--length-ratio", type=float, default=0.8, help="the run's --length-ratio")
     parser.add_argument("--stage", choices=("lengthdrop", "selector"), default="lengthdrop")
-    parser.add_argument("--selector-share", type=float, default=0.5, help="the run's --selector-share")
-    parser.add_argument("--dtype", default="fp32")
-    args = parser.parse_args(argv)
+    # default: the training's, in TrainSettings
+    parser.add_argument(
+        "--length-ratio", type=float, help="with --stage lengthdrop: the run's --length-ratio"
+    )
+    parser.add_argument(
+        "--selector-share", type=float, help="with --stage selector: the run's --selector-share"
+    )
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32")
+    return parser
+
+
+def run_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainSettings:
+    """The run's settings that choose and score the held-out sample, checked as training checks them."""
+    for stage, name in STAGE_OPTIONS.items():
+        if getattr(args, name) is not None and args.stage != stage:
+            parser.error(f"--{name.replace('_', '-')} is a setting of --stage {stage}; leave it out")
+    given = {name: getattr(args, name) for name in STAGE_OPTIONS.values() if getattr(args, name) is not None}
     settings = TrainSettings(
         stage=args.stage,
-        model="-",
+        model="",
         data=[],
         output="-",
         seed=args.seed,
         heldout_limit=args.heldout_limit,
-        length_ratio=args.length_ratio,
-        selector_share=args.selector_share,
+        **given,
     )
+    settings.check()
+    return settings
+
+
+def table(args: argparse.Namespace, settings: TrainSettings) -> None:
     questions = heldout_sample(read_squad(args.heldout), settings)
     columns = {"lengthdrop": ["heldout_f1", "heldout_f1_smallest"], "selector": ["heldout_f1_selector"]}
     names = {"lengthdrop": "full length | smallest configuration", "selector": "every layer dropping"}
@@ -54,5 +77,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {folder} | {cells} |", flush=True)
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return exit_status(parser.prog, lambda: table(args, run_settings(parser, args)))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

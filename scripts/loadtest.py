@@ -31,6 +31,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from dynamic_tinybert.cli import exit_status
+from dynamic_tinybert.frontier import parse_budgets
+from dynamic_tinybert.options import UsageError, check_count
+from dynamic_tinybert.serve_settings import ServeError, ServeSettings
+
 MAX_REQUESTS = 100_000
 MAX_SECONDS = 3600
 
@@ -55,8 +60,8 @@ BUILT_IN = [
 ]
 
 
-class LoadTestError(Exception):
-    pass
+class LoadTestError(UsageError):
+    """Options or servers the load test cannot run with."""
 
 
 def _point_key(point: dict | None) -> int | str:
@@ -152,7 +157,9 @@ def wait_ready(url: str, seconds: float = 300) -> dict:
         except OSError:
             pass
         time.sleep(0.2)
-    raise LoadTestError(f"{url} was not ready within {seconds:.0f} s")
+    raise LoadTestError(
+        f"{url} was not ready within {seconds:.0f} s: is `dynamic-tinybert serve` running there?"
+    )
 
 
 def start_server(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
@@ -315,11 +322,28 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the load rows: does a request of N long contexts delay a small one sent after it?",
     )
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except LoadTestError as error:
-        print(f"loadtest: error: {error}", file=sys.stderr)
-        return 2
+    check_options(parser, args)
+    return exit_status(parser.prog, lambda: run(args))
+
+
+# the options passed to the servers this script starts, which servers already running ignore
+SERVER_OPTIONS = ("latency_slo", "slo_margin_points", "max_batch", "slice_ms", "max_wait_ms", "dtype")
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options that go together; the servers' options as the server checks them, before one starts."""
+    values = {name: getattr(args, name) for name in SERVER_OPTIONS}
+    given = {name: value for name, value in values.items() if value is not None and value is not False}
+    if args.url is not None and given:
+        names = ", ".join("--" + name.replace("_", "-") for name in given)
+        parser.error(f"{names}: the settings of the servers --model starts; a server at --url has its own")
+    if args.model is not None and args.slo_url is not None:
+        parser.error("--slo-url is the SLO server of --url; with --model, give --latency-slo instead")
+    if args.model is not None:
+        try:
+            ServeSettings(model=args.model, **given).check()
+        except ServeError as error:
+            parser.error(str(error))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -330,10 +354,12 @@ def run(args: argparse.Namespace) -> int:
     for url in (args.url, args.slo_url):
         if url is not None:
             loopback(url)
-    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    check_count(args.questions, "--questions")
+    check_count(args.heavy, "--heavy")
+    budgets = parse_budgets(args.budgets)
     pairs = read_pairs(args.data, args.questions)
     extra = [
-        *(["--max-batch", str(args.max_batch)] if args.max_batch else []),
+        *(["--max-batch", str(args.max_batch)] if args.max_batch is not None else []),
         *(["--slice-ms", str(args.slice_ms)] if args.slice_ms is not None else []),
         *(["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []),
         *(["--dtype", args.dtype] if args.dtype else []),
@@ -350,8 +376,8 @@ def run(args: argparse.Namespace) -> int:
                     slo.append("--slo-margin-points")
                 process, slo_url = start_server(args.model, [*extra, *slo])
                 started.append(process)
-        ready = wait_ready(url)
-        if args.heavy:
+        ready = wait_ready(url, 300 if args.model is not None else 30)  # a --url server runs already
+        if args.heavy is not None:
             print(heavy_probe(url, pairs, args.heavy))
             return 0
         rows = []
@@ -364,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(run_row(url, mode, pairs, {} if budget >= 1 else {"budget": budget}, *bounds))
             print(rows[-1].markdown(), file=sys.stderr)
         if slo_url is not None:
-            wait_ready(slo_url)
+            wait_ready(slo_url, 300 if args.model is not None else 30)
             mode = f"SLO {args.latency_slo:g} ms" if args.latency_slo else "SLO mode"
             mode += ", shares and margin points" if args.slo_margin_points else ""
             rows.append(run_row(slo_url, mode, pairs, {}, *bounds))

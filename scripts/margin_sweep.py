@@ -25,8 +25,27 @@ import sys
 from pathlib import Path
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.cli import check_output_file, exit_status
+from dynamic_tinybert.files import atomic_write
+from dynamic_tinybert.frontier import BudgetError, parse_budgets
 from dynamic_tinybert.lengths import format_lengths, format_margins, parse_margins
+from dynamic_tinybert.options import UsageError, check_count
 from dynamic_tinybert.precision import DTYPES
+
+
+def configurations(qa: QuestionAnswerer, margins: list[str], budgets: list[float]) -> list[tuple]:
+    """("lengths", shares) for the frontier points the budgets pick (a budget below the cheapest
+    point is left out, with a note), then ("margins", margins) for each margin configuration; all
+    checked before any evaluation."""
+    layers = qa.num_layers
+    asked = [("margins", parse_margins(text, layers)) for text in margins]
+    picked = []
+    for budget in budgets if qa.frontier else []:
+        try:
+            picked.append(qa.choose(budget=budget, margin_points=False).lengths)
+        except BudgetError as error:
+            print(f"budget {budget:g} left out: {error}", file=sys.stderr)
+    return [("lengths", c) for c in dict.fromkeys(picked) if c is not None] + asked
 
 
 def sweep(
@@ -34,12 +53,10 @@ def sweep(
 ) -> list[dict]:
     """One record per row: full length, the frontier points the budgets pick, then each margin
     configuration."""
+    configs = configurations(qa, margins, budgets)
     windows = qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
     layers = qa.num_layers
     full = qa.evaluate_windows(examples, windows, None)
-    picked = [qa.choose(budget=b, margin_points=False).lengths for b in budgets] if qa.frontier else []
-    configs = [("lengths", c) for c in dict.fromkeys(picked) if c is not None]
-    configs += [("margins", parse_margins(text, layers)) for text in margins]
     records = [_record("lengths", None, full, full, layers)]
     for kind, config in configs:
         if kind == "lengths":
@@ -70,7 +87,7 @@ def _line(record: dict) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -83,14 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dtype", choices=DTYPES, help="default: the model's")
     parser.add_argument("--json", type=Path, help="write the records here too")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def report(args: argparse.Namespace) -> None:
+    """The rows on stdout, sorted by FLOPs, and in --json; every option checked before the work."""
+    check_count(args.limit, "--limit", note=" (leave it out for every question)")
+    budgets = parse_budgets(args.budgets)
+    if args.json is not None:
+        check_output_file(
+            args.json, "--json", example="sweep.json", inputs={"--data": args.data}, make_folders=True
+        )
+    examples = read_squad(args.data)[: args.limit]
+    if not examples:
+        raise UsageError(f"{args.data} holds no questions")
     qa = QuestionAnswerer.from_pretrained(args.model, dtype=args.dtype)
     if qa.resolve_selector() != "learned":
-        print(f"{qa.folder} has no learned selector: margins need its scores", file=sys.stderr)
-        return 2
-    examples = read_squad(args.data)[: args.limit]
+        raise UsageError(f"{qa.folder} has no learned selector: margins need its scores")
     print(f"{qa.folder}, {len(examples)} questions of {args.data}, {qa.dtype}")
-    records = sweep(qa, examples, args.margins, [float(b) for b in args.budgets.split(",") if b])
+    records = sweep(qa, examples, args.margins, budgets)
     print("\n| kind | configuration | FLOPs | GFLOPs/window | EM | F1 |\n|---|---|---|---|---|---|")
     for r in sorted(records, key=lambda r: r["flops"]):
         print(
@@ -98,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['exact_match']:.2f} | {r['f1']:.2f} |"
         )
     if args.json:
-        args.json.write_text(json.dumps(records, indent=1) + "\n")
-    return 0
+        text = json.dumps(records, indent=1) + "\n"
+        atomic_write(args.json, lambda path: path.write_text(text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return exit_status(parser.prog, lambda: report(args))
 
 
 if __name__ == "__main__":

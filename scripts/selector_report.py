@@ -19,6 +19,7 @@ others, for each layer in turn: which layer's choices cost the most.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -27,10 +28,15 @@ import torch
 from torch import nn
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
-from dynamic_tinybert.frontier import BudgetError, Frontier, flops_ratio
+from dynamic_tinybert.cli import check_output_file, exit_status
+from dynamic_tinybert.files import atomic_write
+from dynamic_tinybert.frontier import BudgetError, Frontier, flops_ratio, parse_budgets
 from dynamic_tinybert.lengths import format_lengths
+from dynamic_tinybert.options import UsageError, check_count
 from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.selector import answer_region, context_tokens
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 class Oracle(nn.Module):
@@ -181,13 +187,14 @@ def plot(records: list[dict], out: Path, title: str) -> Path:
     axis.legend(loc="lower right")
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
+    try:  # whole or not at all; the format by the name's suffix, which the staging name lacks
+        atomic_write(out, lambda staging: figure.savefig(staging, dpi=110, format=out.suffix[1:].lower()))
+    finally:
+        plt.close(figure)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -206,19 +213,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--by-layer", action="store_true", help="also the oracle at each dropping layer alone"
     )
-    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--plot", type=Path, help="a picture of the F1s: .png, .svg or .pdf")
     parser.add_argument("--json", type=Path, help="write the records here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """--plot and --json, refused now where they cannot be written after the work."""
+    if args.plot is not None:
+        check_output_file(
+            args.plot, "--plot", example="selectors.png", inputs={"--data": args.data}, make_folders=True
+        )
+        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise UsageError(f"--plot {args.plot}: give a file name ending in .png (or .svg, .pdf)")
+        if importlib.util.find_spec("matplotlib") is None:  # found now, not after the evaluations
+            raise UsageError("--plot needs matplotlib: pip install matplotlib")
+    if args.json is not None:
+        check_output_file(
+            args.json, "--json", example="selectors.json", inputs={"--data": args.data}, make_folders=True
+        )
+
+
+def report(args: argparse.Namespace) -> None:
+    """The tables on stdout, the records in --json, the picture in --plot; every option checked
+    before the model runs."""
+    check_count(args.limit, "--limit", note=" (leave it out for every question)")
+    budgets = parse_budgets(args.budgets)
+    check_outputs(args)
+    attention = Frontier.read(args.attention_frontier) if args.attention_frontier else None
+    examples = read_squad(args.data)[: args.limit]
+    if not examples:
+        raise UsageError(f"{args.data} holds no questions")
     torch.manual_seed(0)
     qa = QuestionAnswerer.from_pretrained(args.model, dtype=args.dtype)
     if qa.frontier is None or qa.frontier.selector != "learned" or qa.model.selector is None:
-        print("the model needs a learned selector and a frontier searched with it", file=sys.stderr)
-        return 2
-    attention = None
-    if args.attention_frontier:
-        attention = Frontier.from_dict(json.loads(args.attention_frontier.read_text()))
-    examples = read_squad(args.data)[: args.limit] if args.limit else read_squad(args.data)
-    budgets = [float(b) for b in args.budgets.split(",")]
+        raise UsageError(f"{qa.folder}: the model needs a learned selector and a frontier searched with it")
     records = rows(qa, examples, budgets, attention, lambda line: print(line, file=sys.stderr), args.by_layer)
     print(f"{len(examples)} questions of {args.data}; F1 at each budget\n")
     print("\n".join(table(records)))
@@ -226,11 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         print("\nF1 with the oracle at one dropping layer, the learned selector at the others\n")
         print("\n".join(layer_table(records)))
     if args.json:
-        args.json.write_text(json.dumps(records, indent=1) + "\n")
+        text = json.dumps(records, indent=1) + "\n"
+        atomic_write(args.json, lambda path: path.write_text(text))
     if args.plot:
         title = f"{Path(args.data).name}, {len(examples)} questions"
         print(f"\nplot: {plot(records, args.plot, title)}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return exit_status(parser.prog, lambda: report(args))
 
 
 if __name__ == "__main__":
