@@ -166,7 +166,10 @@ def parse_budgets(text: str, option: str = "--budgets") -> list[float]:
     except ValueError:
         raise BudgetError(f"{option} {text!r} is not a comma-separated list of numbers, e.g. 1,0.5") from None
     for budget in budgets:
-        check_budget(budget)
+        try:
+            check_budget(budget)
+        except BudgetError as error:
+            raise BudgetError(f"{option}: {error}") from None
     return budgets
 
 

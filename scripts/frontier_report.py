@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.cli import check_output_file, exit_status
-from dynamic_tinybert.frontier import BudgetError, Frontier
+from dynamic_tinybert.frontier import BudgetError, Frontier, parse_budgets
 from dynamic_tinybert.options import UsageError
 from dynamic_tinybert.precision import DTYPES
 
@@ -94,24 +94,6 @@ def dev_table(qa: QuestionAnswerer, examples, budgets: list[float]) -> list[str]
             f"{point.latency_ms_batch1:.1f} | {point.throughput_batch32:.1f} |"
         )
     return rows
-
-
-def parse_budgets(text: str) -> list[float]:
-    """--budgets as numbers, each a share of the full model's FLOPs in (0, 1].
-
-    >>> parse_budgets("1,0.5")
-    [1.0, 0.5]
-    """
-    try:
-        budgets = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise BudgetError(
-            f"--budgets {text!r} is not a comma-separated list of numbers, e.g. 1,0.5"
-        ) from None
-    for budget in budgets:
-        if not 0 < budget <= 1:  # NaN fails this too
-            raise BudgetError(f"--budgets: {budget:g} is outside (0, 1]; each is a share of the full FLOPs")
-    return budgets
 
 
 def check_plot(path: Path) -> None:

@@ -59,7 +59,7 @@ def fill(args: list[str], folders: dict[str, Path], squad_file: Path) -> list[st
     [
         (["--budgets", "x"], "--budgets 'x' is not a comma-separated list of numbers"),
         (["--budgets", "1,0.5,"], "is not a comma-separated list"),
-        (["--budgets", "2"], "--budgets: 2 is outside (0, 1]"),
+        (["--budgets", "2"], "--budgets: budget 2.0 is outside (0, 1]"),
         (["--dev", "{root}/no-dev.json"], "no-dev.json does not exist"),
         (["--dev", "{dev}", "--dev-limit", "0"], "--dev-limit must be at least 1, got 0"),
         (["--dev", "{dev}", "--dev-limit", "-2"], "--dev-limit must be at least 1, got -2"),
@@ -312,7 +312,7 @@ def test_first_scorer_probe_refuses_a_negative_window_count(folders, squad_file,
     "args, words",
     [
         (["--budgets", "x"], "--budgets 'x' is not a comma-separated list of numbers"),  # a traceback
-        (["--budgets", "2"], "budget 2.0 is outside (0, 1]"),
+        (["--budgets", "2"], "--budgets: budget 2.0 is outside (0, 1]"),
         (["--margins", "x"], "--margins 'x' is not a comma-separated list"),  # after the full evaluation
         (["--margins", "1,2"], "got 2 margins but the model has 4 layers"),
         (["--json", "{root}"], "--json {root} is a folder"),  # after all the evaluations
