@@ -124,7 +124,10 @@ class RowPaddedLinear(nn.Linear):
         return state
 
 
-_CAN_PACK = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN's bf16 linear needs the CPU's native bf16 too: on an AVX2 CPU the reorder raises
+_CAN_PACK = (
+    torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise") and cpu_has_bf16()
+)
 
 
 class WindowQuantizedLinear(torch.ao.nn.quantized.dynamic.Linear):
