@@ -25,7 +25,7 @@ from .devices import DeviceError, resolve_device
 from .files import atomic_write
 from .frontier import BudgetError
 from .lengths import LengthsError, format_margins, margins_to_json, parse_lengths, parse_margins
-from .options import UsageError, add_dataclass_options, settings_from
+from .options import UsageError, add_dataclass_options, check_count, settings_from
 from .precision import DTYPES, DtypeError, PrecisionFallback, check_dtype
 from .reader import QuestionAnswerer
 from .search import SearchError
@@ -236,8 +236,7 @@ def run_ask(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    check_count(args.limit, "--limit")
     if args.predictions is not None:
         check_output_file(args.predictions, "--predictions", inputs={"--data": args.data})
     examples = read_squad(args.data)

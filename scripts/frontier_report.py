@@ -21,7 +21,7 @@ from pathlib import Path
 from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.cli import check_output_file, exit_status
 from dynamic_tinybert.frontier import BudgetError, Frontier, parse_budgets
-from dynamic_tinybert.options import UsageError
+from dynamic_tinybert.options import UsageError, check_count
 from dynamic_tinybert.precision import DTYPES
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")  # as `dynamic-tinybert plot --out` takes them
@@ -137,10 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def report(args: argparse.Namespace) -> None:
     """The tables on stdout, and the plot; every option is checked before the model loads."""
     budgets = parse_budgets(args.budgets)
-    if args.dev_limit is not None and args.dev_limit < 1:
-        raise UsageError(
-            f"--dev-limit must be at least 1, got {args.dev_limit} (leave it out for all of dev)"
-        )
+    check_count(args.dev_limit, "--dev-limit", note=" (leave it out for all of dev)")
     if args.dev_limit is not None and args.dev is None:
         raise UsageError("--dev-limit limits the questions of --dev: give --dev too")
     if args.plot:

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from dynamic_tinybert.files import atomic_write
-from dynamic_tinybert.options import UsageError
+from dynamic_tinybert.options import UsageError, check_count
 
 # (stage, epochs, learning rate, batch size): docs/method.md, "The training recipe", after Intel
 STAGES = [
@@ -251,8 +251,7 @@ def write_final(chosen: Path, final: Path) -> None:
 
 def recipe(args: argparse.Namespace) -> None:
     """The stages, the search of each candidate, then the chosen one to --out/final."""
-    if args.processes < 1:
-        raise UsageError(f"--processes must be at least 1, got {args.processes}")
+    check_count(args.processes, "--processes")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is a file; give a folder for the stages' outputs")
     folders = train_stages(args)

@@ -30,7 +30,7 @@ from dynamic_tinybert import QuestionAnswerer, read_squad
 from dynamic_tinybert.cli import exit_status
 from dynamic_tinybert.frontier import BudgetError
 from dynamic_tinybert.lengths import format_lengths, format_margins, mean_gflops, parse_margins
-from dynamic_tinybert.options import UsageError
+from dynamic_tinybert.options import check_count
 from dynamic_tinybert.precision import DTYPES
 from dynamic_tinybert.timing import latency_ms, machine, throughput
 
@@ -158,11 +158,8 @@ def check_counts(args: argparse.Namespace) -> None:
     """The counts must be at least 1: 0 would leave nothing to time, and a negative slice of dev
     would silently drop its last questions instead."""
     for option in ("dev_limit", "speed_questions", "latency_windows", "repeats"):
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            flag = "--" + option.replace("_", "-")
-            leave = " (leave it out for all of dev)" if option == "dev_limit" else ""
-            raise UsageError(f"{flag} must be at least 1, got {value}{leave}")
+        leave = " (leave it out for all of dev)" if option == "dev_limit" else ""
+        check_count(getattr(args, option), "--" + option.replace("_", "-"), note=leave)
 
 
 def table(args: argparse.Namespace) -> None:
