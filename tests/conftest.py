@@ -69,6 +69,40 @@ def make_checkpoint(folder: Path, seed: int = 0, safe: bool = True, **overrides)
     return folder
 
 
+def make_mpnet(folder: Path, seed: int = 11) -> Path:
+    """A tiny random MPNet whose vocabulary is the test vocabulary shifted by 4 behind MPNet's
+    own special tokens, as all-mpnet-base-v2's is bert-base-uncased's."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import MPNetConfig, MPNetForQuestionAnswering, MPNetTokenizerFast
+
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", *(FIXTURES / "vocab.txt").read_text().splitlines(), "<mask>"]
+    backend = Tokenizer(WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0))
+    MPNetTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="[UNK]",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    ).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = MPNetConfig(
+        vocab_size=len(pieces),
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+    )
+    MPNetForQuestionAnswering(config).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """gelu, safetensors."""
@@ -200,6 +234,27 @@ def run_model_card_quick_start(folder: Path) -> str:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+# The test files that take longest, longest first. With `-n` (pyproject.toml's addopts) each
+# worker takes a whole file at a time, in this order (--no-loadscope-reorder): a long file taken
+# last would run on alone after the others end. Seconds of each, one process on 2 cores of an
+# AVX2 EPYC (`pytest -p no:xdist --durations=0`, 2026-11-28), in the comment.
+LONGEST_FIRST = (
+    "test_train.py",
+    "test_accelerator.py",
+    "test_teacher.py",
+    "test_search.py",
+    "test_recipe.py",
+    "test_scripts_input.py",
+    "test_server.py",
+    "test_benchmarks.py",
+)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as collected
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

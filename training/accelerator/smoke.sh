@@ -10,8 +10,7 @@ run() {
     $PY - "$S" <<'PY' || return 1
 import sys
 from pathlib import Path
-from tests.conftest import make_checkpoint
-from tests.test_train import make_mpnet
+from tests.conftest import make_checkpoint, make_mpnet
 out = Path(sys.argv[1])
 make_mpnet(out / "teacher")
 make_checkpoint(out / "student", seed=2, hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=64)
