@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
 
@@ -35,6 +36,24 @@ def check_count(value: int | None, option: str, least: int = 1, note: str = "") 
     """
     if value is not None and value < least:
         raise UsageError(f"{option} must be at least {least}, got {value}{note}")
+
+
+def check_output_folder(path: str | Path, option: str, error: type[Exception] = UsageError) -> None:
+    """A folder the command will write in is refused now, not after the work, where a file is in
+    its place or in the place of a folder above it.
+
+    >>> import tempfile
+    >>> file = Path(tempfile.mkstemp()[1])
+    >>> check_output_folder(file / "model", "--out")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    dynamic_tinybert.options.UsageError: --out .../model: ... is a file, not a folder; give another path
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{option} {path} is a file; give a folder")
+    above = next(p for p in path.absolute().parents if p.exists())  # the nearest that exists
+    if not above.is_dir():
+        raise error(f"{option} {path}: {above} is a file, not a folder; give another path")
 
 
 def option(help: str, **metadata: Any):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .lengths import LENGTHDROP_RATIO, Lengths, geometric_lengths
-from .options import option
+from .options import check_output_folder, option
 
 STAGES = ("finetune", "intermediate", "prediction", "lengthdrop", "selector")
 NEEDS_TEACHER = ("intermediate", "prediction")
@@ -229,8 +229,7 @@ class TrainSettings:
             value = getattr(self, name)
             if value is not None and not _within(value, *bounds):
                 raise TrainingError(f"--{name.replace('_', '-')} must be {_range_text(*bounds)}, got {value}")
-        if Path(self.output).exists() and not Path(self.output).is_dir():
-            raise TrainingError(f"--output {self.output} is a file; give a folder")
+        check_output_folder(self.output, "--output", TrainingError)
         for name in ("model", "teacher"):
             start = getattr(self, name)
             if self.output and start and Path(self.output).resolve() == Path(start).resolve():

@@ -18,12 +18,11 @@ import torch
 from dynamic_tinybert import checkpoint
 from dynamic_tinybert.cli import exit_status
 from dynamic_tinybert.frontier import FILENAME, Frontier
-from dynamic_tinybert.options import UsageError
+from dynamic_tinybert.options import UsageError, check_output_folder
 
 
 def export(args: argparse.Namespace) -> None:
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out} is a file; give the folder to write the model in")
+    check_output_folder(args.out, "--out")
     model, tokenizer, folder = checkpoint.load(args.model, require_qa_head=True)
     if args.out.resolve() == folder.resolve():
         raise UsageError(

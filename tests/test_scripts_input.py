@@ -233,7 +233,8 @@ def test_accelerator_refuses_sizes_that_leave_no_room(folders, squad_file, capsy
     [
         (["--model", "{root}/no-model", "--out", "{root}/out"], "no-model does not exist"),
         (["--model", "{corrupt}", "--out", "{root}/out"], "frontier.json is not a valid frontier file"),
-        (["--model", "{plain}", "--out", "{root}/a-file"], "a-file is a file; give the folder"),
+        (["--model", "{plain}", "--out", "{root}/a-file"], "a-file is a file; give a folder"),
+        (["--model", "{plain}", "--out", "{root}/a-file/model"], "a-file is a file, not a folder"),
         (["--model", "{plain}", "--out", "{plain}"], "is the --model folder, whose weights the export would"),
     ],
 )

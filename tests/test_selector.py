@@ -341,6 +341,12 @@ def test_first_scorer_probe_measures_what_the_first_layer_keeps(tiny_selector_mo
     assert first[0].startswith("64 training windows,") and first[1].startswith("the model's own: ce ")
     assert [line.split(":")[0] for line in first[2:]] == ["epoch 1", "epoch 2"]
     assert cache.is_file()
-    probe.first_layer_cases = None  # the second run reads the cache
+    compute, probe.first_layer_cases = probe.first_layer_cases, None  # the second run reads the cache
     probe.main(argv)
     assert capsys.readouterr().out.splitlines() == first
+    # a run of other settings computes its own cases, and does not take the cached ones
+    probe.first_layer_cases = compute
+    argv[argv.index("--windows") + 1] = "32"
+    probe.main(argv)
+    out, err = capsys.readouterr()
+    assert out.startswith("32 training windows,") and "holds the cases of other settings" in err

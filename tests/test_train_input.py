@@ -81,6 +81,14 @@ def test_an_output_that_is_a_starting_model_is_refused(tmp_path, monkeypatch):
         teaching.check()
 
 
+def test_an_output_where_a_file_is_is_refused_before_training(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    refusals = {"a-file": "a-file is a file; give a folder", "a-file/run": "a-file is a file, not a folder"}
+    for output, words in refusals.items():
+        with pytest.raises(TrainingError, match=words):
+            TrainSettings(stage="finetune", model="m", data=["d"], output=str(tmp_path / output)).check()
+
+
 @pytest.mark.parametrize("stage", ["finetune", "selector"])
 def test_a_teacher_on_a_stage_that_learns_without_one_is_refused(stage):
     settings = TrainSettings(stage=stage, model="m", data=["d"], output="o", teacher="t")
