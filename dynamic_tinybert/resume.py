@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ class ResumeState:
     finished: bool = False
     total: int | None = None  # the step count --max-minutes fitted, kept by a resumed run
     log_bytes: int | None = None  # metrics.jsonl's length at this state (None: states before it was kept)
+    machine: str | None = None  # where it was saved: "cuda, 2 processes" (None: before it was kept)
 
     @classmethod
     def read(cls, folder: Path) -> ResumeState:
@@ -109,6 +111,7 @@ def save_state(output: Path, trainee: nn.Module, optimizer, state: ResumeState, 
         weights = {k: v.detach().cpu().contiguous() for k, v in unwrap(trainee).state_dict().items()}
         save_file(weights, staging / "trainee.safetensors")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        state.machine = _machine(procs)
         (staging / "progress.json").write_text(json.dumps(asdict(state)))
         replace(staging, trainer / f"step-{state.step:08d}")
         for old in states(output)[:-1]:
@@ -124,7 +127,19 @@ def load_state(folder: Path, trainee: nn.Module, optimizer, procs: Processes) ->
     rng = folder / f"rng-{procs.rank}.pt"
     if rng.exists():
         _set_rng_state(torch.load(rng, weights_only=False))
-    return ResumeState.read(folder)
+    state = ResumeState.read(folder)
+    if procs.main and state.machine not in (None, _machine(procs)):
+        print(
+            f"{folder.parents[1]}: resuming on {_machine(procs)} a run saved on {state.machine}; "
+            "its weights may differ in the last digits from those of a run that never moved",
+            file=sys.stderr,
+        )
+    return state
+
+
+def _machine(procs: Processes) -> str:
+    """What a run's numbers depend on beyond its settings: the device kind and process count."""
+    return f"{procs.device.type}, {procs.world} process{'es' if procs.world > 1 else ''}"
 
 
 def _rng_state() -> dict:

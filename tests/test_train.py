@@ -491,6 +491,26 @@ def _finetune(data: Path, *extra: str) -> list[str]:
     ]
 
 
+def test_a_run_resumed_on_another_device_or_process_count_says_so(tiny_model, sixteen, tmp_path, capsys):
+    """--device and the process count may change on resume (a lease ends, a run moves), but the
+    weights may then differ in the last digits from an uninterrupted run's: the run says so."""
+    from dynamic_tinybert.cli import main
+
+    args = [*_finetune(sixteen, "--model", str(tiny_model), "--output", str(tmp_path / "out"))]
+    args[args.index("--max-steps") + 1] = "8"
+    with interrupted(3):
+        assert main(args) == 130
+    progress = next((tmp_path / "out" / "trainer").glob("step-*/progress.json"))
+    assert json.loads(progress.read_text())["machine"] == "cpu, 1 process"
+    with interrupted(5):  # on the machine it was saved on: nothing to say
+        assert main(args) == 130
+    assert "resuming on" not in capsys.readouterr().err
+    progress = next((tmp_path / "out" / "trainer").glob("step-*/progress.json"))
+    progress.write_text(json.dumps(json.loads(progress.read_text()) | {"machine": "cuda, 2 processes"}))
+    assert main(args) == 0
+    assert "resuming on cpu, 1 process a run saved on cuda, 2 processes" in capsys.readouterr().err
+
+
 def test_a_resumed_run_must_share_every_setting_that_changes_its_result(
     tiny_model, sixteen, tmp_path, capsys, monkeypatch
 ):
