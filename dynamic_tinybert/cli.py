@@ -348,11 +348,17 @@ def _point(point) -> dict | None:
     return point.to_dict()
 
 
-def run_train(args: argparse.Namespace) -> None:
+def run_train(args: argparse.Namespace) -> int | None:
     from .train import train
     from .train_settings import TrainSettings
 
-    print(train(settings_from(args, TrainSettings)))
+    settings = settings_from(args, TrainSettings)
+    if settings.processes > 1 and "WORLD_SIZE" not in os.environ:
+        from .processes import launch
+
+        return launch(settings.processes, args.argv)
+    print(train(settings))
+    return None
 
 
 def run_search(args: argparse.Namespace) -> None:
@@ -393,11 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
 
-    def run() -> None:
+    def run() -> int | None:
         with warnings.catch_warnings():
             warnings.showwarning = _note
-            args.run(args)
+            return args.run(args)
 
     return exit_status(f"dynamic-tinybert {args.command}", run)
 
@@ -406,13 +413,16 @@ def exit_status(prog: str, work: Callable[[], object]) -> int:
     """Run a command's work: bad input ends in one line on stderr and exit code 2, what the machine
     refuses in one line and 1, Ctrl-C in "interrupted" and 130 (the scripts end the same way);
     otherwise work's own status where it returns one (an int: a comparison that failed), else 0."""
+    first = os.environ.get("RANK", "0") == "0"  # one of several processes: the first says it for all
     try:
         result = work()
     except USER_ERRORS as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        if first:
+            print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if first:
+            print("interrupted", file=sys.stderr)
         return 130
     except (OSError, SafetensorError) as error:  # the machine's: a path it cannot write, a full disk
         print(f"{prog}: error: {_machine_error(error)}", file=sys.stderr)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,35 @@ def start_processes(device: str) -> Processes:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return Processes(dist.get_rank() if world > 1 else 0, world, target)
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """The command `dynamic-tinybert ARGV` on `processes` processes of this machine, started by
+    torchrun (each sees WORLD_SIZE, and runs as one of them); its exit status. Where a process
+    fails it has said why: torchrun's own traceback and log lines are left out, and the first
+    failure's exit status is returned."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    for name in list(logging.root.manager.loggerDict):  # each has its own level
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    # each process an equal share of the cores for its threads (torchrun would give each one)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))
+    command = ["--standalone", "--nproc-per-node", str(processes), "-m", "dynamic_tinybert", *argv]
+    try:
+        run(parse_args(command))
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        if failure.exitcode < 0:  # ended by a signal
+            print(f"process {rank} of {processes} was ended by signal {-failure.exitcode}", file=sys.stderr)
+            return 128 - failure.exitcode
+        return failure.exitcode
+    except SignalException:  # Ctrl-C or SIGTERM, passed on to the processes: the first says so
+        return 130
+    return 0
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -106,6 +107,8 @@ class Run:
 def train(settings: TrainSettings) -> Path:
     """Run (or resume) one stage; returns the output folder."""
     settings.check()
+    if settings.processes > 1 and "WORLD_SIZE" not in os.environ:
+        raise TrainingError("processes > 1 are started by `dynamic-tinybert train --processes`, or torchrun")
     started = time.monotonic()
     procs = start_processes(settings.device)
     try:

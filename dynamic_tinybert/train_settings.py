@@ -33,6 +33,7 @@ _RANGES = {
     "seed": (0, True, 2**32 - 1, True),  # numpy refuses negative seeds; 32 bits, as seeds usually are
     "save_steps": (1, True, None, False),
     "log_steps": (1, True, None, False),
+    "processes": (1, True, None, False),
     "heldout_fraction": (0, False, 1, False),
     "heldout_limit": (1, True, None, False),
     "limit": (1, True, None, False),
@@ -201,6 +202,11 @@ class TrainSettings:
         choices=("auto", "fp32", "bf16"),
     )
     device: str = option("auto, cpu or cuda", default="auto")
+    processes: int = option(
+        "processes on this machine, started through torchrun (DistributedDataParallel, a GPU each "
+        "where there are GPUs); the command started under torchrun or accelerate launch takes theirs",
+        default=1,
+    )
     quiet: bool = option("no progress bar", default=False)
 
     def planned_steps(self, per_epoch: int) -> int:

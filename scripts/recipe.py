@@ -55,21 +55,6 @@ def per_stage(kind):
     return parse
 
 
-def dynamic_tinybert(processes: int) -> list[str]:
-    if processes > 1:
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            str(processes),
-            "-m",
-            "dynamic_tinybert",
-        ]
-    return [sys.executable, "-m", "dynamic_tinybert"]
-
-
 class StageFailed(Exception):
     """A stage's command ended with a non-zero exit status; it has said why on stderr already."""
 
@@ -185,8 +170,9 @@ def stage_command(args: argparse.Namespace, stage: str, start: Path, teacher: Pa
     _, epochs, lr, batch = next(s for s in STAGES if s[0] == stage)
     epochs, lr = dict(args.epochs).get(stage, epochs), dict(args.lr).get(stage, lr)
     batch = dict(args.batch_size).get(stage, batch)
-    command = [*dynamic_tinybert(args.processes), "train", "--stage", stage, "--model", str(start)]
+    command = [sys.executable, "-m", "dynamic_tinybert", "train", "--stage", stage, "--model", str(start)]
     command += ["--data", *args.data, "--output", str(args.out / stage), "--lr", str(lr), "--quiet"]
+    command += ["--processes", str(args.processes)]
     command += args.train_args.split()
     if stage in dict(args.minutes):
         command += ["--max-minutes", str(dict(args.minutes)[stage])]

@@ -79,6 +79,8 @@ def recipe_command(tmp_path: Path, *args: str) -> list[str]:
     [
         (["--data", str(DATA), "--lr", "finetune=-1"], "--lr must be above 0"),
         (["--data", str(DEV)], "SQuAD 1.1 dev"),  # the test set is never trained on
+        # on two processes: the first says it for both, and torchrun's traceback is left out
+        (["--data", str(DEV), "--processes", "2"], "SQuAD 1.1 dev"),
     ],
 )
 def test_a_failing_stage_ends_in_a_line_naming_it_and_exits_with_its_status(tmp_path, args, said):

@@ -638,12 +638,9 @@ def test_two_processes_agree_with_one_on_the_same_global_batch(tiny_model, sixte
     ]
     one = tmp_path / "one"
     subprocess.run(_command(tiny_model, sixteen, one, *extra), check=True, timeout=600)
-    two = tmp_path / "two"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command = _command(tiny_model, sixteen, two, *extra)
-    subprocess.run(
-        [*launcher, *command[1:]], check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    two = tmp_path / "two"  # through torchrun, as `torchrun -m dynamic_tinybert train` would be
+    command = _command(tiny_model, sixteen, two, *extra, "--processes", "2")
+    subprocess.run(command, check=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     ranks = [r for r in log if r.get("event") == "ranks"]
     assert ranks and ranks[0]["agree"] and ranks[0]["world"] == 2

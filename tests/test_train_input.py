@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from dynamic_tinybert.cli import main
+from dynamic_tinybert.train import train
 from dynamic_tinybert.train_settings import TrainingError, TrainSettings
 
 from .conftest import make_checkpoint
@@ -130,3 +135,38 @@ def test_a_file_whose_questions_are_all_held_out_says_so(tiny_model, sixteen, tm
         f"no training questions left: of {questions} questions, {questions} are held out and 0 have" in error
     )
     assert "--heldout FILE" in error
+
+
+def test_a_run_on_two_processes_that_cannot_start_says_why_in_one_line(tmp_path):
+    """Both processes find the error; the first says it, and torchrun's traceback is left out."""
+    nowhere = tmp_path / "nowhere"
+    command = [sys.executable, "-m", "dynamic_tinybert", "train", "--processes", "2", "--stage", "finetune"]
+    command += ["--model", str(nowhere), "--data", str(tmp_path / "x.json"), "--output", str(tmp_path / "o")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    said = f"dynamic-tinybert train: error: model folder {nowhere} does not exist"
+    assert (done.returncode, done.stderr.splitlines()) == (2, [said])
+
+
+def test_ctrl_c_of_a_run_on_two_processes_ends_in_one_line(tiny_model, sixteen, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "dynamic_tinybert", "train", "--processes", "2", "--stage", "finetune"]
+    command += ["--model", str(tiny_model), *common(sixteen, out, 100_000), "--batch-size", "4", "--quiet"]
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores it
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:  # training has started
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # to torchrun's agent alone: it passes it on
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err) == (130, "interrupted\n")
+
+
+def test_processes_from_python_are_refused_with_how_to_start_them():
+    settings = TrainSettings(stage="finetune", model="m", data=["d"], output="o", processes=2)
+    with pytest.raises(TrainingError, match="started by `dynamic-tinybert train --processes`, or torchrun"):
+        train(settings)
