@@ -9,10 +9,11 @@
 
 Each stage is one `dynamic-tinybert train` run writing its own folder under --out; a stage that
 has finished is skipped, one that was interrupted resumes, so the same command can simply be run
-again. The defaults are Intel's settings; --epochs, --minutes, --batch-size and --lr change them per
-stage (e.g. --minutes intermediate=2.5: the stage fits its schedule into a fixed accelerator lease,
-see training/accelerator.md); --until stops after a stage. --smoke runs every stage for a few steps
-on a few questions, to check the chain before a real run. LengthDrop is kept only if it improves the
+again; a stage ends with the recipe, whether Ctrl-C, SIGTERM or (on Linux) SIGKILL ends it. The
+defaults are Intel's settings; --epochs, --minutes, --batch-size and --lr change them per stage
+(e.g. --minutes intermediate=2.5: the stage fits its schedule into a fixed accelerator lease, see
+training/accelerator.md); --until stops after a stage. --smoke runs every stage for a few steps on
+a few questions, to check the chain before a real run. LengthDrop is kept only if it improves the
 held-out frontier (the mean F1 of the frontier points that budgets 0.25..1 pick) over the
 distilled student with its selector; the chosen model is written to --out/final.
 """
@@ -20,7 +21,9 @@ distilled student with its selector; the chosen model is written to --out/final.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -69,7 +72,9 @@ class StageFailed(Exception):
 def run(command: list[str], name: str) -> None:
     """Run one stage's command; StageFailed when it fails."""
     print("+ " + " ".join(command), file=sys.stderr, flush=True)
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(
+        command, preexec_fn=_ends_with(os.getpid()) if sys.platform == "linux" else None
+    )
     try:
         code = process.wait()
     except KeyboardInterrupt as stopping:
@@ -79,6 +84,22 @@ def run(command: list[str], name: str) -> None:
         raise
     if code != 0:  # one killed by a signal (code -N) exits as a shell reports it, 128 + N
         raise StageFailed(name, code if code > 0 else 128 - code)
+
+
+def _ends_with(recipe: int):
+    """What a stage's process does before it starts (Linux): ask for SIGTERM when the recipe
+    ends, so that a recipe killed by SIGKILL, which it cannot catch to stop its stage, leaves no
+    stage running on alone."""
+
+    def ask() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != recipe:  # it ended before the request
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return ask
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class Terminated(KeyboardInterrupt):

@@ -132,9 +132,12 @@ def test_ctrl_c_stops_the_stage_and_the_recipe_in_one_line_each(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the stage's process in /proc")
-def test_sigterm_to_the_recipe_alone_stops_its_stage_too(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_recipe_stopped_alone_stops_its_stage_too(tmp_path, sig):
+    """As a service manager stops it (SIGTERM to the recipe alone), or SIGKILL, which the recipe
+    cannot catch: its running stage ends with it (before, SIGKILL left the stage running on)."""
     command = recipe_command(tmp_path, "--data", str(DATA), "--out", str(tmp_path / "recipe"))
-    recipe = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    recipe, stages = subprocess.Popen(command, stderr=subprocess.PIPE, text=True), []
     try:
         assert recipe.stderr.readline().startswith("+ ")  # the first stage has started
         children = Path(f"/proc/{recipe.pid}/task/{recipe.pid}/children")
@@ -142,14 +145,31 @@ def test_sigterm_to_the_recipe_alone_stops_its_stage_too(tmp_path):
         while not (stages := children.read_text().split()) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)  # the stage imports torch for seconds; the recipe is back in its wait by now
-        recipe.send_signal(signal.SIGTERM)  # as a service manager stops it: the recipe alone
-        err = recipe.stderr.read()
+        recipe.send_signal(sig)
         recipe.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while (running := [pid for pid in stages if _running(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stages and not running  # no orphan left
+        err = recipe.stderr.read()  # (the end of the pipe comes once the stage, which shares it, is gone)
     finally:
         recipe.kill()
-    assert stages and not any(Path(f"/proc/{pid}").exists() for pid in stages)  # no orphan left
+        for pid in (p for p in stages if _running(p)):
+            os.kill(int(pid), signal.SIGKILL)
+    if sig == signal.SIGKILL:
+        assert recipe.returncode == -signal.SIGKILL
+        return
     assert recipe.returncode == 143 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == "recipe.py: terminated; the same command goes on where it stopped"
+
+
+def _running(pid: str) -> bool:
+    """Whether the process runs: it exists and is not a zombie (an orphan's is reaped by whoever
+    adopts it, if they reap at all)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class Killed(BaseException):
