@@ -86,8 +86,8 @@ def launch(processes: int, argv: list[str]) -> int:
             print(f"process {rank} of {processes} was ended by signal {-failure.exitcode}", file=sys.stderr)
             return 128 - failure.exitcode
         return failure.exitcode
-    except SignalException:  # Ctrl-C or SIGTERM, passed on to the processes: the first says so
-        return 130
+    except SignalException as stopped:  # Ctrl-C or SIGTERM, passed on to the processes: the first says so
+        return 128 + int(stopped.sigval)  # 130, 143: as a shell reports it
     return 0
 
 
