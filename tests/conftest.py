@@ -238,17 +238,16 @@ def run_model_card_quick_start(folder: Path) -> str:
 
 # The test files that take longest, longest first. With `-n` (pyproject.toml's addopts) each
 # worker takes a whole file at a time, in this order (--no-loadscope-reorder): a long file taken
-# last would run on alone after the others end. Seconds of each, one process on 2 cores of an
-# AVX2 EPYC (`pytest -p no:xdist --durations=0`, 2026-11-28), in the comment.
+# last would run on alone after the others end. The seconds are what each file's tests took in
+# `python -m pytest -q --durations=0` (two workers, 2 cores of an AVX2 EPYC, 2026-11-28).
 LONGEST_FIRST = (
-    "test_train.py",
-    "test_accelerator.py",
-    "test_teacher.py",
-    "test_search.py",
-    "test_recipe.py",
-    "test_scripts_input.py",
-    "test_server.py",
-    "test_benchmarks.py",
+    "test_train.py",  # 299
+    "test_accelerator.py",  # 228
+    "test_teacher.py",  # 153
+    "test_search.py",  # 112
+    "test_recipe.py",  # 94
+    "test_server.py",  # 57
+    "test_benchmarks.py",  # 35
 )
 
 
