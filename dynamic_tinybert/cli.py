@@ -30,6 +30,7 @@ from .precision import DTYPES, DtypeError, PrecisionFallback, check_dtype
 from .reader import QuestionAnswerer
 from .search import SearchError
 from .selector import SelectorError
+from .stopping import Stopped
 from .train_settings import TrainingError
 from .transformers_qa import VocabularyError
 
@@ -411,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def exit_status(prog: str, work: Callable[[], object]) -> int:
     """Run a command's work: bad input ends in one line on stderr and exit code 2, what the machine
-    refuses in one line and 1, Ctrl-C in "interrupted" and 130 (the scripts end the same way);
+    refuses in one line and 1, Ctrl-C in "interrupted" and 130 (a training run stopped by Ctrl-C or
+    SIGTERM between steps: where its state is, and 130 or 143; the scripts end the same way);
     otherwise work's own status where it returns one (an int: a comparison that failed), else 0."""
     first = os.environ.get("RANK", "0") == "0"  # one of several processes: the first says it for all
     try:
@@ -420,10 +422,10 @@ def exit_status(prog: str, work: Callable[[], object]) -> int:
         if first:
             print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopping:  # a training run that stopped between steps says where
         if first:
-            print("interrupted", file=sys.stderr)
-        return 130
+            print(stopping if isinstance(stopping, Stopped) else "interrupted", file=sys.stderr)
+        return stopping.status if isinstance(stopping, Stopped) else 130
     except (OSError, SafetensorError) as error:  # the machine's: a path it cannot write, a full disk
         print(f"{prog}: error: {_machine_error(error)}", file=sys.stderr)
         return EXIT_MACHINE

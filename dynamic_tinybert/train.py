@@ -14,7 +14,8 @@
 Each stage reads a model folder and writes one: the output folder holds the best checkpoint on
 the held-out split in the transformers layout, `metrics.jsonl`, and `trainer/step-N/`, the state
 to resume from. Running the same command again after a crash (even SIGKILL) continues from the
-last state and ends with the weights an uninterrupted run gets. Under torchrun or
+last state and ends with the weights an uninterrupted run gets; Ctrl-C or SIGTERM saves the state
+of the step in progress first (stopping.py). Under torchrun or
 `accelerate launch`, each process takes an equal share of every batch (DistributedDataParallel).
 """
 
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .data import Example, collate, training_batches, write_squad
 from .model import DynamicBertForQuestionAnswering
+from .optimizer import adamw, learning_rate
 from .processes import Processes, check_ranks_agree, start_processes, use_bf16
 from .reader import QuestionAnswerer
 from .resume import MetricsLog, ResumeState, load_state, publish, save_state, states
@@ -50,32 +52,13 @@ from .stages import (
     set_dropout,
     unwrap,
 )
+from .stopping import stop_requests, stopped
 from .time_limit import TimeLimit
 from .tokenizer import QATokenizer
 from .train_data import TrainingData, heldout_sample, heldout_scores, prepare_data
 from .train_settings import TrainingError, TrainSettings
 
 # --- the loop ----------------------------------------------------------------------------------
-
-
-def _optimizer(trainee: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for parameter in trainee.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": settings.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=settings.lr)
-
-
-def learning_rate(step: int, total: int, settings: TrainSettings) -> float:
-    """Linear warm-up to the peak, then linear decay to zero at the last step."""
-    warmup = round(settings.warmup * total)
-    if step < warmup:
-        return settings.lr * (step + 1) / warmup
-    return settings.lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
 @dataclass
@@ -164,7 +147,7 @@ def _build(settings: TrainSettings, procs: Processes, output: Path) -> Run:
     trainee = Trainee(model, projection).to(procs.device).train()
     if teacher is not None:
         teacher.to(procs.device)
-    optimizer = _optimizer(trainee, settings)
+    optimizer = adamw(trainee, settings)
     saved = states(output) if output.exists() else []
     state = load_state(saved[-1], trainee, optimizer, procs) if saved else ResumeState()
     if procs.world > 1:
@@ -232,7 +215,8 @@ def _start_log(run: Run) -> None:
 
 def _loop(run: Run) -> None:
     """Optimizer steps from the saved one to the last: logging every log_steps, evaluating,
-    publishing the best and saving a resumable state every save_steps."""
+    publishing the best and saving a resumable state every save_steps. Ctrl-C or SIGTERM stops
+    the run after the step it is in, its state saved there (stopping.py)."""
     settings, state = run.settings, run.state
     bf16 = use_bf16(settings.precision, run.procs.device)
     bar = tqdm(
@@ -245,38 +229,57 @@ def _loop(run: Run) -> None:
     seen, began, epoch_of, batches = 0, time.perf_counter(), None, None
     lengths = [len(w) for w in run.data.windows]
     first = state.step
-    while state.step < run.total:
-        epoch, index = divmod(state.step, run.per_epoch)
-        if epoch != epoch_of:
-            batches, epoch_of = training_batches(lengths, settings.batch_size, settings.seed, epoch), epoch
-        ctx = StepContext(
-            settings, run.teacher, run.layers, np.random.default_rng([settings.seed, state.step])
-        )
-        lr = learning_rate(state.step, run.total, settings)
-        loss = _optimizer_step(run, batches[index], ctx, bf16, lr)
-        state.step += 1
-        seen += settings.batch_size
-        if run.limit is not None:
-            total, record = run.limit.step_count(state.step, state.step - first, run.total)
-            run.total = bar.total = run.procs.from_main(total)
-            if record:
-                state.total = run.total
-                run.log.write(record)
-        bar.update(1)
-        if state.step % settings.log_steps == 0 or state.step == run.total:
-            rate = seen / (time.perf_counter() - began)
-            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{rate:.1f}")
-            record = {"step": state.step, "epoch": state.step / run.per_epoch, "loss": loss, "lr": lr}
-            run.log.write(record | {"examples_per_s": rate})
-        if state.step % settings.save_steps == 0 or state.step == run.total:
-            if settings.stage == "intermediate":
-                compose_head(run.model, run.teacher, run.projection)
-            _check_finite(run, state.step, loss, all(p.isfinite().all() for p in run.model.parameters()))
-            _evaluate_and_publish(run)
-            state.settings, state.finished = settings.resume_key(), state.step == run.total
-            state.log_bytes = run.log.size()
-            save_state(run.output, run.trainee, run.optimizer, state, run.procs)
+    with stop_requests(run.procs) as stop:
+        while state.step < run.total:
+            epoch, index = divmod(state.step, run.per_epoch)
+            if epoch != epoch_of:
+                batches = training_batches(lengths, settings.batch_size, settings.seed, epoch)
+                epoch_of = epoch
+            ctx = StepContext(
+                settings, run.teacher, run.layers, np.random.default_rng([settings.seed, state.step])
+            )
+            lr = learning_rate(state.step, run.total, settings)
+            loss = _optimizer_step(run, batches[index], ctx, bf16, lr)
+            state.step += 1
+            seen += settings.batch_size
+            if run.limit is not None:
+                total, record = run.limit.step_count(state.step, state.step - first, run.total)
+                run.total = bar.total = run.procs.from_main(total)
+                if record:
+                    state.total = run.total
+                    run.log.write(record)
+            bar.update(1)
+            if state.step % settings.log_steps == 0 or state.step == run.total:
+                rate = seen / (time.perf_counter() - began)
+                bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{rate:.1f}")
+                record = {"step": state.step, "epoch": state.step / run.per_epoch, "loss": loss, "lr": lr}
+                run.log.write(record | {"examples_per_s": rate})
+            saved = state.step % settings.save_steps == 0 or state.step == run.total
+            if saved:
+                _save(run, loss, evaluate=True)
+            signum = stop.agreed()
+            if signum and state.step < run.total:
+                if not saved:
+                    _save(run, loss, evaluate=False)
+                bar.close()
+                raise stopped(signum, state.step, run.output / "trainer")
     bar.close()
+
+
+def _save(run: Run, loss: float, evaluate: bool) -> None:
+    """A resumable state at this step; at a save step, first the held-out evaluation, which
+    publishes the checkpoint if it is the best so far. A state saved between save steps, for a
+    run that stops there, resumes to the weights an uninterrupted run gets: it leaves out only
+    the evaluation and (intermediate) the head composed for it, which no step trains."""
+    state = run.state
+    if evaluate and run.settings.stage == "intermediate":
+        compose_head(run.model, run.teacher, run.projection)
+    _check_finite(run, state.step, loss, all(p.isfinite().all() for p in run.model.parameters()))
+    if evaluate:
+        _evaluate_and_publish(run)
+    state.settings, state.finished = run.settings.resume_key(), state.step == run.total
+    state.log_bytes = run.log.size()
+    save_state(run.output, run.trainee, run.optimizer, state, run.procs)
 
 
 def _optimizer_step(run: Run, batch_ids, ctx: StepContext, bf16: bool, lr: float) -> float:

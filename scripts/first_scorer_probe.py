@@ -32,9 +32,9 @@ from dynamic_tinybert.cli import check_output_file, exit_status
 from dynamic_tinybert.data import collate
 from dynamic_tinybert.files import atomic_write
 from dynamic_tinybert.lengths import kept_tokens
+from dynamic_tinybert.optimizer import learning_rate
 from dynamic_tinybert.options import UsageError, check_count
 from dynamic_tinybert.selector import Scorer, SelectorConfig, answer_region, context_tokens, selector_loss
-from dynamic_tinybert.train import learning_rate
 from dynamic_tinybert.train_data import heldout_sample, prepare_data
 from dynamic_tinybert.train_settings import TrainSettings
 
@@ -110,7 +110,7 @@ def region_kept(scores: Tensor, target: Tensor, context: Tensor, valid: Tensor, 
 
 
 def train(scorer: Scorer, cases: list[dict], heldout: list[dict], settings: TrainSettings) -> None:
-    """AdamW with the training loop's schedule (train.learning_rate) for settings.epochs."""
+    """AdamW with the training loop's schedule (optimizer.learning_rate) for settings.epochs."""
     optimizer = torch.optim.AdamW(scorer.parameters(), lr=settings.lr, weight_decay=0.01)
     epochs = int(settings.epochs)
     total, step, rng = epochs * math.ceil(len(cases) / 32), 0, np.random.default_rng(settings.seed)

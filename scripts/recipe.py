@@ -77,9 +77,7 @@ def run(command: list[str], name: str) -> None:
     )
     try:
         code = process.wait()
-    except KeyboardInterrupt as stopping:
-        if isinstance(stopping, Terminated):  # sent to the recipe alone: the stage is told now
-            process.terminate()
+    except KeyboardInterrupt:
         stop(process)
         raise
     if code != 0:  # one killed by a signal (code -N) exits as a shell reports it, 128 + N
@@ -111,15 +109,16 @@ def _terminate(signum, frame) -> None:
 
 
 def stop(process: subprocess.Popen) -> None:
-    """After Ctrl-C: at a terminal the stage got it too and stops on its own (its checkpoints are
-    written whole); one that did not (only the recipe was signalled) is asked, then killed."""
-    for ask in (lambda: None, lambda: process.send_signal(signal.SIGINT), process.kill):
-        ask()
-        try:
-            process.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """After Ctrl-C or SIGTERM: the stage is asked to stop by SIGTERM (one at a terminal got
+    Ctrl-C too; either way a training stage stops after the step it is in, its state saved), and
+    given 30 s for it, as torchrun gives its processes; then it is killed (its states are written
+    whole)."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def score(folder: Path) -> float:

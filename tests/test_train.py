@@ -577,11 +577,6 @@ def test_metrics_of_a_resumed_run_read_as_one_uninterrupted_runs(tiny_model, six
     metrics.jsonl ends as an uninterrupted run's: each record once."""
     from dynamic_tinybert.cli import main
 
-    def records(folder: Path) -> list[dict]:
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
-        varying = ("time", "examples_per_s", "settings")
-        return [{k: v for k, v in json.loads(line).items() if k not in varying} for line in lines]
-
     args = ["--model", str(tiny_model), "--max-steps", "8", "--save-steps", "5", "--log-steps", "2"]
     whole, out = tmp_path / "whole", tmp_path / "out"
     assert main([*_finetune(sixteen, *args, "--output", str(whole))]) == 0
@@ -589,8 +584,85 @@ def test_metrics_of_a_resumed_run_read_as_one_uninterrupted_runs(tiny_model, six
         with interrupted(after):
             assert main([*_finetune(sixteen, *args, "--output", str(out))]) == 130
     assert main([*_finetune(sixteen, *args, "--output", str(out))]) == 0
-    assert records(out) == records(whole)
-    assert [r["step"] for r in records(whole) if "loss" in r] == [2, 4, 6, 8]
+    assert _records(out) == _records(whole)
+    assert [r["step"] for r in _records(whole) if "loss" in r] == [2, 4, 6, 8]
+
+
+def _records(folder: Path) -> list[dict]:
+    """metrics.jsonl without what varies between two runs of the same settings."""
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    varying = ("time", "examples_per_s", "settings")
+    return [{k: v for k, v in json.loads(line).items() if k not in varying} for line in lines]
+
+
+@contextmanager
+def signalled(after: int, *signals: signal.Signals):
+    """The signals sent to the process while the runs inside are in their step `after`, as Ctrl-C
+    or a scheduler's SIGTERM would arrive."""
+    from dynamic_tinybert import train as train_module
+
+    original = train_module._optimizer_step
+
+    def step(run, *args):
+        loss = original(run, *args)
+        if run.state.step + 1 == after:
+            for signum in signals:
+                signal.raise_signal(signum)
+        return loss
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "_optimizer_step", step)
+        yield
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_run_stopped_by_a_signal_saves_its_step_and_resumes_to_the_same_weights(
+    tiny_model, sixteen, tmp_path, capsys, signum, status, word
+):
+    """Ctrl-C or SIGTERM lets the step in progress end and saves the state there (step 3; the
+    saves are at 5 and 8), so nothing is trained twice; the resumed run ends with the weights,
+    checkpoint and metrics of a run never stopped."""
+    from dynamic_tinybert.cli import main
+
+    args = ["--model", str(tiny_model), "--max-steps", "8", "--save-steps", "5", "--log-steps", "1"]
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    assert main([*_finetune(sixteen, *args, "--output", str(whole))]) == 0
+    capsys.readouterr()
+    with signalled(3, signum):
+        assert main([*_finetune(sixteen, *args, "--output", str(out))]) == status
+    said = f"{word} after step 3, its state saved in {out / 'trainer'}: the same command resumes from there"
+    assert capsys.readouterr().err.splitlines()[-1] == said
+    assert [p.name for p in (out / "trainer").glob("step-*")] == ["step-00000003"]
+    from dynamic_tinybert import train as train_module
+
+    resumed, original = [], train_module._optimizer_step
+
+    def step(run, *args):
+        resumed.append(run.state.step)
+        return original(run, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "_optimizer_step", step)
+        assert main([*_finetune(sixteen, *args, "--output", str(out))]) == 0
+    assert resumed == [3, 4, 5, 6, 7]  # steps 4 to 8, none twice
+    expected, got = _final_weights(whole), _final_weights(out)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    assert (whole / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert _records(out) == _records(whole)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the run's handlers are gone
+
+
+def test_a_second_ctrl_c_stops_a_run_at_once(tiny_model, sixteen, tmp_path, capsys):
+    """The user who will not wait for the step: the run stops at once, back to its last save."""
+    from dynamic_tinybert.cli import main
+
+    out = tmp_path / "out"
+    with signalled(3, signal.SIGINT, signal.SIGINT):
+        assert main(_finetune(sixteen, "--model", str(tiny_model), "--output", str(out))) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "interrupted"
+    assert [p.name for p in (out / "trainer").glob("step-*")] == ["step-00000002"]
 
 
 @pytest.mark.parametrize("stage", ["lengthdrop", "selector"])

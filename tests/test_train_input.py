@@ -15,6 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dynamic_tinybert.cli import main
+from dynamic_tinybert.stopping import NOTICE
 from dynamic_tinybert.train import train
 from dynamic_tinybert.train_settings import TrainingError, TrainSettings
 
@@ -147,23 +148,34 @@ def test_a_run_on_two_processes_that_cannot_start_says_why_in_one_line(tmp_path)
     assert (done.returncode, done.stderr.splitlines()) == (2, [said])
 
 
-def test_ctrl_c_of_a_run_on_two_processes_ends_in_one_line(tiny_model, sixteen, tmp_path):
+def test_ctrl_c_of_a_run_on_two_processes_saves_its_step_and_ends_in_one_line(tiny_model, sixteen, tmp_path):
+    """Both processes finish the step they are in and save it together; the first says so."""
     out = tmp_path / "out"
     command = [sys.executable, "-m", "dynamic_tinybert", "train", "--processes", "2", "--stage", "finetune"]
     command += ["--model", str(tiny_model), *common(sixteen, out, 100_000), "--batch-size", "4", "--quiet"]
     process = subprocess.Popen(
-        command,
+        [*command, "--log-steps", "1"],
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores it
     )
     deadline = time.monotonic() + 120
-    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:  # training has started
+    while '"loss"' not in _read(out / "metrics.jsonl") and time.monotonic() < deadline:  # in its steps
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)  # to torchrun's agent alone: it passes it on
     _, err = process.communicate(timeout=120)
-    assert (process.returncode, err) == (130, "interrupted\n")
+    [state] = (out / "trainer").glob("step-*")
+    step = int(state.name[5:])
+    said = f"interrupted after step {step}, its state saved in {out / 'trainer'}"
+    assert (process.returncode, err.splitlines()) == (
+        130,
+        [NOTICE, f"{said}: the same command resumes from there"],
+    )
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def test_processes_from_python_are_refused_with_how_to_start_them():
