@@ -10,7 +10,8 @@ held-out windows kept (a mean, not a bound).
 
 Margins live on a grid (multiples of `step` up to `top`, then inf: the layer keeps every token),
 so each configuration is evaluated once. The evaluations, the random generator and the
-iteration are written after each iteration: a stopped search resumes where it stopped.
+iteration are written after each evaluation: a stopped search resumes where it stopped, with no
+evaluation lost.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class MarginEvolution:
 
     def _start(self) -> None:
         self.rng = np.random.default_rng([self.seed, 2])
+        self.restart_rng, self.restart_points = self.rng.bit_generator.state, 0  # as the search's
         self.points: dict[Margins, Point] = {}
         self.iteration = -1  # -1: the initial margins are not evaluated yet
 
@@ -114,6 +116,7 @@ class MarginEvolution:
         """The configuration's held-out point, evaluated once (and saved with the state)."""
         if margins not in self.points:
             self.points[margins] = self._evaluate(margins)
+            self._save()
         return self.points[margins]
 
     def run(
@@ -142,10 +145,13 @@ class MarginEvolution:
                 for margins in initial:
                     self.point(margins)
                 self.iteration = 0
+                self.restart_rng, self.restart_points = self.rng.bit_generator.state, len(self.points)
                 self._save()
                 bar.update(1)
             while self.iteration < iterations:
-                parents = [p.margins for p in pareto(list(self.points.values()), full)[:-1]]
+                parents = [
+                    p.margins for p in pareto(list(self.points.values())[: self.restart_points], full)[:-1]
+                ]
                 if not parents:  # no margin configuration beats the full model's cost and F1
                     break
                 children = [
@@ -159,6 +165,7 @@ class MarginEvolution:
                     if not all(math.isinf(m) for m in child):  # all inf is the full model
                         self.point(child)
                 self.iteration += 1
+                self.restart_rng, self.restart_points = self.rng.bit_generator.state, len(self.points)
                 self._save()
                 bar.update(1)
                 bar.set_postfix(frontier=len(parents), evaluated=len(self.points))
@@ -168,7 +175,8 @@ class MarginEvolution:
         state = {
             "settings": self.key,
             "iteration": self.iteration,
-            "rng": self.rng.bit_generator.state,
+            "rng": self.restart_rng,
+            "restart_points": self.restart_points,
             "points": {_key(m): p.to_dict() for m, p in self.points.items()},
         }
         atomic_write(self.state_path, lambda path: path.write_text(json.dumps(state)))
@@ -178,8 +186,9 @@ class MarginEvolution:
         if state is None:
             return
         self.iteration = state["iteration"]
-        self.rng.bit_generator.state = state["rng"]
+        self.rng.bit_generator.state = self.restart_rng = state["rng"]
         self.points = {
             margins_from_json(json.loads(f"[{key}]")): Point.from_dict(raw)
             for key, raw in state["points"].items()
         }
+        self.restart_points = state.get("restart_points", len(self.points))

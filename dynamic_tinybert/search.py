@@ -5,8 +5,9 @@ held-out F1 against cost (FLOPs, or latency measured on this machine).
 
 Configurations live on a grid of shares (multiples of `grid`, 0.05 by default), so that each is
 evaluated once and the search is reproducible with a seed. The state (every evaluation, the
-random generator, the iteration) is written after each iteration: stopped and started again with
-the same command, a search continues where it stopped and ends with the same frontier.
+random generator and the iteration where the iteration in progress began) is written after each
+evaluation: stopped and started again with the same command, a search continues where it stopped,
+evaluating nothing twice, and ends with the same frontier.
 """
 
 from __future__ import annotations
@@ -257,6 +258,10 @@ class Search:
         ]
         self.mean_length = float(np.mean([len(w) for w in self.flat]))
         self.rng = np.random.default_rng([settings.seed, 1])
+        # where the iteration in progress began, as saved: the generator and how many evaluations
+        # there were (its parents come from those alone), so that a search stopped inside an
+        # iteration draws the same children again, and finds those it evaluated in its state
+        self.restart_rng, self.restart_evaluated = self.rng.bit_generator.state, 0
         self.evaluated: dict[Units, dict] = {}  # measurements (search_state.json keys them "20,16,...")
         self.measured: dict[str, dict[Units, dict]] = {}  # in other precisions: dtype -> units -> Measured
         self.iteration = -1  # -1: the initial population is not evaluated yet
@@ -296,6 +301,7 @@ class Search:
             if self.settings.objective == "latency":
                 record["latency_ms"] = self._latency(lengths)
             self.evaluated[units] = record
+            self._save()  # a stopped search loses no evaluation
         return self.evaluated[units]
 
     def point(self, units: Units) -> Point:
@@ -341,9 +347,10 @@ class Search:
     def _cost(self, point: Point) -> float:
         return point.latency_ms_batch1 if self.settings.objective == "latency" else point.flops_ratio
 
-    def frontier_units(self) -> list[Units]:
+    def frontier_units(self, among: int | None = None) -> list[Units]:
+        """The Pareto-optimal configurations among the first `among` evaluated (default: all)."""
         full = (self.steps,) * self.layers
-        points = {units: self.point(units) for units in self.evaluated}
+        points = {units: self.point(units) for units in list(self.evaluated)[:among]}
         best = pareto(list(points.values()), points[full], cost=self._cost)
         chosen = {id(p) for p in best}
         return [u for u, p in sorted(points.items(), key=lambda item: self._cost(item[1])) if id(p) in chosen]
@@ -372,10 +379,11 @@ class Search:
                 for units in [full, *population]:
                     self.evaluate(units)
                 self.iteration = 0
+                self.restart_rng, self.restart_evaluated = self.rng.bit_generator.state, len(self.evaluated)
                 self._save()
                 bar.update(1)
             while self.iteration < self.settings.iterations:
-                parents = self.frontier_units()
+                parents = self.frontier_units(self.restart_evaluated)
                 children = [
                     mutate(
                         parents[self.rng.integers(len(parents))],
@@ -391,6 +399,7 @@ class Search:
                 for child in children:
                     self.evaluate(child)
                 self.iteration += 1
+                self.restart_rng, self.restart_evaluated = self.rng.bit_generator.state, len(self.evaluated)
                 self._save()
                 bar.update(1)
                 bar.set_postfix(frontier=len(parents), evaluated=len(self.evaluated))
@@ -581,7 +590,8 @@ class Search:
         state = {
             "settings": self.settings.key(),
             "iteration": self.iteration,
-            "rng": self.rng.bit_generator.state,
+            "rng": self.restart_rng,
+            "restart_evaluated": self.restart_evaluated,
             "evaluated": {",".join(map(str, units)): record for units, record in self.evaluated.items()},
             "measured": {
                 dtype: {",".join(map(str, units)): record for units, record in records.items()}
@@ -602,8 +612,10 @@ class Search:
             )
             return
         self.iteration = state["iteration"]
-        self.rng.bit_generator.state = state["rng"]
+        self.rng.bit_generator.state = self.restart_rng = state["rng"]
         self.evaluated = {self._units_of(key): record for key, record in state["evaluated"].items()}
+        # a state saved before stops inside an iteration were kept was saved at its end
+        self.restart_evaluated = state.get("restart_evaluated", len(self.evaluated))
         self.measured = {
             dtype: {self._units_of(key): record for key, record in records.items()}
             for dtype, records in state.get("measured", {}).items()

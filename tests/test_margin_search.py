@@ -69,20 +69,27 @@ def test_evolved_margins_become_margin_points_and_a_stopped_evolution_resumes(
     assert costs == sorted(set(costs)) and f1s == sorted(set(f1s))
     assert whole.heldout["margin_search"]["margin_iterations"] == 2
 
+    # stopped inside the last iteration, before its last evaluation: none of the others is lost
     stopped = _model_with_frontier(tiny_selector_model, tmp_path / "stopped", squad_file)
-    original = MarginEvolution._save
+    original, evaluated, stop_at = MarginEvolution.point, [], [len(state["points"]) - 1]
 
-    def save_then_stop(self):
-        original(self)
-        if self.iteration == 1:
-            raise KeyboardInterrupt
+    def point(self, margins):
+        if margins not in self.points:
+            if len(self.points) in stop_at:
+                raise KeyboardInterrupt
+            evaluated.append(margins)
+        return original(self, margins)
 
-    monkeypatch.setattr(MarginEvolution, "_save", save_then_stop)
+    monkeypatch.setattr(MarginEvolution, "point", point)
     assert main(stopped) == 130
     assert Frontier.load(tmp_path / "stopped").margin_points == []  # nothing written yet
-    monkeypatch.setattr(MarginEvolution, "_save", original)
+    saved = json.loads((tmp_path / "stopped" / "search_state.margins.json").read_text())
+    assert (saved["iteration"], len(saved["points"])) == (1, len(state["points"]) - 1)
+    evaluated.clear()
+    stop_at.clear()
     assert main(stopped) == 0
     assert _essentials(Frontier.load(tmp_path / "stopped")) == _essentials(whole)
+    assert len(evaluated) == 1  # the one it had not made, and no other
     resumed = json.loads((tmp_path / "stopped" / "search_state.margins.json").read_text())
     assert resumed["points"].keys() == state["points"].keys()
 

@@ -74,26 +74,32 @@ def test_frontier_is_monotone_holds_the_full_model_and_is_reproducible(
     assert _essentials(run_search(capsys, again)) == _essentials([p.to_dict() for p in frontier.points])
 
 
-def test_search_stopped_and_resumed_gives_the_same_frontier(
+def test_search_stopped_inside_an_iteration_loses_no_evaluation_and_gives_the_same_frontier(
     searched, tiny_model, tmp_path, monkeypatch, capsys
 ):
+    """Stopped in the middle of an iteration, the search has saved every evaluation it made; the
+    same command evaluates only the rest, and ends with the frontier of a run never stopped."""
+    whole = json.loads((searched / "search_state.json").read_text())["evaluated"]
+    stop_at = len(whole) - 6
     folder = tmp_path / "stopped"
     shutil.copytree(tiny_model, folder)
-    saves = []
-    original = Search._save
+    calls, original = [], Search._evaluate
 
-    def save_then_stop(self):
-        original(self)
-        saves.append(self.iteration)
-        if self.iteration == 2:
+    def evaluate(self, *args, **options):
+        if len(calls) == stop_at:
             raise KeyboardInterrupt
+        calls.append(args)
+        return original(self, *args, **options)
 
-    monkeypatch.setattr(Search, "_save", save_then_stop)
+    monkeypatch.setattr(Search, "_evaluate", evaluate)
     assert main(["search", "--model", str(folder), "--data", str(HELDOUT), *SMALL]) == 130
-    assert json.loads((folder / "search_state.json").read_text())["iteration"] == 2
+    state = json.loads((folder / "search_state.json").read_text())
+    assert len(state["evaluated"]) == stop_at > state["restart_evaluated"]  # inside an iteration
     assert not (folder / "frontier.json").exists()
-    monkeypatch.setattr(Search, "_save", original)
+    calls.clear()
+    stop_at = -1
     resumed = run_search(capsys, folder)
+    assert len(calls) == 6  # the evaluations the stopped run had not made, and no other
     assert _essentials(resumed) == _essentials([p.to_dict() for p in Frontier.load(searched).points])
 
 
