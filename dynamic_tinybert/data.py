@@ -231,6 +231,17 @@ def gold_answers(examples: Sequence[Example]) -> dict[str, list[str]]:
     return {e.id: list(e.answers) for e in examples}
 
 
+def spread_sample(examples: Sequence[Example], size: int, seed: int) -> list[Example]:
+    """`size` of the examples drawn at random (seeded), in their order: a sample of every file
+    and article, where the first `size` would be the first file's.
+
+    >>> [e.id for e in spread_sample([Example(str(i), "", "") for i in range(10)], 3, 0)]
+    ['2', '4', '6']
+    """
+    chosen = np.random.default_rng(seed).permutation(len(examples))[:size]
+    return [examples[i] for i in sorted(chosen)]
+
+
 def batches_by_length(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
     """Indices grouped into batches of similar length, longest first, so padding stays small.
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .checkpoint import DEFAULT_MODEL
 from .config import SELECTORS
-from .data import check_answerable, read_squad, refuse_squad_dev
+from .data import check_answerable, read_squad, refuse_squad_dev, spread_sample
 from .files import atomic_write, check_target, check_writable, saved_state
 from .frontier import DEFAULT_DTYPE_RULE, Frontier, Measured, Point, flops_ratio, pareto
 from .lengths import (
@@ -73,6 +73,10 @@ class SearchSettings:
     crossovers: int = option("crossovers per iteration", default=30)
     mutation_prob: float = option("chance that a mutation changes a layer", default=0.5)
     limit: int | None = option("only the first N questions of the data")
+    sample: int | None = option(
+        "N questions drawn over all of the data (seeded by --seed), in their order: a sample of every "
+        "file, where --limit takes the first file's (a held-out split lists its files one after another)"
+    )
     seed: int = option("seed of the search", default=0)
     grid: float = option("step of the per-layer shares", default=0.05)
     smallest: float = option(
@@ -125,8 +129,13 @@ class SearchSettings:
             raise SearchError("--mutation-prob must be between 0 and 1")
         if not 0 < self.grid <= 0.5 or abs(round(1 / self.grid) * self.grid - 1) > 1e-9:
             raise SearchError("--grid must divide 1 into equal steps, e.g. 0.05 or 0.1")
-        if self.limit is not None and self.limit < 1:
-            raise SearchError("--limit must be at least 1")
+        for name in ("limit", "sample"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise SearchError(f"--{name} must be at least 1")
+        if self.limit is not None and self.sample is not None:
+            raise SearchError(
+                "--limit takes the first questions and --sample draws them over the data: give one"
+            )
         if self.seed < 0:
             raise SearchError(f"--seed must be 0 or more, got {self.seed}")
         if not 0 < self.smallest <= 1:
@@ -162,6 +171,8 @@ class SearchSettings:
         key = {k: getattr(self, k) for k in keep}
         if self.dtype != "fp32":  # states from before precisions continue
             key["dtype"] = self.dtype
+        if self.sample is not None:  # and those from before --sample
+            key["sample"] = self.sample
         return key
 
 
@@ -244,6 +255,8 @@ class Search:
             refuse_squad_dev(found, source)
             check_answerable(found, source)
             examples += found
+        if settings.sample:
+            examples = spread_sample(examples, settings.sample, settings.seed)
         self.examples = examples[: settings.limit] if settings.limit else examples
         self.windows = qa.tokenizer.encode_windows(
             [e.question for e in self.examples], [e.context for e in self.examples]
@@ -547,11 +560,13 @@ class Search:
                 f"the frontier was searched with the {frontier.selector} selector in {frontier.dtype}: "
                 f"give --selector {frontier.selector} --dtype {frontier.dtype}"
             )
-        if len(self.examples) != frontier.heldout.get("questions"):
+        searched = frontier.heldout.get("search", {})
+        recorded = _questions(frontier.heldout.get("questions"), searched.get("sample"), searched.get("seed"))
+        given = _questions(len(self.examples), self.settings.sample, self.settings.seed)
+        if recorded != given:
+            files = ", ".join(frontier.heldout.get("files", []))
             raise SearchError(
-                f"the frontier was measured on {frontier.heldout.get('questions')} held-out questions "
-                f"({', '.join(frontier.heldout.get('files', []))}); --data and --limit give "
-                f"{len(self.examples)}"
+                f"the frontier was measured on {recorded} ({files}); --data, --limit, --sample give {given}"
             )
         points = [*frontier.points, *frontier.constant_ratio, *frontier.margin_points]
         if frontier.dtype in self.settings.measure_dtypes:  # its own precision: timed again
@@ -620,6 +635,12 @@ class Search:
             dtype: {self._units_of(key): record for key, record in records.items()}
             for dtype, records in state.get("measured", {}).items()
         }
+
+
+def _questions(count: int | None, sample: int | None, seed: int | None) -> str:
+    """Which held-out questions a search ran on, as its messages name them."""
+    drawn = f" drawn by --sample {sample} --seed {seed}" if sample else ""
+    return f"{count} held-out questions{drawn}"
 
 
 def search(settings: SearchSettings) -> Frontier:

@@ -18,6 +18,7 @@ from .data import (
     read_squad,
     refuse_squad_dev,
     split_heldout,
+    spread_sample,
 )
 from .lengths import geometric_with_mean
 from .tokenizer import QATokenizer, Window
@@ -149,8 +150,7 @@ def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingDat
 
 def heldout_sample(heldout: list[Example], settings: TrainSettings) -> list[Example]:
     """The held-out questions evaluated at each save: a sample of every file, not the first file's."""
-    sample = np.random.default_rng(settings.seed).permutation(len(heldout))[: settings.heldout_limit]
-    return [heldout[i] for i in sorted(sample)]
+    return spread_sample(heldout, settings.heldout_limit, settings.seed)
 
 
 def heldout_scores(

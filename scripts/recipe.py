@@ -180,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--until", choices=[s[0] for s in STAGES], help="stop after this stage")
     parser.add_argument("--skip-search", action="store_true", help="train the stages only")
-    parser.add_argument("--search-limit", type=int, default=1000, help="held-out questions the search uses")
+    parser.add_argument(
+        "--search-limit",
+        type=int,
+        default=1000,
+        help="held-out questions the search uses, drawn over every held-out file (search --sample)",
+    )
     return parser
 
 
@@ -235,10 +240,10 @@ def train_stages(args: argparse.Namespace) -> dict[str, Path]:
 def search(args: argparse.Namespace, folder: Path) -> None:
     """The frontier of one candidate, on the held-out split its training selected on."""
     if args.smoke:
-        settings = ["--limit", "24", "--iterations", "2", "--population", "4", "--mutations", "4"]
+        settings = ["--sample", "24", "--iterations", "2", "--population", "4", "--mutations", "4"]
         settings += ["--crossovers", "4", "--latency-windows", "4"]
     else:
-        settings = ["--limit", str(args.search_limit)]
+        settings = ["--sample", str(args.search_limit)]  # drawn over every held-out file
     command = [sys.executable, "-m", "dynamic_tinybert", "search", "--model", str(folder)]
     command += ["--data", str(folder / "heldout.json"), "--quiet", *settings]
     run(command, f"the search of {folder}")

@@ -13,7 +13,14 @@ from dynamic_tinybert import QuestionAnswerer, precision, read_squad
 from dynamic_tinybert.cli import main
 from dynamic_tinybert.frontier import BudgetError, Frontier, Measured, Point, flops_ratio
 from dynamic_tinybert.precision import DtypeError, PrecisionFallback
-from dynamic_tinybert.search import Search, constant_ratios, crossover, initial_population, mutate
+from dynamic_tinybert.search import (
+    Search,
+    SearchSettings,
+    constant_ratios,
+    crossover,
+    initial_population,
+    mutate,
+)
 
 from .conftest import SHARED_DATA, load_script
 
@@ -101,6 +108,28 @@ def test_search_stopped_inside_an_iteration_loses_no_evaluation_and_gives_the_sa
     resumed = run_search(capsys, folder)
     assert len(calls) == 6  # the evaluations the stopped run had not made, and no other
     assert _essentials(resumed) == _essentials([p.to_dict() for p in Frontier.load(searched).points])
+
+
+def test_sample_draws_the_questions_over_all_the_data(searched, tiny_model, capsys):
+    """A held-out split lists its files one after another, so the first N questions are the first
+    file's; --sample N draws them over all of it, in their order, the same for the same seed."""
+    every = read_squad(HELDOUT)
+    qa = QuestionAnswerer.from_pretrained(tiny_model)
+
+    def drawn(seed: int) -> list[int]:
+        settings = SearchSettings(model=str(tiny_model), data=[str(HELDOUT)], sample=30, seed=seed)
+        return [every.index(e) for e in Search(qa, settings).examples]
+
+    positions = drawn(7)
+    assert len(positions) == 30 and positions == sorted(positions) and positions[-1] > len(every) // 2
+    assert drawn(7) == positions != drawn(8)
+    base = ["search", "--model", str(searched), "--data", str(HELDOUT), "--seed", "7"]
+    assert main([*base, "--limit", "30", "--sample", "30"]) == 2
+    assert "give one" in capsys.readouterr().err
+    # the frontier was searched on the first 30: measuring it on 30 drawn ones is refused
+    assert main([*base, "--sample", "30", "--measure-only", "--measure-dtypes", "int8"]) == 2
+    said = "measured on 30 held-out questions (" + str(HELDOUT) + "); --data, --limit, --sample give "
+    assert said + "30 held-out questions drawn by --sample 30 --seed 7" in capsys.readouterr().err
 
 
 def test_eval_with_a_budget_runs_the_best_point_within_it(searched, capsys, tmp_path):
