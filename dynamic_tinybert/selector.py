@@ -88,7 +88,9 @@ class SelectorConfig:
         )
 
 
-# question tokens a window holds at most (WindowSettings.max_query_length): the cost model's bound
+# question tokens the cost model counts for a window's matching. SQuAD dev's questions have 38
+# at most (the training files' 127); a window may hold up to WindowSettings.max_query_length,
+# and a question over 64 tokens costs a little more than counted (its windows' FLOPs too).
 MAX_QUESTION = 64
 
 

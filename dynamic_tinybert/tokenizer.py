@@ -15,6 +15,7 @@ in the next, as long as it is shorter than the stride.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,12 +104,20 @@ class QATokenizer:
         return [q.lstrip() for q in questions]
 
     def _fit_question(self, question: str) -> str:
-        """The question, cut to max_query_length tokens so that a window still has room for context."""
+        """The question, cut to max_query_length tokens so that a window still has room for context
+        (with a warning: the model answers the question's beginning)."""
         limit = self.settings.max_query_length
         if len(question) <= limit:  # every token covers at least one character
             return question
         offsets = self._questions.encode(question, add_special_tokens=False).offsets
-        return question if len(offsets) <= limit else question[: offsets[limit - 1][1]]
+        if len(offsets) <= limit:
+            return question
+        warnings.warn(
+            f"a question of {len(offsets)} tokens was cut to its first {limit}, to leave the window "
+            f"room for context: {question[: offsets[limit - 1][1]][-40:]!r} is where it now ends",
+            stacklevel=3,
+        )
+        return question[: offsets[limit - 1][1]]
 
 
 def _special(options: dict, name: str, default: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
+import pytest
 
 from dynamic_tinybert.config import WindowSettings
 from dynamic_tinybert.tokenizer import QATokenizer
@@ -57,12 +59,31 @@ def test_long_questions_are_cut_so_windows_keep_room_for_the_context(tiny_model)
         tiny_model, WindowSettings(max_length=128, stride=32, max_query_length=20)
     )
     question = "why " * 300 + "?"
-    windows = tokenizer.encode_windows([question], [CONTEXT])[0]
+    with pytest.warns(UserWarning, match="a question of 301 tokens was cut to its first 20"):
+        windows = tokenizer.encode_windows([question], [CONTEXT])[0]
     for window in windows:
         assert len(window) <= 128
         assert (window.token_type_ids == 0).sum() == 20 + 2  # [CLS], 20 question tokens, [SEP]
     covered = {tuple(o) for w in windows for o in w.offsets[w.context_mask]}
     assert max(end for _, end in covered) == len(CONTEXT)
+
+
+def test_a_long_question_is_read_whole(tiny_model):
+    """A chatty question of over 64 tokens (where the transformers examples cut) keeps its end,
+    where what it asks is."""
+    question = (
+        "I read a long story about a river and a forest and many people, " * 5 + "how large is the basin?"
+    )
+    tokenizer = QATokenizer.from_folder(tiny_model)
+    assert 64 < len(tokenizer.encode_text(question)) <= WindowSettings().max_query_length
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [window] = tokenizer.encode_windows([question], [CONTEXT])[0]
+    ids = tokenizer.encode_text(question)
+    assert (
+        window.input_ids[1 : 1 + len(ids)].tolist() == ids
+        and (window.token_type_ids == 0).sum() == len(ids) + 2
+    )
 
 
 def test_vocab_only_folder_tokenizes_like_tokenizer_json(tiny_model, tmp_path):
