@@ -10,6 +10,7 @@ context by character offsets. Candidates from all windows of a question are rank
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,19 +57,28 @@ class AnswerSettings:
         ...
         dynamic_tinybert.answers.AnswerSettingsError: top_k must be an integer from 1 to 20 ... got 21
         """
-        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= N_BEST:
+        if not _is_integer(self.top_k) or not 1 <= self.top_k <= N_BEST:
             raise AnswerSettingsError(
                 f"top_k must be an integer from 1 to {N_BEST} (answers are ranked among the {N_BEST} "
                 f"best candidate spans), got {self.top_k!r}"
             )
         for name in ("max_answer_len", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_integer(value) or value < 1:
                 raise AnswerSettingsError(f"{name} must be a positive integer, got {value!r}")
         return self
 
 
 ANSWERS = AnswerSettings()  # the defaults
+
+
+def _is_integer(value: object) -> bool:
+    """An integer (numpy's too), not a bool: True would pass for 1 and hide a mistake.
+
+    >>> _is_integer(3), _is_integer(np.int64(3)), _is_integer(True), _is_integer(3.0)
+    (True, True, False, False)
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,13 @@ def window_spans(
     n_best: int = N_BEST,
     max_answer_len: int = ANSWERS.max_answer_len,
 ) -> list[Span]:
-    """The candidate spans of one window; the logits cover exactly its tokens."""
-    starts = top_indices(start_logits, n_best)[:, None]  # (n, 1)
-    ends = top_indices(end_logits, n_best)[None, :]  # (1, n)
+    """The candidate spans of one window; the logits cover exactly its tokens. The n_best starts
+    and ends are the context's (as the transformers pipeline masks the rest): taken over all the
+    tokens, as Google's run_squad takes them, a long question's own tokens can fill them, and the
+    window then has no span at all."""
     context = window.context_mask
+    starts = top_indices(np.where(context, start_logits, -np.inf), n_best)[:, None]  # (n, 1)
+    ends = top_indices(np.where(context, end_logits, -np.inf), n_best)[None, :]  # (1, n)
     ok = context[starts] & context[ends] & (ends >= starts) & (ends - starts + 1 <= max_answer_len)
     s, e = np.broadcast_arrays(starts, ends)
     s, e = s[ok], e[ok]

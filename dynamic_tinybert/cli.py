@@ -63,7 +63,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     cost.add_argument(
         "--lengths",
         help="per layer, the share of the input's tokens it keeps, one share per layer, non-increasing "
-        "(for the 6-layer shipped model e.g. 1,1,0.8,0.6,0.5,0.4)",
+        "(for the 6-layer shipped model e.g. 1,1,0.8,0.6,0.5,0.4), or one share for every layer",
     )
     cost.add_argument(
         "--budget",

@@ -50,6 +50,8 @@ def read_squad(path: str | Path) -> list[Example]:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SquadFormatError(f"{path} is not valid JSON: {error}") from None
+    except RecursionError:  # Python's parser recurses once per level of [ or {
+        raise SquadFormatError(f"{path} is nested too deeply to be a SQuAD file") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise SquadFormatError(f"{path} is not in SQuAD format: expected an object with a 'data' list")
     examples: list[Example] = []
@@ -107,14 +109,20 @@ def _read_question(qa: object, context: str, title: str, paragraph: int, where: 
     return Example(str(qid), question, context, tuple(texts), tuple(starts), title, paragraph)
 
 
-def has_text(text: str) -> bool:
-    """Whether a string holds anything to read: a character that is neither white space nor an
-    invisible format character (zero-width space, joiners, marks of direction).
+# Unicode categories with nothing to read, which the BERT tokenizer drops: controls, invisible
+# formats (zero-width space, joiners, marks of direction), private use; and combining marks
+# (accents, which an uncased tokenizer strips; enclosing marks), blank with no letter to sit on
+_BLANK = frozenset({"Cc", "Cf", "Co", "Mn", "Me"})
 
-    >>> has_text(" a "), has_text(" \\u200b\\n"), has_text("")
-    (True, False, False)
+
+def has_text(text: str) -> bool:
+    """Whether a string holds anything to read: a character that is not white space, U+FFFD
+    (the mark of an undecodable byte) or of a _BLANK category.
+
+    >>> has_text(" a "), has_text(" \\u200b\\n"), has_text(""), has_text("\\x00\\ufffd\\u0300")
+    (True, False, False, False)
     """
-    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
+    return any(not c.isspace() and c != "\ufffd" and unicodedata.category(c) not in _BLANK for c in text)
 
 
 def is_unicode(text: str) -> bool:

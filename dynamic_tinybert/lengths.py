@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -36,20 +36,28 @@ def is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def validate_lengths(shares: Sequence[float] | None, num_layers: int) -> Lengths | None:
-    """Check a configuration: one share per layer, each in (0, 1], never increasing.
+def validate_lengths(shares: Sequence[float] | float | None, num_layers: int) -> Lengths | None:
+    """Check a configuration: one share per layer, each in (0, 1], never increasing; or one
+    number, the share of the input every layer keeps (constant_ratio; as margins take one number).
 
     All-ones is returned as None, the full model.
 
-    >>> validate_lengths([1.0, 0.5, 0.5], 3)
-    (1.0, 0.5, 0.5)
+    >>> validate_lengths([1.0, 0.5, 0.5], 3), validate_lengths(0.5, 3)
+    ((1.0, 0.5, 0.5), (0.5, 0.5, 0.5))
     >>> validate_lengths([1, 1], 2) is None
     True
     """
     if shares is None:
         return None
-    if isinstance(shares, (str, bytes)) or not all(is_number(s) for s in shares):
-        raise LengthsError(f"lengths must be a list of numbers, one share per layer, got {shares!r:.80}")
+    if is_number(shares):
+        shares = [shares] * num_layers
+    if isinstance(shares, Iterable) and not isinstance(shares, (str, bytes)):
+        shares = list(shares)  # a generator is read once
+    if not isinstance(shares, list) or not all(is_number(s) for s in shares):
+        raise LengthsError(
+            "lengths must be a list of numbers, one share per layer, or one number, the share of the "
+            f"input every layer keeps; got {shares!r:.80}"
+        )
     shares = tuple(float(s) for s in shares)
     if len(shares) != num_layers:
         raise LengthsError(f"got {len(shares)} length shares but the model has {num_layers} layers")
@@ -66,16 +74,16 @@ def validate_lengths(shares: Sequence[float] | None, num_layers: int) -> Lengths
 
 
 def parse_lengths(text: str, num_layers: int) -> Lengths | None:
-    """Parse the CLI form "r1,r2,...,rL".
+    """Parse the CLI form "r1,r2,...,rL", or one share for every layer.
 
-    >>> parse_lengths("1, 0.8,0.5", 3)
-    (1.0, 0.8, 0.5)
+    >>> parse_lengths("1, 0.8,0.5", 3), parse_lengths("0.5", 2)
+    ((1.0, 0.8, 0.5), (0.5, 0.5))
     """
     try:
         shares = [float(part) for part in text.split(",")]
     except ValueError:
         raise LengthsError(f"--lengths {text!r} is not a comma-separated list of numbers") from None
-    return validate_lengths(shares, num_layers)
+    return validate_lengths(shares[0] if len(shares) == 1 else shares, num_layers)
 
 
 def format_lengths(shares: Lengths | None, num_layers: int) -> str:

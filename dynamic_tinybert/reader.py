@@ -6,7 +6,7 @@
     {'score': 0.98, 'start': 20, 'end': 26, 'answer': '123456'}
 
 Calls follow the transformers question-answering pipeline: one pair gives a dict (a list with
-top_k > 1), a list of pairs gives a list of those.
+top_k > 1), several pairs (a list of dicts, or several dicts) give a list of those.
 """
 
 from __future__ import annotations
@@ -165,32 +165,27 @@ class QuestionAnswerer:
         *args,
         question: str | Sequence[str] | None = None,
         context: str | Sequence[str] | None = None,
-        top_k: int = ANSWERS.top_k,
+        top_k: int | None = None,
         max_answer_len: int = ANSWERS.max_answer_len,
-        lengths: Sequence[float] | None = None,
+        lengths: Sequence[float] | float | None = None,
         budget: float | None = None,
         speedup: float | None = None,
         batch_size: int = ANSWERS.batch_size,
         selector: str | None = None,
         margins: Sequence[float] | float | None = None,
+        **pipeline_options,
     ) -> dict | list:
-        """qa(question=..., context=...), qa({"question", "context"}) or qa([{...}, ...])."""
+        """qa(question=..., context=...), qa(question, context), qa({"question", "context"}),
+        qa({...}, {...}, ...) or qa([{...}, ...]); top_k None: 1 (`topk` is its deprecated name,
+        as in the pipeline)."""
+        top_k = self._pipeline_options(top_k, pipeline_options)
         if args:
-            inputs = args[0]
-            single = isinstance(inputs, dict)
-            if not single and not isinstance(inputs, (list, tuple)):
-                raise ValueError(
-                    f"give a dict with 'question' and 'context', or a list of them, not {inputs!r:.80}"
-                )
             if question is not None or context is not None:
                 raise ValueError(
-                    "give the inputs either as a dict (or a list of them) or as question= and context="
+                    "give the inputs either as positional arguments (dicts, a list of them, or a question "
+                    "and a context) or as question= and context=, not both"
                 )
-            pairs = [inputs] if single else list(inputs)
-            try:
-                questions, contexts = [p["question"] for p in pairs], [p["context"] for p in pairs]
-            except (KeyError, TypeError):
-                raise ValueError("each input must be a dict with 'question' and 'context'") from None
+            questions, contexts, single = _positional_pairs(args)
         else:
             if question is None or context is None:
                 raise ValueError("give question= and context=, or a dict or list of dicts")
@@ -218,6 +213,38 @@ class QuestionAnswerer:
             for answers in results
         ]
         return shaped[0] if single else shaped
+
+    def _pipeline_options(self, top_k: int | None, options: dict) -> int:
+        """top_k from top_k or its deprecated name `topk`; ValueError for the other parameters of
+        the transformers pipeline, which this reader does not take, saying why."""
+        topk = options.pop("topk", None)
+        if topk is not None:
+            warnings.warn("topk is deprecated, use top_k", FutureWarning, stacklevel=3)
+            if top_k is not None and top_k != topk:
+                raise ValueError(f"give top_k or its old name topk, not both (got {top_k!r} and {topk!r})")
+            top_k = topk
+        settings = self.tokenizer.settings
+        windows = (
+            f"windows of {settings.max_length} tokens overlapping by {settings.stride} are fixed by how "
+            "the model was trained"
+        )
+        unsupported = {
+            "doc_stride": windows,
+            "max_seq_len": windows,
+            "max_question_len": f"a question is read whole up to {settings.max_query_length} tokens (half "
+            "the window) and cut beyond that with a warning",
+            "handle_impossible_answer": "the model was trained on SQuAD 1.1, which has no unanswerable "
+            "questions, so it always gives a span",
+            "align_to_words": "answers are spans of wordpiece tokens, not widened to whole words",
+            "padding": "each batch is padded to its longest window (dynamic padding)",
+        }
+        for name in options:
+            if name in unsupported:
+                raise ValueError(
+                    f"this reader does not support the pipeline parameter {name}: {unsupported[name]}"
+                )
+            raise TypeError(f"QuestionAnswerer() got an unexpected keyword argument {name!r}")
+        return ANSWERS.top_k if top_k is None else top_k
 
     def answer(
         self,
@@ -408,9 +435,38 @@ def measured_gflops(config, counts: Sequence[Sequence[int]], margins: Margins, s
     return float(np.mean([2 * counts_macs(config, c, scorer_macs, scored) / 1e9 for c in counts]))
 
 
+def _positional_pairs(args: tuple) -> tuple[list, list, bool]:
+    """Questions, contexts and whether it is one pair, from the positional forms of a call:
+    (question, context) as two strings, one or more {"question", "context"} dicts, or one list
+    of them (as the transformers pipeline takes them)."""
+    if len(args) == 2 and all(isinstance(a, str) for a in args):
+        return [args[0]], [args[1]], True
+    if all(isinstance(a, dict) for a in args):
+        pairs = list(args)
+    elif len(args) == 1 and isinstance(args[0], (list, tuple)):
+        pairs = list(args[0])
+    else:
+        given = ", ".join(f"{a!r:.40}" for a in args)
+        raise ValueError(
+            "give a dict with 'question' and 'context', several such dicts, a list of them, or a question "
+            f"and a context as two strings; got {given:.200}"
+        )
+    try:
+        questions, contexts = [p["question"] for p in pairs], [p["context"] for p in pairs]
+    except (KeyError, TypeError):
+        raise ValueError("each input must be a dict with 'question' and 'context'") from None
+    return questions, contexts, len(args) == 1 and isinstance(args[0], dict)
+
+
 def _check_inputs(
     questions: Sequence[str], contexts: Sequence[str], top_k: int, max_answer_len: int, batch_size: int
 ) -> None:
+    for name, values in (("questions", questions), ("contexts", contexts)):
+        if isinstance(values, (str, bytes)):
+            raise ValueError(
+                f"{name} must be a list of strings, one per pair, not one string {values!r:.40} "
+                "(for one pair give [question], [context])"
+            )
     if len(questions) != len(contexts):
         raise ValueError(f"got {len(questions)} questions but {len(contexts)} contexts")
     for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):

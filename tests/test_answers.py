@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dynamic_tinybert.answers import Span, rank_answers, top_indices, window_spans
+from dynamic_tinybert.answers import (
+    AnswerSettings,
+    AnswerSettingsError,
+    Span,
+    rank_answers,
+    top_indices,
+    window_spans,
+)
 from dynamic_tinybert.tokenizer import Window
 
 # "[CLS] who ? [SEP] the cat sat down [SEP]" over the context "the cat sat down"
@@ -46,6 +53,16 @@ def test_n_best_limits_the_candidates():
     assert [(s.start, s.end) for s in spans] == [(0, 16)]
 
 
+def test_the_question_cannot_crowd_the_context_out_of_the_n_best():
+    """The question's tokens and [CLS] score above every context token: the best starts and ends
+    are taken among the context's tokens, so the window still has its answer."""
+    spans = window_spans(
+        WINDOW, logits(t0=9.0, t1=8.0, t2=7.0, t5=2.0), logits(t0=9.0, t1=8.0, t3=7.0, t6=1.0), n_best=2
+    )
+    best = max(spans, key=lambda s: s.logit)
+    assert CONTEXT[best.start : best.end] == "cat sat"
+
+
 def test_ranking_merges_windows_dedupes_and_scores_sum_to_at_most_one():
     spans = [Span(2.0, 4, 7), Span(3.0, 4, 7), Span(1.0, 0, 7), Span(-1.0, 8, 11)]
     answers = rank_answers(CONTEXT, spans, top_k=5)
@@ -60,3 +77,14 @@ def test_top_indices_orders_best_first():
     values = np.array([0.5, 3.0, -1.0, 2.0, 2.5])
     assert top_indices(values, 3).tolist() == [1, 4, 3]
     assert top_indices(values, 10).tolist() == [1, 4, 3, 0, 2]
+
+
+def test_settings_take_numpy_integers_but_not_bools():
+    """As the transformers pipeline: np.int64 was refused, while top_k=True passed for 1."""
+    settings = AnswerSettings(top_k=np.int64(3), max_answer_len=np.int32(15), batch_size=np.int64(8))
+    assert settings.check() is settings
+    for name in ("top_k", "max_answer_len", "batch_size"):
+        with pytest.raises(AnswerSettingsError, match=f"^{name} must be .*integer.*got True"):
+            AnswerSettings(**{name: True}).check()
+    with pytest.raises(AnswerSettingsError, match="top_k must be an integer"):
+        AnswerSettings(top_k=2.0).check()

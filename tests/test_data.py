@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from tokenizers import normalizers, pre_tokenizers
 
 from dynamic_tinybert.data import (
     SquadDevError,
     SquadFormatError,
     batches_by_length,
     gold_answers,
+    has_text,
     read_squad,
     refuse_squad_dev,
 )
@@ -72,11 +74,25 @@ def _doc(qa: dict) -> dict:
             '{"data": [{"paragraphs": [{"context": "a \\ud800", "qas": [{"id": "s", "question": "q?"}]}]}]}',
             "question 's': its context is not valid Unicode: a lone surrogate '.ud800' at character 2",
         ),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),  # was a RecursionError traceback
+        (_doc({"id": "c", "question": "\u0001\u0002", "answers": []}), "question 'c': expected a non-empty"),
     ],
 )
 def test_malformed_entries_are_named(tmp_path, document, message):
     with pytest.raises(SquadFormatError, match=message):
         read_squad(_write(tmp_path, document))
+
+
+@pytest.mark.parametrize(
+    "text", ["\u0000", "\u0001\u0002", "\ufffd", " \u0300", "\ue000", "\u200b\t", "\u20dd"]
+)
+def test_text_made_of_what_the_tokenizer_drops_is_blank(text):
+    """The question or context had no token left, and the model answered as if none was asked."""
+    normalizer = normalizers.BertNormalizer(lowercase=True)  # as an uncased BERT's tokenizer
+    dropped = not pre_tokenizers.BertPreTokenizer().pre_tokenize_str(normalizer.normalize_str(text))
+    assert dropped or text == "\u20dd"  # an enclosing mark alone is an [UNK] with nothing to enclose
+    assert not has_text(text)
+    assert has_text(text + "a") and has_text("\u0301a")
 
 
 def test_duplicate_ids_and_missing_files(tmp_path):

@@ -76,6 +76,14 @@ def test_validation():
         validate_lengths([1, 0.5, 0.6], 3)
 
 
+def test_one_number_is_the_share_every_layer_keeps():
+    """As margins take one number; lengths=0.5 was a bare TypeError."""
+    assert validate_lengths(0.5, 3) == (0.5, 0.5, 0.5) == parse_lengths("0.5", 3)
+    assert validate_lengths(1, 3) is None
+    with pytest.raises(LengthsError, match="or one number, the share of the input every layer keeps"):
+        validate_lengths(True, 3)
+
+
 def test_parse_and_format_round_trip():
     assert parse_lengths("1,0.8, 0.5", 3) == (1.0, 0.8, 0.5)
     assert format_lengths((1.0, 0.8, 0.5), 3) == "1,0.8,0.5"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
@@ -64,6 +65,12 @@ def test_max_answer_len_limits_answers(qa):
         ({"question": "Why?", "context": CONTEXT, "margins": "3"}, "margins must be a number or a list"),
         ({"question": "Why?", "context": "a \udcff b"}, "context 0 is not valid Unicode"),
         ({"question": "\u200b\u200d ", "context": CONTEXT}, "question 0 is empty"),
+        # characters the tokenizer drops: it would answer as if no question was asked
+        ({"question": "\u0000", "context": CONTEXT}, "question 0 is empty"),
+        ({"question": "\u0001\u0002", "context": CONTEXT}, "question 0 is empty"),
+        ({"question": "Why?", "context": "\ufffd"}, "context 0 is empty"),
+        ({"question": "Why?", "context": " \u0300"}, "context 0 is empty"),
+        ({"question": "Why?", "context": CONTEXT, "top_k": True}, "top_k must be an integer"),
     ],
 )
 def test_bad_calls_get_clear_errors(qa, kwargs, message):
@@ -71,11 +78,35 @@ def test_bad_calls_get_clear_errors(qa, kwargs, message):
         qa(**kwargs)
 
 
-def test_inputs_that_are_not_pairs_get_clear_errors(qa):
+def test_positional_forms_of_the_pipeline(qa):
+    """Several dicts are a batch and two strings one (question, context) pair, as in the
+    transformers pipeline (the second dict used to be dropped, two strings refused)."""
+    first = {"question": "How large is the basin?", "context": CONTEXT}
+    second = {"question": "Which nations?", "context": CONTEXT}
+    assert qa(first, second) == [qa(first), qa(second)]
+    assert qa("Which nations?", CONTEXT) == qa(second)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (5,),
+        ({"question": "Why?", "context": CONTEXT}, "junk"),
+        ([{"question": "Why?", "context": CONTEXT}], "junk"),
+        ("Why?", CONTEXT, "junk"),
+        ("Why?",),
+    ],
+)
+def test_inputs_that_are_not_pairs_get_clear_errors(qa, args):
     with pytest.raises(ValueError, match="give a dict with 'question' and 'context'"):
-        qa(5)
-    with pytest.raises(ValueError, match="either as a dict"):
+        qa(*args)
+
+
+def test_either_dicts_or_keywords(qa):
+    with pytest.raises(ValueError, match="either as positional arguments .* not both"):
         qa({"question": "Why?", "context": CONTEXT}, question="How?", context=CONTEXT)
+    with pytest.raises(ValueError, match="not both"):
+        qa("Why?", CONTEXT, context=CONTEXT)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +119,37 @@ def test_inputs_that_are_not_pairs_get_clear_errors(qa):
 def test_arguments_of_the_wrong_type_are_named(qa, kwargs, name):
     with pytest.raises(TypeError, match=f"^{name} must be a string or a list of strings"):
         qa(**kwargs)
+
+
+def test_answer_refuses_a_string_where_a_list_of_them_goes(qa):
+    """answer("ab", "cd") answered one question per character."""
+    with pytest.raises(ValueError, match="questions must be a list of strings, one per pair"):
+        qa.answer("ab", "cd")
+    with pytest.raises(ValueError, match="contexts must be a list of strings, one per pair"):
+        qa.answer(["Why?"], CONTEXT)
+
+
+def test_settings_take_numpy_integers_and_lengths_one_number(qa):
+    one = qa(question="How large?", context=CONTEXT, top_k=3, lengths=(0.5,) * 4, max_answer_len=5)
+    assert (
+        qa(question="How large?", context=CONTEXT, top_k=np.int64(3), lengths=0.5, max_answer_len=np.int64(5))
+        == one
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["doc_stride", "max_seq_len", "max_question_len", "handle_impossible_answer", "align_to_words"]
+)
+def test_pipeline_parameters_this_reader_does_not_take_are_named(qa, name):
+    with pytest.raises(ValueError, match=f"does not support the pipeline parameter {name}: "):
+        qa(question="Why?", context=CONTEXT, **{name: 1})
+
+
+def test_topk_is_the_old_name_of_top_k(qa):
+    with pytest.warns(FutureWarning, match="use top_k"):
+        assert qa(question="Why?", context=CONTEXT, topk=2) == qa(question="Why?", context=CONTEXT, top_k=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'contxt'"):
+        qa(question="Why?", contxt=CONTEXT)
 
 
 def test_scores_are_over_the_20_best_spans_whatever_top_k(qa):
