@@ -280,8 +280,9 @@ def run_eval(args: argparse.Namespace) -> None:
         text = json.dumps(result.predictions, indent=1, ensure_ascii=False) + "\n"
         try:
             atomic_write(args.predictions, lambda path: path.write_text(text, encoding="utf-8"))
-        except OSError as error:
-            raise UsageError(f"--predictions {args.predictions} could not be written: {error}") from None
+        except OSError as error:  # the machine's (a full disk): exit 1, as for every command
+            reason = f"--predictions could not be written ({error.strerror or error})"
+            raise OSError(error.errno, reason, str(args.predictions)) from None
 
 
 def _print_evaluation(result, num_layers: int, point, budget: float | None) -> None:
