@@ -385,6 +385,7 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynamic-tinybert-model")
         self.controller: SloController | None = None
         self.ready = False
+        self.ready_at = 0.0  # time.perf_counter() when warmed up: no request waits on the model before
         self.task: asyncio.Task | None = None
         self._set_point(len(self.points) - 1)
 
@@ -412,7 +413,7 @@ class Batcher:
             return Route(
                 choice.lengths, None, next(i for i, p in enumerate(self.points) if p is choice.point), None
             )
-        if lengths is None and self.points:
+        if lengths is None and margins is None and self.points:  # margins that keep all: explicit too
             return Route(None, None, len(self.points) - 1, None)
         return Route(choice.lengths, None, None, None)
 
@@ -452,7 +453,7 @@ class Batcher:
             self.metrics.slice_windows.set(self.slice_tokens / self.qa.tokenizer.settings.max_length)
         if self.latency_slo is not None:
             self.controller = SloController(costs, self.latency_slo, self.max_batch)
-        self.ready = True
+        self.ready_at, self.ready = time.perf_counter(), True
         while True:
             await self._gather()
             level = self._choose_level()
@@ -510,7 +511,11 @@ class Batcher:
         if self.controller is None:
             return len(self.points) - 1
         now = time.perf_counter()
-        level = self.controller.choose([QueuedWork(now - j.arrived, j.left, j.chars) for j in self.queue])
+        # a request sent during warm-up has waited on the model only since it was ready: its wait
+        # before then would drive the controller down to the cheapest point
+        level = self.controller.choose(
+            [QueuedWork(now - max(j.arrived, self.ready_at), j.left, j.chars) for j in self.queue]
+        )
         self._set_point(level)
         return level
 

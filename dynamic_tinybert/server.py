@@ -474,7 +474,7 @@ class _CountRequests:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/answer":
             return await self.app(scope, receive, send)
-        began, status = time.perf_counter(), 500
+        began, status = time.perf_counter(), None
 
         async def send_and_note(message):
             nonlocal status
@@ -484,7 +484,11 @@ class _CountRequests:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except BaseException:
+            status = status or 500
+            raise
         finally:
+            status = status or 499  # nothing sent, nothing raised: the client went away (mid-body)
             self.metrics.requests.labels(code=str(status)).inc()
             if status >= 400:
                 self.metrics.errors.labels(code=str(status)).inc()

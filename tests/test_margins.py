@@ -325,7 +325,13 @@ def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_mod
     with running(qa) as url:
         replies = [
             post(url, {"inputs": inputs, "parameters": {"top_k": 2, **parameters}})
-            for parameters in ({"budget": 0.5}, {"margins": 2}, {"margins": [None, 2, 2, 2]}, {"margins": -1})
+            for parameters in (
+                {"budget": 0.5},
+                {"margins": 2},
+                {"margins": [None, 2, 2, 2]},
+                {"margins": -1},
+                {"margins": [None] * 4},  # keeping every token: the full model, asked for
+            )
         ]
         status_shares, shares = post(
             url, {"inputs": inputs, "parameters": {"budget": 0.5, "shares_only": True}}
@@ -334,7 +340,7 @@ def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_mod
     # shares_only: the share point within the budget, which holds in every window
     assert status_shares == 200 and shares["margins"] is None and shares["frontier_point"]["index"] == 0
     assert status_alone == 422 and "give one of them" in alone["error"]
-    (status, picked), (status_asked, asked), (status_inf, first_whole), (status_bad, bad) = replies
+    (status, picked), (status_asked, asked), (status_inf, first_whole), (status_bad, bad), whole = replies
     assert status == status_asked == status_inf == 200
     assert picked["margins"] == [2.0] * 4 and picked["lengths"] is None
     assert picked["frontier_point"]["index"] is None and picked["frontier_point"]["margins"] == [2.0] * 4
@@ -343,6 +349,7 @@ def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_mod
     assert picked["gflops_per_window"] == asked["gflops_per_window"]
     assert first_whole["margins"] == [None, 2.0, 2.0, 2.0]
     assert status_bad == 400 and "margin" in bad["error"]
+    assert whole[0] == 200 and whole[1]["frontier_point"] is None and whole[1]["lengths"] == [1.0] * 4
     # SLO mode: the ladder of shares, capped by the budget at the cheap one
     with running(qa, latency_slo=60_000) as url:
         status, reply = post(url, {"inputs": inputs, "parameters": {"budget": 0.5}})
@@ -354,6 +361,9 @@ def test_the_server_runs_margin_points_and_margins_asked_for(margin_frontier_mod
     with running(qa, latency_slo=60_000, slo_margin_points=True) as url:
         status, reply = post(url, {"inputs": inputs, "parameters": {"budget": 0.5, "top_k": 2}})
         status_full, full = post(url, {"inputs": inputs})
+        # margins that keep every token run as asked, whatever the controller's point
+        status_whole, whole = post(url, {"inputs": inputs, "parameters": {"margins": [None] * 4}})
+    assert status_whole == 200 and whole["frontier_point"] is None and whole["lengths"] == [1.0] * 4
     assert status == status_full == 200
     assert reply["frontier_point"]["index"] == 1 and reply["frontier_point"]["margins"] == [2.0] * 4
     assert reply["margins"] == [2.0] * 4 and reply["lengths"] is None

@@ -515,6 +515,34 @@ def test_a_request_whose_client_goes_away_stops_costing_model_time(qa):
         assert post(url, {"inputs": GOOD})[0] == 200
 
 
+def test_a_client_that_leaves_in_the_middle_of_its_body_counts_as_499_not_500(plain):
+    def count(code: str) -> float:
+        return metric(plain, f'dynamic_tinybert_requests_total{{code="{code}"}}')
+
+    before = count("499"), count("500")
+    host, port = plain.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(b'POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"inputs":')
+    deadline = time.monotonic() + 10
+    while count("499") == before[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (count("499"), count("500")) == (before[0] + 1, before[1])
+
+
+def test_a_request_sent_during_warm_up_does_not_drive_the_slo_controller_down(frontier_qa, monkeypatch):
+    """It waited on the warm-up, not on the model: its wait counts from when the model was ready
+    (before, the 1 s warm-up against a 0.5 s target sent it to the cheapest point)."""
+    release = threading.Event()
+    warm_up = batching.Batcher._warm_up
+    monkeypatch.setattr(batching.Batcher, "_warm_up", lambda self: release.wait(30) and warm_up(self))
+    with running(frontier_qa, wait=False, latency_slo=500) as url, ThreadPoolExecutor(1) as pool:
+        early = pool.submit(post, url, {"inputs": GOOD})
+        time.sleep(1.0)
+        release.set()
+        status, reply = early.result(timeout=30)
+    assert status == 200 and reply["frontier_point"]["index"] == 2  # the full model, as when idle
+
+
 # --- health, metrics ---------------------------------------------------------------------------
 
 
