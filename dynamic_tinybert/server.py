@@ -329,16 +329,24 @@ async def _disconnected(request: Request) -> None:
 
 
 def _add_status_routes(app: FastAPI, qa: QuestionAnswerer, batcher: Batcher, metrics: Metrics) -> None:
-    """GET /healthz, /readyz and /metrics."""
+    """GET /healthz, /readyz and /metrics (HEAD too, for health checkers that send it)."""
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
+    def get_and_head(path: str):
+        # HEAD out of the schema: there it would repeat GET's operation id (a warning per schema build)
+        def register(endpoint):
+            app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+            return app.get(path)(endpoint)
+
+        return register
+
+    @get_and_head("/healthz")
     async def healthz() -> JSONResponse:
         """The process is up and its worker runs."""
         return JSONResponse(
             {"status": "ok" if batcher.healthy else "worker stopped"}, 200 if batcher.healthy else 503
         )
 
-    @app.api_route("/readyz", methods=["GET", "HEAD"])
+    @get_and_head("/readyz")
     async def readyz() -> JSONResponse:
         """Ready once the model is loaded and warmed up."""
         ready = batcher.ready and batcher.healthy
@@ -350,7 +358,7 @@ def _add_status_routes(app: FastAPI, qa: QuestionAnswerer, batcher: Batcher, met
         }
         return JSONResponse(body, 200 if ready else 503)
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"])
+    @get_and_head("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -410,7 +418,10 @@ def _where(loc: Sequence[str | int]) -> str:
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
-    return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
+    detail = str(error.detail)
+    if isinstance(error.__cause__, RecursionError):  # FastAPI's "There was an error parsing the body"
+        detail = "invalid JSON: nested too deeply"
+    return JSONResponse({"error": detail}, error.status_code, headers=error.headers)
 
 
 class _JsonBody:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -246,6 +247,16 @@ def test_openapi_documents_the_schema(plain):
     assert get(plain, "/docs")[0] == 200
 
 
+def test_the_schema_builds_without_warnings(qa):
+    """HEAD on the status routes is served, and kept out of the schema, where it repeated GET's
+    operation ids: three warnings in the server's log at every schema build."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        schema = create_app(qa, ServeSettings()).openapi()
+    assert {"/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
+    assert all(set(schema["paths"][p]) == {"get"} for p in ("/healthz", "/readyz", "/metrics"))
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 GOOD = {"question": QUESTION, "context": CONTEXT}
@@ -253,6 +264,7 @@ GOOD = {"question": QUESTION, "context": CONTEXT}
 BAD = {
     "invalid JSON": (b'{"inputs": {"question": "q", ', 400, "invalid JSON"),
     "not JSON at all": (b"question=q&context=c", 400, "invalid JSON"),
+    "nested too deeply": (b"[" * 100_000 + b"]" * 100_000, 400, "invalid JSON: nested too deeply"),
     "empty body": (b"", 422, "body"),
     "a list instead of an object": ([GOOD], 422, 'body: should be an object {"inputs": '),
     "not UTF-8": (
