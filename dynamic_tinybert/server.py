@@ -62,7 +62,7 @@ class QAInput(BaseModel):
     @classmethod
     def _not_blank(cls, text: str) -> str:
         if not has_text(text):
-            raise ValueError("must not be blank (white space and invisible characters only)")
+            raise ValueError("must not be blank (white space, controls, invisible or combining marks only)")
         return text
 
 
