@@ -207,7 +207,7 @@ def create_app(qa: QuestionAnswerer, settings: ServeSettings | None = None) -> F
         lifespan=lifespan,
     )
     app.state.batcher = batcher
-    app.add_middleware(_JsonBody, limit=settings.max_body_bytes)
+    app.add_middleware(_JsonBody, limit=settings.max_body_bytes, timeout=settings.request_timeout)
     app.add_middleware(_CountRequests, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
@@ -425,12 +425,13 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
 
 
 class _JsonBody:
-    """ASGI middleware: a body over the limit gets 413 before the app reads it, and every body is
-    read as JSON, whatever its content type says (curl -d labels JSON as a form)."""
+    """ASGI middleware: a body over the limit gets 413 before the app reads it, one that does not
+    arrive within the request timeout 408, and every body is read as JSON, whatever its content
+    type says (curl -d labels JSON as a form)."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, timeout: float):
         self.app = app
-        self.limit = limit
+        self.limit, self.timeout = limit, timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -440,16 +441,21 @@ class _JsonBody:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._too_large(scope, receive, send)
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.limit:
-                return await self._too_large(scope, receive, send)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):  # a client that stops sending does not hold on
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        return
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    if size > self.limit:
+                        return await self._too_large(scope, receive, send)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            message = f"the request body did not arrive within the request timeout of {self.timeout:g} s"
+            return await JSONResponse({"error": message}, 408)(scope, receive, send)
         body, replayed = b"".join(chunks), False
         try:
             body.decode()

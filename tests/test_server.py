@@ -541,6 +541,20 @@ def test_a_client_that_leaves_in_the_middle_of_its_body_counts_as_499_not_500(pl
     assert (count("499"), count("500")) == (before[0] + 1, before[1])
 
 
+def test_a_client_that_stops_sending_its_body_gets_408_within_the_request_timeout(qa):
+    with running(qa, request_timeout=1.0) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            client.sendall(b'POST /v1/answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"inp')
+            began, reply = time.monotonic(), b""
+            while not reply.endswith(b"}") and (chunk := client.recv(4096)):  # the head, then the body
+                reply += chunk
+        reply = reply.decode()
+        assert reply.startswith("HTTP/1.1 408") and time.monotonic() - began < 5
+        assert '"error":"the request body did not arrive within the request timeout of 1 s"' in reply
+        assert metric(url, 'dynamic_tinybert_requests_total{code="408"}') == 1
+
+
 def test_a_request_sent_during_warm_up_does_not_drive_the_slo_controller_down(frontier_qa, monkeypatch):
     """It waited on the warm-up, not on the model: its wait counts from when the model was ready
     (before, the 1 s warm-up against a 0.5 s target sent it to the cheapest point)."""
