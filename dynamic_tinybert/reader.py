@@ -216,7 +216,8 @@ class QuestionAnswerer:
 
     def _pipeline_options(self, top_k: int | None, options: dict) -> int:
         """top_k from top_k or its deprecated name `topk`; ValueError for the other parameters of
-        the transformers pipeline, which this reader does not take, saying why."""
+        the transformers pipeline, which this reader does not take, saying why, unless they hold
+        the value this reader runs with."""
         topk = options.pop("topk", None)
         if topk is not None:
             warnings.warn("topk is deprecated, use top_k", FutureWarning, stacklevel=3)
@@ -238,12 +239,22 @@ class QuestionAnswerer:
             "align_to_words": "answers are spans of wordpiece tokens, not widened to whole words",
             "padding": "each batch is padded to its longest window (dynamic padding)",
         }
-        for name in options:
-            if name in unsupported:
+        # the value each of them has here: given so (code written for the pipeline), it is taken
+        what_runs = {
+            "doc_stride": settings.stride,
+            "max_seq_len": settings.max_length,
+            "max_question_len": settings.max_query_length,
+            "handle_impossible_answer": False,
+            "align_to_words": False,
+        }
+        for name, value in options.items():
+            if name not in unsupported:
+                raise TypeError(f"QuestionAnswerer() got an unexpected keyword argument {name!r}")
+            if name not in what_runs or value != what_runs[name] or type(value) is not type(what_runs[name]):
+                only = f" (only {name}={what_runs[name]!r} is taken)" if name in what_runs else ""
                 raise ValueError(
-                    f"this reader does not support the pipeline parameter {name}: {unsupported[name]}"
+                    f"this reader does not support the pipeline parameter {name}: {unsupported[name]}{only}"
                 )
-            raise TypeError(f"QuestionAnswerer() got an unexpected keyword argument {name!r}")
         return ANSWERS.top_k if top_k is None else top_k
 
     def answer(

@@ -145,6 +145,20 @@ def test_pipeline_parameters_this_reader_does_not_take_are_named(qa, name):
         qa(question="Why?", context=CONTEXT, **{name: 1})
 
 
+def test_pipeline_parameters_at_the_values_this_reader_runs_with_are_taken(qa):
+    settings = qa.tokenizer.settings
+    same = {
+        "doc_stride": settings.stride,
+        "max_seq_len": settings.max_length,
+        "max_question_len": settings.max_query_length,
+        "handle_impossible_answer": False,
+        "align_to_words": False,
+    }
+    assert qa(question="Why?", context=CONTEXT, **same) == qa(question="Why?", context=CONTEXT)
+    with pytest.raises(ValueError, match=f"only doc_stride={settings.stride} is taken"):
+        qa(question="Why?", context=CONTEXT, doc_stride=settings.stride + 1)
+
+
 def test_topk_is_the_old_name_of_top_k(qa):
     with pytest.warns(FutureWarning, match="use top_k"):
         assert qa(question="Why?", context=CONTEXT, topk=2) == qa(question="Why?", context=CONTEXT, top_k=2)
