@@ -229,32 +229,32 @@ class QuestionAnswerer:
             f"windows of {settings.max_length} tokens overlapping by {settings.stride} are fixed by how "
             "the model was trained"
         )
+        # what each does not do here, and the value it has here (None: none), which code written
+        # for the pipeline may give, and which is then taken
         unsupported = {
-            "doc_stride": windows,
-            "max_seq_len": windows,
-            "max_question_len": f"a question is read whole up to {settings.max_query_length} tokens (half "
-            "the window) and cut beyond that with a warning",
-            "handle_impossible_answer": "the model was trained on SQuAD 1.1, which has no unanswerable "
-            "questions, so it always gives a span",
-            "align_to_words": "answers are spans of wordpiece tokens, not widened to whole words",
-            "padding": "each batch is padded to its longest window (dynamic padding)",
-        }
-        # the value each of them has here: given so (code written for the pipeline), it is taken
-        what_runs = {
-            "doc_stride": settings.stride,
-            "max_seq_len": settings.max_length,
-            "max_question_len": settings.max_query_length,
-            "handle_impossible_answer": False,
-            "align_to_words": False,
+            "doc_stride": (windows, settings.stride),
+            "max_seq_len": (windows, settings.max_length),
+            "max_question_len": (
+                f"a question is read whole up to {settings.max_query_length} tokens (half the window) "
+                "and cut beyond that with a warning",
+                settings.max_query_length,
+            ),
+            "handle_impossible_answer": (
+                "the model was trained on SQuAD 1.1, which has no unanswerable questions, so it always "
+                "gives a span",
+                False,
+            ),
+            "align_to_words": ("answers are spans of wordpiece tokens, not widened to whole words", False),
+            "padding": ("each batch is padded to its longest window (dynamic padding)", None),
         }
         for name, value in options.items():
             if name not in unsupported:
                 raise TypeError(f"QuestionAnswerer() got an unexpected keyword argument {name!r}")
-            if name not in what_runs or value != what_runs[name] or type(value) is not type(what_runs[name]):
-                only = f" (only {name}={what_runs[name]!r} is taken)" if name in what_runs else ""
-                raise ValueError(
-                    f"this reader does not support the pipeline parameter {name}: {unsupported[name]}{only}"
-                )
+            reason, here = unsupported[name]
+            if here is None or (type(value), value) != (type(here), here):
+                only = "" if here is None else f" (only {name}={here!r} is taken)"
+                said = f"this reader does not support the pipeline parameter {name}: {reason}"
+                raise ValueError(said + only)
         return ANSWERS.top_k if top_k is None else top_k
 
     def answer(

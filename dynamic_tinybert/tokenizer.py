@@ -112,12 +112,13 @@ class QATokenizer:
         offsets = self._questions.encode(question, add_special_tokens=False).offsets
         if len(offsets) <= limit:
             return question
+        cut = question[: offsets[limit - 1][1]]
         warnings.warn(
             f"a question of {len(offsets)} tokens was cut to its first {limit}, to leave the window "
-            f"room for context: {question[: offsets[limit - 1][1]][-40:]!r} is where it now ends",
+            f"room for context: {cut[-40:]!r} is where it now ends",
             stacklevel=3,
         )
-        return question[: offsets[limit - 1][1]]
+        return cut
 
 
 def _special(options: dict, name: str, default: str) -> str:
