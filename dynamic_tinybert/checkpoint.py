@@ -188,7 +188,8 @@ def load(
         tokenizer = QATokenizer.from_folder(folder, WindowSettings().fit(config.max_position_embeddings))
     except TokenizerError as error:
         raise CheckpointError(str(error)) from None
-    model = DynamicBertForQuestionAnswering(config)
+    with torch.device("meta"):  # no storage and no random init for weights the file replaces
+        model = DynamicBertForQuestionAnswering(config)
     expected = model.state_dict()
     state = from_hf_names(read_weights(folder), expected)
     missing = [name for name in expected if name not in state]
@@ -208,7 +209,10 @@ def load(
                 f"weight {to_hf_name(name)} in {folder} has shape {tuple(tensor.shape)}, "
                 f"config.json implies {tuple(expected[name].shape)}"
             )
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state, strict=False, assign=True)
+    if missing:  # the head only (checked above): a fresh one, initialised as BERT's
+        model.qa_head = torch.nn.Linear(config.hidden_size, 2)
+        model._init_weights(model.qa_head)
     try:
         model.selector = TokenSelector.load(folder, config.hidden_size, config.num_hidden_layers)
     except SelectorError as error:

@@ -52,12 +52,19 @@ class QAOutput:
     token_counts: list[list[int]] | None = None
 
 
+def _embedding(count: int, size: int, padding_idx: int | None = None) -> nn.Embedding:
+    """nn.Embedding; built on the meta device (a checkpoint's weights to come), without its random
+    initialisation, which there imports torch's compiler first: seconds of a cold start."""
+    weight = torch.empty(count, size) if torch.get_default_device().type == "meta" else None
+    return nn.Embedding(count, size, padding_idx=padding_idx, _weight=weight)
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.word = _embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = _embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = _embedding(config.type_vocab_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -262,7 +269,8 @@ class DynamicBertForQuestionAnswering(nn.Module):
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.qa_head = nn.Linear(config.hidden_size, 2)
-        self.apply(self._init_weights)
+        if torch.get_default_device().type != "meta":  # there: no storage to initialise
+            self.apply(self._init_weights)
         # the learned token selector (selector.py), saved beside the weights; None: attention received
         self.selector: TokenSelector | None = None
 
