@@ -54,7 +54,7 @@ def phases(qa: QuestionAnswerer, examples, run: dict) -> dict[str, float]:
     """Seconds of each phase of one end-to-end evaluation; `run`: the lengths and margins to run."""
     seconds: dict[str, float] = defaultdict(float)
     began = time.perf_counter()
-    windows = qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    windows = qa.tokenizer.encode_examples(examples)
     seconds["tokenizing and windowing"] = time.perf_counter() - began
     flat = [w for ws in windows for w in ws]
     logits = [None] * len(flat)
@@ -81,11 +81,7 @@ def phases(qa: QuestionAnswerer, examples, run: dict) -> dict[str, float]:
 
 def network_kinds(qa: QuestionAnswerer, examples, run: dict) -> dict[str, float]:
     """Self CPU seconds of the network's operations by kind, over every batch."""
-    windows = [
-        w
-        for ws in qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
-        for w in ws
-    ]
+    windows = [w for ws in qa.tokenizer.encode_examples(examples) for w in ws]
     batches = [
         collate([windows[i] for i in b], qa.device) for b in batches_by_length([len(w) for w in windows], 32)
     ]

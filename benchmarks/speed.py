@@ -88,12 +88,8 @@ def main() -> int:
     everything = read_squad(args.data)
     examples = everything[: args.questions]
     scored = everything[: args.f1_questions]
-    scored_windows = qa.tokenizer.encode_windows([e.question for e in scored], [e.context for e in scored])
-    windows = [
-        w
-        for ws in qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
-        for w in ws
-    ]
+    scored_windows = qa.tokenizer.encode_examples(scored)
+    windows = [w for ws in qa.tokenizer.encode_examples(examples) for w in ws]
     rng = np.random.default_rng(0)
     sample = [
         windows[i] for i in rng.choice(len(windows), min(args.latency_windows, len(windows)), replace=False)

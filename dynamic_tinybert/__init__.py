@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .metrics import SquadScores, squad_scores
     from .model import DynamicBertForQuestionAnswering, QAOutput
     from .reader import Evaluation, QuestionAnswerer
+    from .tokenizer import QuestionCut
 
 _MODULES = {
     "answers": ["Answer"],
@@ -42,6 +43,7 @@ _MODULES = {
     "metrics": ["SquadScores", "squad_scores"],
     "model": ["DynamicBertForQuestionAnswering", "QAOutput"],
     "reader": ["Evaluation", "QuestionAnswerer"],
+    "tokenizer": ["QuestionCut"],
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "ModelConfig",
     "QAOutput",
     "QuestionAnswerer",
+    "QuestionCut",
     "SquadFormatError",
     "SquadScores",
     "WindowSettings",

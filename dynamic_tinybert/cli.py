@@ -31,6 +31,7 @@ from .reader import QuestionAnswerer
 from .search import SearchError
 from .selector import SelectorError
 from .stopping import Stopped
+from .tokenizer import QuestionCut
 from .train_settings import TrainingError
 from .transformers_qa import VocabularyError
 
@@ -389,6 +390,8 @@ def _note(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings meant for the user as one line on stderr; others as Python shows them."""
     if issubclass(category, PrecisionFallback):
         print(f"dynamic-tinybert: note: {message}", file=sys.stderr)
+    elif issubclass(category, QuestionCut):
+        print(f"dynamic-tinybert: warning: {message}", file=sys.stderr)
     else:
         _show_warning(message, category, filename, lineno, file, line)
 

@@ -367,7 +367,7 @@ class QuestionAnswerer:
         check_answerable(examples, "the examples")
         lengths, margins, point = self.choose(lengths, budget, speedup, selector, margins)
         began = time.perf_counter()
-        windows = self.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+        windows = self.tokenizer.encode_examples(examples)
         result = self.evaluate_windows(
             examples, windows, lengths, batch_size, max_answer_len, progress, selector, margins
         )

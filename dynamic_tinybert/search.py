@@ -258,9 +258,7 @@ class Search:
         if settings.sample:
             examples = spread_sample(examples, settings.sample, settings.seed)
         self.examples = examples[: settings.limit] if settings.limit else examples
-        self.windows = qa.tokenizer.encode_windows(
-            [e.question for e in self.examples], [e.context for e in self.examples]
-        )
+        self.windows = qa.tokenizer.encode_examples(self.examples)
         self.flat = [w for ws in self.windows for w in ws]
         rng = np.random.default_rng(settings.seed)
         self.timed = [

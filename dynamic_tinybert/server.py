@@ -166,6 +166,9 @@ class AnswerResponse(BaseModel):
     )
     seconds: float = Field(description="time from arrival to answer, in the queue and in the model")
     batch_size: int = Field(description="windows in the largest micro-batch this request ran in")
+    warnings: list[str] = Field(
+        [], description="what the answers should be read with: a question cut to fit its windows"
+    )
 
 
 class ErrorOut(BaseModel):
@@ -249,7 +252,8 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
         questions, contexts = [p.question for p in inputs], [p.context for p in inputs]
         # off the event loop, and outside the model thread: a long request is cut into windows
         # while others run
-        windows = await asyncio.to_thread(qa.tokenizer.encode_windows, questions, contexts)
+        cuts: list[tuple[int, str]] = []
+        windows = await asyncio.to_thread(qa.tokenizer.encode_windows, questions, contexts, cuts)
         count = sum(map(len, windows))
         if count > settings.max_windows:
             raise HTTPException(
@@ -285,6 +289,7 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
             frontier_point=_point_out(batcher.points, outcome.point, outcome.picked),
             seconds=time.perf_counter() - arrived,
             batch_size=outcome.batch_size,
+            warnings=[message if single else f"input {i}: {message}" for i, message in cuts],
         )
 
     return answer

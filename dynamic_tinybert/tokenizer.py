@@ -26,6 +26,11 @@ from tokenizers.models import WordPiece
 
 from .config import WindowSettings
 
+
+class QuestionCut(UserWarning):
+    """A question too long for a window was cut; the model answers its beginning."""
+
+
 # files a BERT tokenizer may have; those present are written back unchanged on save
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -92,33 +97,59 @@ class QATokenizer:
         for name, content in self.files.items():
             (Path(folder) / name).write_bytes(content)
 
-    def encode_windows(self, questions: Sequence[str], contexts: Sequence[str]) -> list[list[Window]]:
-        """The windows of each (question, context) pair, in context order."""
-        questions = [self._fit_question(q) for q in self._strip(questions)]
+    def encode_windows(
+        self, questions: Sequence[str], contexts: Sequence[str], cuts: list[tuple[int, str]] | None = None
+    ) -> list[list[Window]]:
+        """The windows of each (question, context) pair, in context order. A question too long for
+        a window is cut: with a QuestionCut warning, or, where `cuts` is given, (its pair's index,
+        the message) there."""
+        fitted = [self._fit_question(q) for q in self._strip(questions)]
+        for i, (_, message) in enumerate(fitted):
+            if message and cuts is None:
+                warnings.warn(message, QuestionCut, stacklevel=2)
+            elif message:
+                cuts.append((i, message))
+        questions = [question for question, _ in fitted]
         encodings = self._pairs.encode_batch(list(zip(questions, contexts, strict=True)))
         return [[_window(e) for e in [encoding, *encoding.overflowing]] for encoding in encodings]
+
+    def encode_examples(self, examples: Sequence) -> list[list[Window]]:
+        """encode_windows on examples (with .id, .question and .context): the questions cut are
+        named by their ids, in one warning."""
+        cuts: list[tuple[int, str]] = []
+        windows = self.encode_windows([e.question for e in examples], [e.context for e in examples], cuts)
+        if len(cuts) == 1:
+            index, message = cuts[0]
+            warnings.warn(f"question {examples[index].id}: {message}", QuestionCut, stacklevel=2)
+        elif cuts:
+            ids = ", ".join(str(examples[i].id) for i, _ in cuts[:5]) + (", ..." if len(cuts) > 5 else "")
+            warnings.warn(
+                f"{len(cuts)} questions were cut to their first {self.settings.max_query_length} tokens, "
+                f"to leave their windows room for context ({ids}); the model answers their beginnings",
+                QuestionCut,
+                stacklevel=2,
+            )
+        return windows
 
     @staticmethod
     def _strip(questions: Sequence[str]) -> list[str]:
         # leading spaces waste question tokens and change nothing else (as in the transformers examples)
         return [q.lstrip() for q in questions]
 
-    def _fit_question(self, question: str) -> str:
-        """The question, cut to max_query_length tokens so that a window still has room for context
-        (with a warning: the model answers the question's beginning)."""
+    def _fit_question(self, question: str) -> tuple[str, str | None]:
+        """The question, cut to max_query_length tokens so that a window still has room for context,
+        and where it was cut, what to tell the user (the model answers the question's beginning)."""
         limit = self.settings.max_query_length
         if len(question) <= limit:  # every token covers at least one character
-            return question
+            return question, None
         offsets = self._questions.encode(question, add_special_tokens=False).offsets
         if len(offsets) <= limit:
-            return question
+            return question, None
         cut = question[: offsets[limit - 1][1]]
-        warnings.warn(
+        return cut, (
             f"a question of {len(offsets)} tokens was cut to its first {limit}, to leave the window "
-            f"room for context: {cut[-40:]!r} is where it now ends",
-            stacklevel=3,
+            f"room for context: {cut[-40:]!r} is where it now ends"
         )
-        return cut
 
 
 def _special(options: dict, name: str, default: str) -> str:

@@ -134,7 +134,7 @@ def prepare_data(settings: TrainSettings, tokenizer: QATokenizer) -> TrainingDat
         )
     if not heldout:
         raise TrainingError("no held-out questions to select checkpoints on; give --heldout FILE")
-    encoded = tokenizer.encode_windows([e.question for e in training], [e.context for e in training])
+    encoded = tokenizer.encode_examples(training)
     windows, starts, ends = [], [], []
     for example, example_windows in zip(training, encoded, strict=True):
         first = example.answer_starts[0]

@@ -43,7 +43,7 @@ SHARES = (0.35, 0.5, 0.6, 0.75)  # the first layer's shares on the shipped front
 
 def encoded(tokenizer, examples) -> list:
     """Every window of the examples, in their order."""
-    windows = tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    windows = tokenizer.encode_examples(examples)
     return [w for ws in windows for w in ws]
 
 

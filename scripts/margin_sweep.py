@@ -54,7 +54,7 @@ def sweep(
     """One record per row: full length, the frontier points the budgets pick, then each margin
     configuration."""
     configs = configurations(qa, margins, budgets)
-    windows = qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    windows = qa.tokenizer.encode_examples(examples)
     layers = qa.num_layers
     full = qa.evaluate_windows(examples, windows, None)
     records = [_record("lengths", None, full, full, layers)]

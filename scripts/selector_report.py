@@ -84,7 +84,7 @@ def rows(
 ):
     """One record per budget: the configurations and F1 of each way of choosing tokens; with
     by_layer, "oracle_at" too: F1 with the oracle at each dropping layer alone (layers from 1)."""
-    windows = qa.tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples])
+    windows = qa.tokenizer.encode_examples(examples)
     config, scorer = qa.model.config, qa.scorer_macs("learned")
     full_f1 = evaluate(qa, examples, windows, None, "learned")
     records = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,17 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_a_cut_question_is_one_line_of_warning(tiny_model, capsys):
+    code, out, err = run(
+        capsys, "ask", "--model", str(tiny_model), "--question", "why " * 200 + "?", "--context", CONTEXT
+    )
+    assert code == 0 and "score" in out
+    [line] = err.splitlines()
+    assert re.fullmatch(
+        r"dynamic-tinybert: warning: a question of \d+ tokens was cut to its first 190, .*", line
+    )
 
 
 def test_ask_prints_answers(tiny_model, capsys, tmp_path):

@@ -179,7 +179,9 @@ def test_one_input_gets_a_list_of_answers_and_what_ran(plain, qa):
         "frontier_point",
         "seconds",
         "batch_size",
+        "warnings",
     }
+    assert body["warnings"] == []
     assert_same_answers(body["answers"], alone(qa, QUESTION, CONTEXT))
     assert set(body["answers"][0]) == {"answer", "score", "start", "end"}
     assert body["lengths"] == [1.0] * 4 and body["frontier_point"] is None and body["margins"] is None
@@ -207,6 +209,16 @@ def test_a_list_of_inputs_gets_a_list_of_answer_lists(plain, qa):
     for (q, c), got in zip(pairs, body["answers"], strict=True):
         [expected] = qa.answer([q], [c], top_k=2, max_answer_len=5)
         assert_same_answers(got, [a.to_dict() for a in expected])
+
+
+def test_a_question_cut_to_fit_its_windows_is_told_in_the_response(plain):
+    long = "why " * 200 + "?"
+    status, body = post(plain, {"inputs": {"question": long, "context": CONTEXT}})
+    assert status == 200 and len(body["warnings"]) == 1
+    assert re.fullmatch(r"a question of \d+ tokens was cut to its first 190, .*", body["warnings"][0])
+    pairs = [{"question": QUESTION, "context": CONTEXT}, {"question": long, "context": CONTEXT}]
+    status, body = post(plain, {"inputs": pairs})
+    assert status == 200 and [w.split(":")[0] for w in body["warnings"]] == ["input 1"]
 
 
 def test_explicit_lengths_run_as_given_and_cost_less(plain, qa):

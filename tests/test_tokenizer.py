@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dynamic_tinybert.config import WindowSettings
-from dynamic_tinybert.tokenizer import QATokenizer
+from dynamic_tinybert.data import Example
+from dynamic_tinybert.tokenizer import QATokenizer, QuestionCut
 
 from .conftest import CONTEXT
 
@@ -59,13 +60,40 @@ def test_long_questions_are_cut_so_windows_keep_room_for_the_context(tiny_model)
         tiny_model, WindowSettings(max_length=128, stride=32, max_query_length=20)
     )
     question = "why " * 300 + "?"
-    with pytest.warns(UserWarning, match="a question of 301 tokens was cut to its first 20"):
+    with pytest.warns(QuestionCut, match="a question of 301 tokens was cut to its first 20"):
         windows = tokenizer.encode_windows([question], [CONTEXT])[0]
     for window in windows:
         assert len(window) <= 128
         assert (window.token_type_ids == 0).sum() == 20 + 2  # [CLS], 20 question tokens, [SEP]
     covered = {tuple(o) for w in windows for o in w.offsets[w.context_mask]}
     assert max(end for _, end in covered) == len(CONTEXT)
+
+
+def test_cut_questions_are_told_by_their_index_or_their_id(tiny_model):
+    """The server's `cuts` list gets (pair index, message) and no warning; a dataset's cut questions
+    are named by their ids, in one warning however many there are."""
+    tokenizer = QATokenizer.from_folder(
+        tiny_model, WindowSettings(max_length=128, stride=32, max_query_length=20)
+    )
+    long, short = "why " * 30 + "?", "why?"
+    cuts = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        windows = tokenizer.encode_windows([short, long], [CONTEXT, CONTEXT], cuts)
+    expected = tokenizer.encode_windows([short, long[:79]], [CONTEXT, CONTEXT])
+    assert [w.input_ids.tolist() for ws in windows for w in ws] == [
+        w.input_ids.tolist() for ws in expected for w in ws
+    ]
+    assert [(i, m.split(",")[0]) for i, m in cuts] == [(1, "a question of 31 tokens was cut to its first 20")]
+    examples = [Example(f"q{i}", q, CONTEXT, ["x"], [0]) for i, q in enumerate([short, long, long])]
+    with pytest.warns(QuestionCut) as caught:
+        tokenizer.encode_examples(examples[:2])
+        tokenizer.encode_examples(examples)
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        "question q1",
+        "2 questions were cut to their first 20 tokens, to leave their windows room for context "
+        "(q1, q2); the model answers their beginnings",
+    ]
 
 
 def test_a_long_question_is_read_whole(tiny_model):
