@@ -341,7 +341,7 @@ class Interrupt(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "dynamic_tinybert.cli":
             try:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGNAL)
                 for _ in range(10**6):  # bytecodes, between which Python runs a signal's handler
                     pass
             except KeyboardInterrupt:
@@ -360,11 +360,26 @@ def test_ctrl_c_while_the_command_imports_is_held_until_the_imports_end():
     """A KeyboardInterrupt raised inside torch's C++ start-up aborts the interpreter ("terminate
     called after throwing ... pybind11::error_already_set", status -6: seen at 0.7 and 1.1 s on a
     2-core machine), so none may be raised while the command imports: Ctrl-C then ends it after."""
-    process = subprocess.run(
-        [sys.executable, "-c", _INTERRUPT_INSIDE_THE_IMPORT, "ask", "--question", "q", "--context", "c"],
+    process = _signal_inside_the_import("SIGINT", "ask", "--question", "q", "--context", "c")
+    assert (process.returncode, process.stdout, process.stderr) == (130, "[]\n", "interrupted\n")
+
+
+@pytest.mark.parametrize(
+    "command, status, line",
+    [("ask", 143, "terminated"), ("serve", 0, "dynamic-tinybert serve: stopped before it started serving")],
+)
+def test_sigterm_while_the_command_imports_ends_in_one_line(command, status, line):
+    """SIGTERM (a scheduler, a service manager) while torch loads ends as it does later: `serve`
+    stops cleanly (nothing was in flight), other commands say so and exit 143, not -15 silently."""
+    process = _signal_inside_the_import("SIGTERM", command)
+    assert (process.returncode, process.stdout, process.stderr) == (status, "[]\n", line + "\n")
+
+
+def _signal_inside_the_import(name: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_INSIDE_THE_IMPORT.replace("SIGNAL", name), *argv],
         capture_output=True,
         text=True,
         timeout=120,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert (process.returncode, process.stdout, process.stderr) == (130, "[]\n", "interrupted\n")
