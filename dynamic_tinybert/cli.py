@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--question", required=True, help="the question to answer from the context")
     source = ask.add_mutually_exclusive_group(required=True)
     source.add_argument("--context", help="the passage to answer from")
-    source.add_argument("--context-file", type=Path, help="read the passage from this file")
+    source.add_argument(
+        "--context-file", type=Path, help="read the passage from this file (-: from standard input)"
+    )
     add_dataclass_options(ask, AnswerSettings, names=("top_k",))
     ask.set_defaults(run=run_ask)
 
@@ -194,10 +196,18 @@ def _load(args: argparse.Namespace):
 def run_ask(args: argparse.Namespace) -> None:
     context = args.context
     if args.context_file is not None:
+        name = "standard input" if str(args.context_file) == "-" else str(args.context_file)
         try:
-            context = args.context_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise UsageError(f"cannot read --context-file {args.context_file}: {error}") from None
+            if name == "standard input":
+                if sys.stdin is None:
+                    raise UsageError("--context-file -: this command has no standard input")
+                context = sys.stdin.buffer.read().decode("utf-8")
+            else:
+                context = args.context_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"--context-file {name} is not UTF-8 text; give it in UTF-8") from None
+        except OSError as error:
+            raise UsageError(f"cannot read --context-file {name}: {error.strerror or error}") from None
     else:
         context = _argument_text(context, "--context")
     args.question = _argument_text(args.question, "--question")

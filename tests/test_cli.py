@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -35,6 +36,23 @@ def test_a_cut_question_is_one_line_of_warning(tiny_model, capsys):
     assert re.fullmatch(
         r"dynamic-tinybert: warning: a question of \d+ tokens was cut to its first 190, .*", line
     )
+
+
+def test_ask_reads_the_context_from_standard_input_or_says_why_it_cannot(
+    tiny_model, capsys, tmp_path, monkeypatch
+):
+    ask = ("ask", "--model", str(tiny_model), "--question", "How large?", "--json")
+    expected = run(capsys, *ask, "--context", CONTEXT)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(CONTEXT.encode())))
+    assert run(capsys, *ask, "--context-file", "-") == expected
+    (tmp_path / "latin1.txt").write_bytes("Café".encode("latin-1"))
+    for path, message in [
+        ("latin1.txt", "latin1.txt is not UTF-8 text; give it in UTF-8"),
+        ("missing.txt", "cannot read --context-file .*missing.txt: No such file or directory"),
+        (".", "cannot read --context-file .*: Is a directory"),
+    ]:
+        code, _, err = run(capsys, *ask, "--context-file", str(tmp_path / path))
+        assert code == 2 and re.search(message, err) and "Errno" not in err, err
 
 
 def test_ask_prints_answers(tiny_model, capsys, tmp_path):
