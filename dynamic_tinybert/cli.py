@@ -196,9 +196,10 @@ def _load(args: argparse.Namespace):
 def run_ask(args: argparse.Namespace) -> None:
     context = args.context
     if args.context_file is not None:
-        name = "standard input" if str(args.context_file) == "-" else str(args.context_file)
+        from_stdin = str(args.context_file) == "-"
+        name = "standard input" if from_stdin else str(args.context_file)
         try:
-            if name == "standard input":
+            if from_stdin:
                 if sys.stdin is None:
                     raise UsageError("--context-file -: this command has no standard input")
                 context = sys.stdin.buffer.read().decode("utf-8")
