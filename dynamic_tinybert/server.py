@@ -42,7 +42,6 @@ from .batching import Batcher, Job, Metrics
 from .data import has_text
 from .devices import resolve_device
 from .frontier import BudgetError, Point
-from .launch import SERVE_STOPPED_EARLY
 from .lengths import LengthsError, margins_from_json, margins_to_json
 from .options import UsageError, settings_from
 from .precision import DtypeError, check_dtype
@@ -541,7 +540,7 @@ def listen(app: FastAPI, settings: ServeSettings) -> tuple[uvicorn.Server, socke
 
 
 def _exit_cleanly(signum, frame) -> None:
-    print(SERVE_STOPPED_EARLY, file=sys.stderr, flush=True)
+    print("dynamic-tinybert serve: stopped before it started serving", file=sys.stderr, flush=True)
     sys.exit(0)
 
 
