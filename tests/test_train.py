@@ -745,9 +745,25 @@ def test_unalignable_teacher_is_refused_before_training(tiny_model, sixteen, tmp
     assert not (tmp_path / "o").exists()
 
 
-def test_max_minutes_fits_the_step_count_and_schedule_into_the_time(tiny_model, sixteen, tmp_path):
+def test_max_minutes_fits_the_step_count_and_schedule_into_the_time(
+    tiny_model, sixteen, tmp_path, monkeypatch
+):
     """A fixed accelerator lease: the run plans 100,000 steps, is given 6 s, and ends in time with
     its learning rate decayed to zero, finished and resumable like any other run."""
+    from types import SimpleNamespace
+
+    from dynamic_tinybert import time_limit
+
+    clock: list[float] = []
+
+    def monotonic() -> float:
+        """The time limit's clock: from the first step on, each step takes 0.1 s, however busy the
+        machine (a step that ran slower than the fitted rate on a loaded CI machine cut the run one
+        step before its fitted count, with the deadline, as it should on a real lease)."""
+        clock.append(clock[-1] + 0.1 if clock else time.monotonic())
+        return clock[-1]
+
+    monkeypatch.setattr(time_limit, "time", SimpleNamespace(monotonic=monotonic))
     args = common(sixteen, tmp_path / "out", 100_000)
     began = time.monotonic()
     out = train("--stage", "finetune", "--model", str(tiny_model), *args, "--max-minutes", "0.1")
