@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     )
     from .metrics import SquadScores, squad_scores
     from .model import DynamicBertForQuestionAnswering, QAOutput
-    from .reader import Evaluation, QuestionAnswerer
+    from .reader import Evaluation, Prediction, QuestionAnswerer
     from .tokenizer import QuestionCut
 
 _MODULES = {
@@ -42,7 +42,7 @@ _MODULES = {
     ],
     "metrics": ["SquadScores", "squad_scores"],
     "model": ["DynamicBertForQuestionAnswering", "QAOutput"],
-    "reader": ["Evaluation", "QuestionAnswerer"],
+    "reader": ["Evaluation", "Prediction", "QuestionAnswerer"],
     "tokenizer": ["QuestionCut"],
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
@@ -54,6 +54,7 @@ __all__ = [
     "Example",
     "LengthsError",
     "ModelConfig",
+    "Prediction",
     "QAOutput",
     "QuestionAnswerer",
     "QuestionCut",

@@ -132,13 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_options(ask, AnswerSettings, names=("top_k",))
     ask.set_defaults(run=run_ask)
 
-    evaluate = commands.add_parser("eval", help="official SQuAD 1.1 EM/F1 on a SQuAD-format file")
-    _common(evaluate)
-    evaluate.add_argument("--data", required=True, type=Path, help="SQuAD-format JSON file")
-    evaluate.add_argument("--limit", type=int, help="only the first N questions, in file order")
+    evaluate = _file_command(commands, "eval", "official SQuAD 1.1 EM/F1 on a SQuAD-format file")
     evaluate.add_argument("--predictions", type=Path, help="write {id: answer} here (official format)")
-    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=run_eval)
+
+    predict = _file_command(
+        commands, "predict", "answer every question of a SQuAD-format file (gold answers not needed)"
+    )
+    predict.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="write the answers here: {id: answer}, SQuAD's official format (with --top-k K > 1: "
+        "{id: [{answer, score, start, end}, ...]}, best first)",
+    )
+    add_dataclass_options(predict, AnswerSettings, names=("top_k",))
+    predict.set_defaults(run=run_predict)
 
     from .train_settings import TrainSettings
 
@@ -164,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_dataclass_options(serve, ServeSettings)
     serve.set_defaults(run=_run_serve)
+    return parser
+
+
+def _file_command(commands, name: str, summary: str) -> argparse.ArgumentParser:
+    """A command that runs the model on the questions of a SQuAD-format file."""
+    parser = commands.add_parser(name, help=summary)
+    _common(parser)
+    parser.add_argument("--data", required=True, type=Path, help="SQuAD-format JSON file")
+    parser.add_argument("--limit", type=int, help="only the first N questions, in file order")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -249,58 +268,98 @@ def run_ask(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    check_count(args.limit, "--limit")
     if args.predictions is not None:
         check_output_file(args.predictions, "--predictions", inputs={"--data": args.data})
+    examples = _read_questions(args)
+    try:
+        check_answerable(examples, args.data)
+    except SquadFormatError as error:  # a file to answer rather than to score
+        raise SquadFormatError(f"{error}, or answer them all with `dynamic-tinybert predict`") from None
+    qa, lengths, point, margins = _load(args)
+    result = qa.evaluate(examples, lengths, **_file_options(args, margins))
+    if args.json:
+        scores = {"exact_match": result.exact_match, "f1": result.f1}
+        print(json.dumps(scores | _run_report(result, qa, point)), flush=True)
+    else:
+        print(f"exact match        {result.exact_match:.2f}")
+        print(f"F1                 {result.f1:.2f}")
+        _print_run(result, qa.num_layers, point, args.budget)
+    if args.predictions is not None:  # after the report, which a failed write then does not lose
+        _write_json(result.predictions, args.predictions, "--predictions")
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    check_output_file(args.out, "--out", inputs={"--data": args.data})
+    examples = _read_questions(args)
+    qa, lengths, point, margins = _load(args)
+    result = qa.predict(examples, lengths, top_k=args.top_k, **_file_options(args, margins))
+    if args.top_k == 1:
+        answers = result.predictions
+    else:
+        answers = {qid: [a.to_dict() for a in found] for qid, found in result.answers.items()}
+    _write_json(answers, args.out, "--out")
+    if args.json:
+        print(json.dumps(_run_report(result, qa, point) | {"out": str(args.out)}), flush=True)
+    else:
+        _print_run(result, qa.num_layers, point, args.budget)
+        unanswered = sum(not found for found in result.answers.values())
+        said = f'{unanswered} without an answer, written as ""' if unanswered else "every question answered"
+        print(f"answers            {args.out}  ({said})")
+
+
+def _read_questions(args: argparse.Namespace) -> list:
+    """The questions of --data, the first --limit of them."""
+    check_count(args.limit, "--limit")
     examples = read_squad(args.data)
     if args.limit is not None:
         examples = examples[: args.limit]
     if not examples:
         raise UsageError(f"{args.data} holds no questions")
-    check_answerable(examples, args.data)
-    qa, lengths, point, margins = _load(args)
-    result = qa.evaluate(
-        examples,
-        lengths,
-        args.batch_size,
-        args.max_answer_len,
-        progress=not args.quiet,
-        selector=args.selector,
-        margins=margins,
-    )
-    report = {
-        "exact_match": result.exact_match,
-        "f1": result.f1,
+    return examples
+
+
+def _file_options(args: argparse.Namespace, margins) -> dict:
+    """How `eval` and `predict` run the model on a file's questions (their options in common)."""
+    return {
+        "batch_size": args.batch_size,
+        "max_answer_len": args.max_answer_len,
+        "progress": not args.quiet,
+        "selector": args.selector,
+        "margins": margins,
+    }
+
+
+def _write_json(value, path: Path, option: str) -> None:
+    """A JSON file the command writes at its end; what the machine refuses (a full disk) says which
+    option's file it was, and exits 1."""
+    text = json.dumps(value, indent=1, ensure_ascii=False) + "\n"
+    try:
+        atomic_write(path, lambda target: target.write_text(text, encoding="utf-8"))
+    except OSError as error:
+        reason = f"{option} could not be written ({error.strerror or error})"
+        raise OSError(error.errno, reason, str(path)) from None
+
+
+def _run_report(result, qa: QuestionAnswerer, point) -> dict:
+    """What ran and what it cost, the keys `eval --json` and `predict --json` share."""
+    return {
         "questions": result.questions,
         "gflops_per_window": result.gflops_per_window,
         "flops_ratio": result.flops_ratio,
         "seconds": result.seconds,
         "windows": result.windows,
         "gflops_per_window_at_384": result.gflops_per_window_at_384,
-        "lengths": None if margins else _lengths_list(lengths, qa.num_layers),
-        "margins": margins_to_json(margins),
+        "lengths": None if result.margins else _lengths_list(result.lengths, qa.num_layers),
+        "margins": margins_to_json(result.margins),
         "selector": result.selector,
         "dtype": result.dtype,
         "frontier_point": _point(point),
         "model": str(qa.folder),
     }
-    if args.json:
-        print(json.dumps(report), flush=True)
-    else:
-        _print_evaluation(result, qa.num_layers, point, args.budget)
-    if args.predictions is not None:  # after the report, which a failed write then does not lose
-        text = json.dumps(result.predictions, indent=1, ensure_ascii=False) + "\n"
-        try:
-            atomic_write(args.predictions, lambda path: path.write_text(text, encoding="utf-8"))
-        except OSError as error:  # the machine's (a full disk): exit 1, as for every command
-            reason = f"--predictions could not be written ({error.strerror or error})"
-            raise OSError(error.errno, reason, str(args.predictions)) from None
 
 
-def _print_evaluation(result, num_layers: int, point, budget: float | None) -> None:
-    """`eval`'s report for people: what ran, how well, at what cost."""
-    print(f"exact match        {result.exact_match:.2f}")
-    print(f"F1                 {result.f1:.2f}")
+def _print_run(result, num_layers: int, point, budget: float | None) -> None:
+    """`eval`'s and `predict`'s report for people: what ran, on how much, at what cost."""
     print(f"questions          {result.questions}")
     print(f"GFLOPs per window  {result.gflops_per_window:.3f}  (mean over {result.windows} windows)")
     print(f"FLOPs ratio        {result.flops_ratio:.3f}  (of the full model's on these windows)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,21 +44,37 @@ from .tokenizer import QATokenizer, Window
 
 
 @dataclass
-class Evaluation:
-    exact_match: float
-    f1: float
-    questions: int
+class Prediction:
+    """Answers to a set of questions, by id, and what running them cost (QuestionAnswerer.predict)."""
+
+    answers: dict[str, list[Answer]]  # id -> its best answers, best first; [] where none was found
     windows: int
     gflops_per_window: float  # mean over windows, each at its own length (dynamic padding)
     gflops_per_window_at_384: float  # the padded convention of the papers
     seconds: float  # wall time of tokenising, running and post-processing
-    predictions: dict[str, str]  # id -> answer text, the official format
     lengths: Lengths | None = None  # the configuration that ran
     point: Point | None = None  # the frontier point a budget picked
     selector: str = "attention"  # which tokens dropping layers kept: "attention" or "learned"
     dtype: str = "fp32"  # the precision it ran in
     margins: Margins | None = None  # the margins that ran instead of lengths (then GFLOPs are measured)
     flops_ratio: float = 1.0  # gflops_per_window against the full model's on the same windows
+
+    @property
+    def questions(self) -> int:
+        return len(self.answers)
+
+    @property
+    def predictions(self) -> dict[str, str]:
+        """id -> the best answer's text ("" where none was found), SQuAD's official format."""
+        return {qid: answers[0].text if answers else "" for qid, answers in self.answers.items()}
+
+
+@dataclass
+class Evaluation(Prediction):
+    """A Prediction scored with the official SQuAD 1.1 metric against the gold answers."""
+
+    exact_match: float = 0.0
+    f1: float = 0.0
 
 
 class Choice(NamedTuple):
@@ -351,6 +367,33 @@ class QuestionAnswerer:
             token_counts.extend(counts)
         return out
 
+    def predict(
+        self,
+        examples: Sequence[Example],
+        lengths: Sequence[float] | None = None,
+        batch_size: int = ANSWERS.batch_size,
+        max_answer_len: int = ANSWERS.max_answer_len,
+        progress: bool = False,
+        budget: float | None = None,
+        speedup: float | None = None,
+        selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
+        top_k: int = ANSWERS.top_k,
+    ) -> Prediction:
+        """Answer every example (gold answers, where it has them, are not read): the `top_k` best
+        answers of each question by id, and the cost. `.predictions` is SQuAD's official
+        {id: answer} file."""
+        AnswerSettings(top_k, max_answer_len, batch_size).check()
+        lengths, margins, point = self.choose(lengths, budget, speedup, selector, margins)
+        began = time.perf_counter()
+        windows = self.tokenizer.encode_examples(examples)
+        result = self.predict_windows(
+            examples, windows, lengths, batch_size, max_answer_len, progress, selector, margins, top_k
+        )
+        result.seconds = time.perf_counter() - began
+        result.point = point
+        return result
+
     def evaluate(
         self,
         examples: Sequence[Example],
@@ -365,15 +408,55 @@ class QuestionAnswerer:
     ) -> Evaluation:
         """Answer every example and score the answers with the official SQuAD metric."""
         check_answerable(examples, "the examples")
-        lengths, margins, point = self.choose(lengths, budget, speedup, selector, margins)
-        began = time.perf_counter()
-        windows = self.tokenizer.encode_examples(examples)
-        result = self.evaluate_windows(
-            examples, windows, lengths, batch_size, max_answer_len, progress, selector, margins
+        prediction = self.predict(
+            examples, lengths, batch_size, max_answer_len, progress, budget, speedup, selector, margins
         )
-        result.seconds = time.perf_counter() - began
-        result.point = point
-        return result
+        return _scored(prediction, examples)
+
+    def predict_windows(
+        self,
+        examples: Sequence[Example],
+        windows: Sequence[Sequence[Window]],
+        lengths: Lengths | None,
+        batch_size: int = ANSWERS.batch_size,
+        max_answer_len: int = ANSWERS.max_answer_len,
+        progress: bool = False,
+        selector: str | None = None,
+        margins: Sequence[float] | float | None = None,
+        top_k: int = ANSWERS.top_k,
+    ) -> Prediction:
+        """predict() on examples already cut into windows; seconds counts running and
+        post-processing only. Under margins the GFLOPs are those of the tokens each window kept."""
+        began = time.perf_counter()
+        contexts = [e.context for e in examples]
+        margins = validate_margins(margins, self.num_layers)
+        counts: list[list[int]] = []
+        results = self.answer_windows(
+            windows, contexts, top_k, max_answer_len, lengths, batch_size, progress, selector, margins, counts
+        )
+        seconds = time.perf_counter() - began
+        config = self.model.config
+        scorer = self.scorer_macs(selector)
+        flat = [w for ws in windows for w in ws]
+        tokens = [len(w) for w in flat]
+        if not flat:
+            gflops = 0.0
+        elif margins is None:
+            gflops = mean_gflops(config, tokens, lengths, scorer)
+        else:
+            gflops = measured_gflops(config, counts, margins, scorer)
+        return Prediction(
+            answers={e.id: answers for e, answers in zip(examples, results, strict=True)},
+            windows=len(flat),
+            gflops_per_window=gflops,
+            gflops_per_window_at_384=encoder_gflops(config, 384, lengths, scorer),
+            seconds=seconds,
+            lengths=lengths,
+            selector=self.resolve_selector(selector),
+            dtype=self.dtype,
+            margins=margins,
+            flops_ratio=gflops / mean_gflops(config, tokens) if flat else 1.0,
+        )
 
     def evaluate_windows(
         self,
@@ -387,45 +470,11 @@ class QuestionAnswerer:
         margins: Sequence[float] | float | None = None,
     ) -> Evaluation:
         """evaluate() on examples already cut into windows (the search runs many configurations
-        on the same windows); seconds counts running and post-processing only. Under margins the
-        GFLOPs are those of the tokens each window kept."""
-        began = time.perf_counter()
-        contexts = [e.context for e in examples]
-        margins = validate_margins(margins, self.num_layers)
-        counts: list[list[int]] = []
-        results = self.answer_windows(
-            windows, contexts, 1, max_answer_len, lengths, batch_size, progress, selector, margins, counts
+        on the same windows); seconds counts running and post-processing only."""
+        prediction = self.predict_windows(
+            examples, windows, lengths, batch_size, max_answer_len, progress, selector, margins
         )
-        seconds = time.perf_counter() - began
-        predictions = {
-            e.id: (answers[0].text if answers else "") for e, answers in zip(examples, results, strict=True)
-        }
-        scores = squad_scores(gold_answers(examples), predictions)
-        config = self.model.config
-        scorer = self.scorer_macs(selector)
-        flat = [w for ws in windows for w in ws]
-        tokens = [len(w) for w in flat]
-        if not flat:
-            gflops = 0.0
-        elif margins is None:
-            gflops = mean_gflops(config, tokens, lengths, scorer)
-        else:
-            gflops = measured_gflops(config, counts, margins, scorer)
-        return Evaluation(
-            exact_match=scores.exact_match,
-            f1=scores.f1,
-            questions=scores.questions,
-            windows=len(flat),
-            gflops_per_window=gflops,
-            gflops_per_window_at_384=encoder_gflops(config, 384, lengths, scorer),
-            seconds=seconds,
-            predictions=predictions,
-            lengths=lengths,
-            selector=self.resolve_selector(selector),
-            dtype=self.dtype,
-            margins=margins,
-            flops_ratio=gflops / mean_gflops(config, tokens) if flat else 1.0,
-        )
+        return _scored(prediction, examples)
 
     def resolve_selector(self, selector: str | None = None) -> str:
         """ "learned" or "attention": as asked, else the learned one where the model has it (a
@@ -437,6 +486,13 @@ class QuestionAnswerer:
         """The cost model's selector term for this model and selector."""
         scorer = getattr(self.model, "scorer_macs", None)
         return scorer(selector) if scorer else 0
+
+
+def _scored(prediction: Prediction, examples: Sequence[Example]) -> Evaluation:
+    """The prediction with its official SQuAD scores against the examples' gold answers."""
+    scores = squad_scores(gold_answers(examples), prediction.predictions)
+    copied = {f.name: getattr(prediction, f.name) for f in fields(Prediction)}
+    return Evaluation(**copied, exact_match=scores.exact_match, f1=scores.f1)
 
 
 def measured_gflops(config, counts: Sequence[Sequence[int]], margins: Margins, scorer_macs: int) -> float:

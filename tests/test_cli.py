@@ -113,6 +113,57 @@ def test_eval_json_matches_the_official_metric_on_its_predictions(tiny_model, sq
     assert "window" in err  # the progress bar
 
 
+def test_predict_writes_what_eval_predicts_without_reading_the_answers(
+    tiny_model, squad_file, capsys, tmp_path
+):
+    options = ("--model", str(tiny_model), "--lengths", "0.9,0.7,0.5,0.5", "--json", "--quiet")
+    evaluated, predicted = tmp_path / "evaluated.json", tmp_path / "predicted.json"
+    code, out, _ = run(capsys, "eval", *options, "--data", str(squad_file), "--predictions", str(evaluated))
+    assert code == 0
+    scored = json.loads(out)
+    document = json.loads(squad_file.read_text())
+    questions = document["data"][0]["paragraphs"][0]["qas"]
+    del questions[0]["answers"]  # a file to answer, not to score: answers absent or empty
+    questions[1]["answers"] = []
+    unlabelled = tmp_path / "questions.json"
+    unlabelled.write_text(json.dumps(document))
+    code, out, err = run(capsys, "predict", *options, "--data", str(unlabelled), "--out", str(predicted))
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert json.loads(predicted.read_text()) == json.loads(evaluated.read_text())
+    assert list(json.loads(predicted.read_text())) == ["q1", "q2"]
+    assert report["out"] == str(predicted) and report["questions"] == 2
+    for key in ("gflops_per_window", "flops_ratio", "windows", "lengths", "selector", "dtype", "model"):
+        assert report[key] == scored[key], key
+    assert "exact_match" not in report and "f1" not in report
+
+
+def test_predict_top_k_writes_each_questions_answers_as_ask_gives_them(
+    tiny_model, squad_file, capsys, tmp_path
+):
+    out_file, model, top_3 = tmp_path / "answers.json", ("--model", str(tiny_model)), ("--top-k", "3")
+    code, out, _ = run(capsys, "predict", *model, *top_3, "--data", str(squad_file), "--out", str(out_file))
+    assert code == 0
+    for label in (
+        "questions          2",
+        "GFLOPs per window",
+        "wall seconds",
+        f"answers            {out_file}",
+    ):
+        assert label in out
+    written = json.loads(out_file.read_text())
+    for example in read_squad(squad_file):
+        pair = ("--question", example.question, "--context", example.context)
+        code, out, _ = run(capsys, "ask", *model, *top_3, *pair, "--json")
+        asked = json.loads(out)["answers"]
+        assert [(a["answer"], a["start"], a["end"]) for a in written[example.id]] == [
+            (a["answer"], a["start"], a["end"]) for a in asked
+        ]
+        assert [a["score"] for a in written[example.id]] == pytest.approx(
+            [a["score"] for a in asked], abs=1e-6
+        )
+
+
 def test_eval_limit_takes_the_first_questions(tiny_model, squad_file, capsys, tmp_path):
     predictions = tmp_path / "p.json"
     code, out, _ = run(
@@ -161,6 +212,18 @@ def _bad_inputs(tiny_model, squad_file, tmp_path):
         "a question without answers": ["eval", *model, "--data", str(unanswerable)],
         "predictions into a folder": [*evaluate, "--predictions", str(tmp_path)],
         "predictions into a missing folder": [*evaluate, "--predictions", str(tmp_path / "no" / "p.json")],
+        "answers into a folder": ["predict", *model, "--data", str(squad_file), "--out", str(tmp_path)],
+        "answers over the data": ["predict", *model, "--data", str(squad_file), "--out", str(squad_file)],
+        "answers of no questions": [
+            "predict",
+            *model,
+            "--data",
+            str(squad_file),
+            "--out",
+            "a.json",
+            "--limit",
+            "0",
+        ],
         "an unknown device": [*ask, *model, "--device", "bogus"],
         "a device this torch cannot use": [*ask, *model, "--device", "cuda:99"],
         "empty lengths": [*ask, *model, "--lengths", ""],
@@ -187,6 +250,9 @@ def _bad_inputs(tiny_model, squad_file, tmp_path):
         "a question without answers",
         "predictions into a folder",
         "predictions into a missing folder",
+        "answers into a folder",
+        "answers over the data",
+        "answers of no questions",
         "an unknown device",
         "a device this torch cannot use",
         "empty lengths",
@@ -215,7 +281,7 @@ def test_bad_input_exits_2_with_one_line(case, tiny_model, squad_file, tmp_path,
     if case == "malformed data file":
         assert "'x1'" in err
     if case == "a question without answers":
-        assert "'q1'" in err and "no gold answers" in err
+        assert "'q1'" in err and "no gold answers" in err and "`dynamic-tinybert predict`" in err
     if "device" in case:
         assert "can use: cpu" in err
     if case == "a smallest share above 1":

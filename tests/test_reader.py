@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from dynamic_tinybert import QuestionAnswerer, read_squad
+from dynamic_tinybert.answers import AnswerSettingsError
 from dynamic_tinybert.metrics import squad_scores
 
 from .conftest import CONTEXT
@@ -182,6 +185,26 @@ def test_evaluate_scores_its_own_predictions(qa, squad_file):
     assert result.windows == 2 and result.seconds > 0
     full = qa.evaluate(examples)
     assert result.gflops_per_window < full.gflops_per_window
+
+
+def test_predict_needs_no_gold_answers_and_answers_as_a_call_does(qa, squad_file):
+    examples = read_squad(squad_file)
+    unlabelled = [dataclasses.replace(e, answers=(), answer_starts=()) for e in examples]
+    lengths = (1.0, 0.8, 0.6, 0.4)
+    scored = qa.evaluate(examples, lengths=lengths)
+    predicted = qa.predict(unlabelled, lengths=lengths, top_k=3)
+    assert predicted.predictions == scored.predictions
+    assert (predicted.questions, predicted.windows) == (2, 2)
+    assert predicted.gflops_per_window == scored.gflops_per_window
+    for e in examples:
+        called = qa(question=e.question, context=e.context, top_k=3, lengths=lengths)
+        answers = [a.to_dict() for a in predicted.answers[e.id]]
+        assert [(a["answer"], a["start"], a["end"]) for a in answers] == [
+            (a["answer"], a["start"], a["end"]) for a in called
+        ]
+        assert [a["score"] for a in answers] == pytest.approx([a["score"] for a in called], abs=1e-6)
+    with pytest.raises(AnswerSettingsError, match="top_k"):
+        qa.predict(unlabelled, top_k=21)
 
 
 def test_a_model_of_another_family_evaluates_and_counts_its_flops(squad_file, tmp_path):
