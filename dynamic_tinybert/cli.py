@@ -121,16 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ask = commands.add_parser("ask", help="answer one question about a context")
-    _common(ask)
-    ask.add_argument("--question", required=True, help="the question to answer from the context")
-    source = ask.add_mutually_exclusive_group(required=True)
-    source.add_argument("--context", help="the passage to answer from")
-    source.add_argument(
-        "--context-file", type=Path, help="read the passage from this file (-: from standard input)"
-    )
-    add_dataclass_options(ask, AnswerSettings, names=("top_k",))
-    ask.set_defaults(run=run_ask)
+    _ask_command(commands)
 
     evaluate = _file_command(commands, "eval", "official SQuAD 1.1 EM/F1 on a SQuAD-format file")
     evaluate.add_argument("--predictions", type=Path, help="write {id: answer} here (official format)")
@@ -176,6 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ask_command(commands) -> None:
+    ask = commands.add_parser("ask", help="answer a question (or several) about a context")
+    _common(ask)
+    ask.add_argument(
+        "--question",
+        required=True,
+        action="append",
+        help="the question to answer from the context; given again, several questions about the same "
+        "context, answered in one run",
+    )
+    source = ask.add_mutually_exclusive_group(required=True)
+    source.add_argument("--context", help="the passage to answer from")
+    source.add_argument(
+        "--context-file", type=Path, help="read the passage from this file (-: from standard input)"
+    )
+    add_dataclass_options(ask, AnswerSettings, names=("top_k",))
+    ask.set_defaults(run=run_ask)
+
+
 def _file_command(commands, name: str, summary: str) -> argparse.ArgumentParser:
     """A command that runs the model on the questions of a SQuAD-format file."""
     parser = commands.add_parser(name, help=summary)
@@ -212,33 +222,38 @@ def _load(args: argparse.Namespace):
     return qa, lengths, point, margins
 
 
+def _read_context(args: argparse.Namespace) -> str:
+    """ask's context: --context, or the text of --context-file (-: standard input)."""
+    if args.context_file is None:
+        return _argument_text(args.context, "--context")
+    from_stdin = str(args.context_file) == "-"
+    name = "standard input" if from_stdin else str(args.context_file)
+    try:
+        if from_stdin:
+            if sys.stdin is None:
+                raise UsageError("--context-file -: this command has no standard input")
+            return sys.stdin.buffer.read().decode("utf-8")
+        return args.context_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--context-file {name} is not UTF-8 text; give it in UTF-8") from None
+    except OSError as error:
+        raise UsageError(f"cannot read --context-file {name}: {error.strerror or error}") from None
+
+
 def run_ask(args: argparse.Namespace) -> None:
-    context = args.context
-    if args.context_file is not None:
-        from_stdin = str(args.context_file) == "-"
-        name = "standard input" if from_stdin else str(args.context_file)
-        try:
-            if from_stdin:
-                if sys.stdin is None:
-                    raise UsageError("--context-file -: this command has no standard input")
-                context = sys.stdin.buffer.read().decode("utf-8")
-            else:
-                context = args.context_file.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise UsageError(f"--context-file {name} is not UTF-8 text; give it in UTF-8") from None
-        except OSError as error:
-            raise UsageError(f"cannot read --context-file {name}: {error.strerror or error}") from None
-    else:
-        context = _argument_text(context, "--context")
-    args.question = _argument_text(args.question, "--question")
-    if not has_text(args.question):
-        raise UsageError("--question is empty")
+    context = _read_context(args)
+    questions = [_argument_text(question, "--question") for question in args.question]
+    for number, question in enumerate(questions, 1):
+        if not has_text(question):
+            raise UsageError(
+                "--question is empty" if len(questions) == 1 else f"--question {number} is empty"
+            )
     if not has_text(context):
         raise UsageError("the context is empty")
     qa, lengths, point, margins = _load(args)
-    [answers] = qa.answer(
-        [args.question],
-        [context],
+    answered = qa.answer(
+        questions,
+        [context] * len(questions),
         args.top_k,
         args.max_answer_len,
         lengths,
@@ -247,6 +262,7 @@ def run_ask(args: argparse.Namespace) -> None:
         margins=margins,
     )
     if args.json:
+        listed = [[a.to_dict() for a in answers] for answers in answered]
         print(
             json.dumps(
                 {
@@ -256,15 +272,19 @@ def run_ask(args: argparse.Namespace) -> None:
                     "selector": qa.resolve_selector(args.selector),
                     "dtype": qa.dtype,
                     "frontier_point": _point(point),
-                    "answers": [a.to_dict() for a in answers],
+                    # one question's answers, or for several questions a list of such lists
+                    "answers": listed[0] if len(listed) == 1 else listed,
                 }
             )
         )
         return
-    if not answers:
-        print("(no answer found in the context)")
-    for answer in answers:
-        print(f"{answer.text}\t(score {answer.score:.3f}, characters {answer.start}-{answer.end})")
+    for question, answers in zip(questions, answered, strict=True):
+        if len(questions) > 1:
+            print(f"Q: {question}")
+        if not answers:
+            print("(no answer found in the context)")
+        for answer in answers:
+            print(f"{answer.text}\t(score {answer.score:.3f}, characters {answer.start}-{answer.end})")
 
 
 def run_eval(args: argparse.Namespace) -> None:

@@ -84,6 +84,23 @@ def test_ask_prints_answers(tiny_model, capsys, tmp_path):
         assert CONTEXT[answer["start"] : answer["end"]] == answer["answer"]
 
 
+def test_ask_answers_several_questions_about_one_context_as_it_answers_each(tiny_model, capsys):
+    ask = ("ask", "--model", str(tiny_model), "--context", CONTEXT, "--top-k", "2")
+    questions = ("How large is the basin?", "How many nations?")
+    code, out, _ = run(capsys, *ask, "--question", questions[0], "--question", questions[1], "--json")
+    assert code == 0
+    together = json.loads(out)["answers"]
+    assert len(together) == 2
+    for question, answers in zip(questions, together, strict=True):
+        alone = json.loads(run(capsys, *ask, "--question", question, "--json")[1])["answers"]
+        assert [(a["answer"], a["start"]) for a in answers] == [(a["answer"], a["start"]) for a in alone]
+        assert [a["score"] for a in answers] == pytest.approx([a["score"] for a in alone], abs=1e-6)
+    code, out, _ = run(capsys, *ask, "--question", questions[0], "--question", questions[1])
+    assert code == 0 and out.splitlines()[0] == f"Q: {questions[0]}" and f"Q: {questions[1]}" in out
+    code, out, err = run(capsys, *ask, "--question", questions[0], "--question", " ")
+    assert (code, out, err) == (2, "", "dynamic-tinybert ask: error: --question 2 is empty\n")
+
+
 def test_eval_json_matches_the_official_metric_on_its_predictions(tiny_model, squad_file, capsys, tmp_path):
     predictions = tmp_path / "predictions.json"
     code, out, err = run(
