@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from .answers import ANSWERS, AnswerSettings, AnswerSettingsError
 from .checkpoint import CheckpointError
 from .config import SELECTORS
-from .data import SquadFormatError, check_answerable, has_text, is_unicode, read_squad
+from .data import SquadFormatError, check_answerable, has_text, is_unicode, read_examples
 from .devices import DeviceError, resolve_device
 from .files import atomic_write
 from .frontier import BudgetError
@@ -190,7 +190,12 @@ def _file_command(commands, name: str, summary: str) -> argparse.ArgumentParser:
     """A command that runs the model on the questions of a SQuAD-format file."""
     parser = commands.add_parser(name, help=summary)
     _common(parser)
-    parser.add_argument("--data", required=True, type=Path, help="SQuAD-format JSON file")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="SQuAD-format JSON file, or a dataset name for the datasets library (squad:validation)",
+    )
     parser.add_argument("--limit", type=int, help="only the first N questions, in file order")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -330,7 +335,7 @@ def run_predict(args: argparse.Namespace) -> None:
 def _read_questions(args: argparse.Namespace) -> list:
     """The questions of --data, the first --limit of them."""
     check_count(args.limit, "--limit")
-    examples = read_squad(args.data)
+    examples = read_examples(args.data)
     if args.limit is not None:
         examples = examples[: args.limit]
     if not examples:

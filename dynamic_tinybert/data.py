@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import unicodedata
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,62 @@ def read_squad(path: str | Path) -> list[Example]:
                 seen.add(example.id)
                 examples.append(example)
             paragraph_index += 1
+    return examples
+
+
+def read_examples(source: str | Path) -> list[Example]:
+    """The questions of a SQuAD-format JSON file, or of a dataset with SQuAD's columns that the
+    `datasets` library loads by name ("squad:validation", "rajpurkar/squad:train": the split after
+    the colon, train by default), in order."""
+    path = Path(source)
+    if path.exists() or str(source).endswith(".json"):
+        return read_squad(path)
+    return _dataset_examples(str(source))
+
+
+def _dataset_examples(source: str) -> list[Example]:
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise SquadFormatError(
+            f"{source} is not a file; to load a dataset by name, pip install datasets"
+        ) from None
+    name, _, split = source.partition(":")
+    split = split or "train"
+    try:
+        rows = load_dataset(name, split=split)
+    except Exception as error:  # the library's and the hub's many kinds: said in one line
+        raise SquadFormatError(
+            f"{source} is not a file, and the dataset {name!r} (split {split!r}) could not be loaded: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    examples: list[Example] = []
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        try:
+            context, answers = row["context"], row["answers"]
+            starts = zip(answers["text"], answers["answer_start"], strict=True)
+            qa = {
+                "id": row["id"],
+                "question": row["question"],
+                "answers": [{"text": text, "answer_start": start} for text, start in starts],
+            }
+            if not isinstance(context, str):
+                raise TypeError
+        except (KeyError, TypeError, ValueError):
+            raise SquadFormatError(
+                f"{source}: row {i} does not have SQuAD's columns (id, question, context, and answers "
+                "with text and answer_start lists of one length)"
+            ) from None
+        # a paragraph is known by its text, the same in every run (hash() is not)
+        paragraph = zlib.crc32(context.encode("utf-8", "surrogatepass"))
+        example = _read_question(
+            qa, context, str(row.get("title", "")), paragraph, f"{source}: row {i}", Path(source)
+        )
+        if example.id in seen:
+            raise SquadFormatError(f"{source}: question {example.id!r} appears twice")
+        seen.add(example.id)
+        examples.append(example)
     return examples
 
 

@@ -3,9 +3,7 @@ split that selects checkpoints."""
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +13,7 @@ from .data import (
     answer_matches,
     check_answerable,
     label_window,
-    read_squad,
+    read_examples,
     refuse_squad_dev,
     split_heldout,
     spread_sample,
@@ -31,33 +29,9 @@ if TYPE_CHECKING:
 def load_examples(source: str) -> list[Example]:
     """A SQuAD-format JSON file, or a dataset name for the `datasets` library ("squad",
     "rajpurkar/squad:train"); never one that holds SQuAD dev questions."""
-    path = Path(source)
-    examples = read_squad(path) if path.exists() or source.endswith(".json") else _dataset(source)
+    examples = read_examples(source)
     refuse_squad_dev(examples, source)
     return examples
-
-
-def _dataset(source: str) -> list[Example]:
-    try:
-        from datasets import load_dataset
-    except ImportError:
-        raise TrainingError(
-            f"{source} is not a file; to load a dataset by name, pip install datasets"
-        ) from None
-    name, _, split = source.partition(":")
-    rows = load_dataset(name, split=split or "train")
-    return [
-        Example(
-            str(r["id"]),
-            r["question"],
-            r["context"],
-            tuple(r["answers"]["text"]),
-            tuple(r["answers"]["answer_start"]),
-            r.get("title", ""),
-            paragraph=zlib.crc32(r["context"].encode("utf-8")),  # stable across runs, unlike hash()
-        )
-        for r in rows
-    ]
 
 
 @dataclass

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,67 @@ def test_predict_top_k_writes_each_questions_answers_as_ask_gives_them(
         assert [a["score"] for a in written[example.id]] == pytest.approx(
             [a["score"] for a in asked], abs=1e-6
         )
+
+
+def _fake_datasets(monkeypatch, load):
+    """A `datasets` module whose load_dataset is `load`, as the library is not installed here."""
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = load
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+
+
+def test_eval_and_predict_read_a_dataset_by_name_as_its_file(
+    tiny_model, squad_file, capsys, tmp_path, monkeypatch
+):
+    rows = [
+        {"id": e.id, "title": e.title, "context": e.context, "question": e.question}
+        | {"answers": {"text": list(e.answers), "answer_start": list(e.answer_starts)}}
+        for e in read_squad(squad_file)
+    ]
+    asked = []
+    _fake_datasets(monkeypatch, lambda name, split: asked.append((name, split)) or rows)
+    model = ("--model", str(tiny_model), "--json", "--quiet")
+    by_file, by_name = tmp_path / "file.json", tmp_path / "name.json"
+    code, out, _ = run(capsys, "eval", *model, "--data", str(squad_file), "--predictions", str(by_file))
+    scored = json.loads(out)
+    code, out, _ = run(
+        capsys, "eval", *model, "--data", "org/squad:validation", "--predictions", str(by_name)
+    )
+    assert code == 0 and asked == [("org/squad", "validation")]
+    assert (json.loads(out)["f1"], by_name.read_text()) == (scored["f1"], by_file.read_text())
+    code, _, _ = run(capsys, "predict", *model, "--data", "org/squad", "--out", str(by_name))
+    assert code == 0 and asked[-1] == ("org/squad", "train") and by_name.read_text() == by_file.read_text()
+
+
+@pytest.mark.parametrize(
+    ("load", "said"),
+    [
+        (None, "org/none is not a file; to load a dataset by name, pip install datasets"),
+        (
+            ConnectionError("no network"),
+            "org/none is not a file, and the dataset 'org/none' (split 'train') could not be loaded: "
+            "ConnectionError: no network",
+        ),
+        ([{"id": "a", "question": "Why?"}], "org/none: row 0 does not have SQuAD's columns"),
+        (
+            [{"id": "a", "question": " ", "context": "c", "answers": {"text": [], "answer_start": []}}],
+            "org/none: question 'a': expected a non-empty 'question' string",
+        ),
+    ],
+)
+def test_a_dataset_that_cannot_be_read_is_one_line(load, said, tiny_model, capsys, monkeypatch, tmp_path):
+    if load is None:
+        monkeypatch.setitem(sys.modules, "datasets", None)  # not installed: the import fails
+    elif isinstance(load, Exception):
+        _fake_datasets(monkeypatch, lambda name, split: (_ for _ in ()).throw(load))
+    else:
+        _fake_datasets(monkeypatch, lambda name, split: load)
+    out_file = str(tmp_path / "p.json")
+    code, out, err = run(
+        capsys, "predict", "--model", str(tiny_model), "--data", "org/none", "--out", out_file
+    )
+    assert (code, out) == (2, "") and err.startswith(f"dynamic-tinybert predict: error: {said}"), err
+    assert len(err.splitlines()) == 1
 
 
 def test_eval_limit_takes_the_first_questions(tiny_model, squad_file, capsys, tmp_path):
