@@ -1,8 +1,9 @@
 """The `dynamic-tinybert` command: a thin adapter over reader.py.
 
 Bad input (a missing or invalid model folder, a missing or malformed data file, a malformed
---lengths) ends with exit code 2 and one line on stderr, never a traceback; what the machine
-refuses (a folder it cannot write in, a full disk) with exit code 1 and one line.
+--lengths, an output file that cannot be written, checked before the work) ends with exit code 2
+and one line on stderr, never a traceback; what the machine refuses while writing (a full disk)
+with exit code 1 and one line.
 """
 
 from __future__ import annotations
@@ -322,14 +323,14 @@ def run_predict(args: argparse.Namespace) -> None:
         answers = result.predictions
     else:
         answers = {qid: [a.to_dict() for a in found] for qid, found in result.answers.items()}
-    _write_json(answers, args.out, "--out")
     if args.json:
         print(json.dumps(_run_report(result, qa, point) | {"out": str(args.out)}), flush=True)
     else:
         _print_run(result, qa.num_layers, point, args.budget)
         unanswered = sum(not found for found in result.answers.values())
         said = f'{unanswered} without an answer, written as ""' if unanswered else "every question answered"
-        print(f"answers            {args.out}  ({said})")
+        print(f"answers            {args.out}  ({said})", flush=True)
+    _write_json(answers, args.out, "--out")  # after the report, which a failed write then does not lose
 
 
 def _read_questions(args: argparse.Namespace) -> list:

@@ -106,7 +106,7 @@ def _dataset_examples(source: str) -> list[Example]:
     except Exception as error:  # the library's and the hub's many kinds: said in one line
         raise SquadFormatError(
             f"{source} is not a file, and the dataset {name!r} (split {split!r}) could not be loaded: "
-            f"{type(error).__name__}: {error}"
+            f"{type(error).__name__}: {' '.join(str(error).split())}"
         ) from None
     examples: list[Example] = []
     seen: set[str] = set()

@@ -23,7 +23,8 @@ def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = F
     """Make `target` by `write(staging)`, then rename the staging file (or, with folder=True,
     the staging folder, created empty for `write` to fill) over it, making the folders above it
     where they are missing. A failed write leaves the target as it was and no staging behind.
-    A target that is neither a file nor a folder (a device, a pipe) is written in place.
+    A target that is neither a file nor a folder (a device, a pipe), or a symbolic link to a file,
+    is written in place, through the link.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
@@ -35,8 +36,9 @@ def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = F
     ['a.txt', 'b']
     """
     target = Path(target)
-    if target.exists() and not (target.is_file() or target.is_dir()):
-        write(target)  # a device or a pipe (/dev/stdout): written in place, never replaced
+    linked = target.is_symlink() and not folder  # replacing it would replace the link, not its file
+    if linked or (target.exists() and not (target.is_file() or target.is_dir())):
+        write(target)  # a device, a pipe, a link (/dev/stdout): written in place, never replaced
         return target
     check_target(target, folder)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -383,6 +383,7 @@ class QuestionAnswerer:
         """Answer every example (gold answers, where it has them, are not read): the `top_k` best
         answers of each question by id, and the cost. `.predictions` is SQuAD's official
         {id: answer} file."""
+        examples = _examples(examples)
         AnswerSettings(top_k, max_answer_len, batch_size).check()
         lengths, margins, point = self.choose(lengths, budget, speedup, selector, margins)
         began = time.perf_counter()
@@ -407,6 +408,7 @@ class QuestionAnswerer:
         margins: Sequence[float] | float | None = None,
     ) -> Evaluation:
         """Answer every example and score the answers with the official SQuAD metric."""
+        examples = _examples(examples)
         check_answerable(examples, "the examples")
         prediction = self.predict(
             examples, lengths, batch_size, max_answer_len, progress, budget, speedup, selector, margins
@@ -486,6 +488,19 @@ class QuestionAnswerer:
         """The cost model's selector term for this model and selector."""
         scorer = getattr(self.model, "scorer_macs", None)
         return scorer(selector) if scorer else 0
+
+
+def _examples(examples) -> list[Example]:
+    """The examples of predict() and evaluate() as a list (a generator is read once); anything
+    but Example objects is refused, saying how to make them."""
+    examples = list(examples)
+    for example in examples:
+        if not isinstance(example, Example):
+            raise TypeError(
+                f"examples must be dynamic_tinybert.Example objects (read_squad(path) gives them), got "
+                f"{example!r:.60}; for question/context pairs call the reader itself: qa([{{...}}, ...])"
+            )
+    return examples
 
 
 def _scored(prediction: Prediction, examples: Sequence[Example]) -> Evaluation:

@@ -154,6 +154,9 @@ def test_predict_writes_what_eval_predicts_without_reading_the_answers(
     for key in ("gflops_per_window", "flops_ratio", "windows", "lengths", "selector", "dtype", "model"):
         assert report[key] == scored[key], key
     assert "exact_match" not in report and "f1" not in report
+    if Path("/dev/full").exists():  # a full disk: the report first, then one line and exit 1
+        code, out, err = run(capsys, "predict", *options, "--data", str(unlabelled), "--out", "/dev/full")
+        assert code == 1 and json.loads(out)["questions"] == 2 and "--out could not be written" in err
 
 
 def test_predict_top_k_writes_each_questions_answers_as_ask_gives_them(
@@ -217,9 +220,9 @@ def test_eval_and_predict_read_a_dataset_by_name_as_its_file(
     [
         (None, "org/none is not a file; to load a dataset by name, pip install datasets"),
         (
-            ConnectionError("no network"),
+            ConnectionError("no network\nat all"),
             "org/none is not a file, and the dataset 'org/none' (split 'train') could not be loaded: "
-            "ConnectionError: no network",
+            "ConnectionError: no network at all",
         ),
         ([{"id": "a", "question": "Why?"}], "org/none: row 0 does not have SQuAD's columns"),
         (

@@ -22,3 +22,14 @@ def test_files_refuse_to_replace_a_folder_with_a_file_and_check_a_folder_can_be_
     assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]  # the probe is gone
     with pytest.raises(OSError, match="cannot write in this folder"):
         files.check_writable(tmp_path / "missing")
+
+
+def test_a_link_is_written_through_never_replaced(tmp_path):
+    """`--out /dev/stdout` (a link to the shell's file) replaced the link with a file, as root
+    even the system's /dev/stdout."""
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    files.atomic_write(link, lambda path: path.write_text("new"))
+    assert link.is_symlink() and real.read_text() == "new"

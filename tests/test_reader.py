@@ -205,6 +205,10 @@ def test_predict_needs_no_gold_answers_and_answers_as_a_call_does(qa, squad_file
         assert [a["score"] for a in answers] == pytest.approx([a["score"] for a in called], abs=1e-6)
     with pytest.raises(AnswerSettingsError, match="top_k"):
         qa.predict(unlabelled, top_k=21)
+    assert qa.predict(e for e in unlabelled).predictions == scored.predictions  # a generator, read once
+    assert qa.evaluate(e for e in examples).questions == 2
+    with pytest.raises(TypeError, match="Example objects"):
+        qa.predict([{"id": "q1", "question": "Why?", "context": CONTEXT}])
 
 
 def test_a_model_of_another_family_evaluates_and_counts_its_flops(squad_file, tmp_path):
