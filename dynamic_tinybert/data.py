@@ -74,12 +74,18 @@ def read_squad(path: str | Path) -> list[Example]:
             _expect(isinstance(paragraph.get("qas"), list), where, "a 'qas' list")
             for q, qa in enumerate(paragraph["qas"]):
                 example = _read_question(qa, context, title, paragraph_index, f"{where}.qas[{q}]", path)
-                if example.id in seen:
-                    raise SquadFormatError(f"{path}: question {example.id!r} appears twice")
-                seen.add(example.id)
-                examples.append(example)
+                examples.append(_first_time(example, seen, path))
             paragraph_index += 1
     return examples
+
+
+def _first_time(example: Example, seen: set[str], source: str | Path) -> Example:
+    """The example, its id added to the ids `seen` so far in its source; refused, named, when
+    it is there already."""
+    if example.id in seen:
+        raise SquadFormatError(f"{source}: question {example.id!r} appears twice")
+    seen.add(example.id)
+    return example
 
 
 def read_examples(source: str | Path) -> list[Example]:
@@ -128,13 +134,9 @@ def _dataset_examples(source: str) -> list[Example]:
             ) from None
         # a paragraph is known by its text, the same in every run (hash() is not)
         paragraph = zlib.crc32(context.encode("utf-8", "surrogatepass"))
-        example = _read_question(
-            qa, context, str(row.get("title", "")), paragraph, f"{source}: row {i}", Path(source)
-        )
-        if example.id in seen:
-            raise SquadFormatError(f"{source}: question {example.id!r} appears twice")
-        seen.add(example.id)
-        examples.append(example)
+        title = str(row.get("title", ""))
+        example = _read_question(qa, context, title, paragraph, f"{source}: row {i}", Path(source))
+        examples.append(_first_time(example, seen, source))
     return examples
 
 
