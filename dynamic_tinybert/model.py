@@ -98,6 +98,11 @@ class Tokens:
         self.key_mask = None if self.full else self.valid[:, None, None, :]  # (B, 1, 1, width)
 
     @classmethod
+    def whole(cls, count: int, device: torch.device) -> Tokens:
+        """One window of `count` tokens, all present."""
+        return cls([count], torch.arange(count, device=device), count, identity=True)
+
+    @classmethod
     def of_input(cls, attention_mask: Tensor) -> Tokens:
         valid = attention_mask.bool()
         origin = valid.flatten().nonzero().squeeze(1)
@@ -166,12 +171,11 @@ class Layer(nn.Module):
             for p in (self.query, self.key, self.value)
         )
         dropout_p = self.attn_dropout if self.training else 0.0
-        extra = None
-        if output == "none":
-            context = _fused_attention(q, k, v, tokens, dropout_p)
+        if len(tokens.counts) > 1 and getattr(self.attn_out, "per_window", False) and dropout_p == 0:
+            context, extra = _attention_per_window(q, k, v, tokens, output)
         else:
-            context, extra = _explicit_attention(q, k, v, tokens, dropout_p, output == "probs")
-        context = tokens.unpad(context.transpose(1, 2).reshape(B, W, -1))  # (N, d)
+            context, extra = _attention(q, k, v, tokens, dropout_p, output)
+            context = tokens.unpad(context.transpose(1, 2).reshape(B, W, -1))  # (N, d)
         return self.attn_norm(x + self.dropout(_per_window(self.attn_out, context, tokens.counts))), extra
 
     def feed_forward(self, a: Tensor, rows: list[int]) -> Tensor:
@@ -190,6 +194,30 @@ def _per_window(linear: nn.Module, x: Tensor, rows: list[int]) -> Tensor:
     if len(rows) == 1 or not getattr(linear, "per_window", False):
         return linear(x)
     return torch.cat([linear(part) for part in x.split(rows)])
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, tokens: Tokens, dropout_p: float, output: str):
+    """Attention over the padded view (B, H, width, dh): its context (B, H, width, dh), and what
+    `output` asks for (Layer.attend)."""
+    if output == "none":
+        return _fused_attention(q, k, v, tokens, dropout_p), None
+    return _explicit_attention(q, k, v, tokens, dropout_p, output == "probs")
+
+
+def _attention_per_window(q: Tensor, k: Tensor, v: Tensor, tokens: Tokens, output: str):
+    """Attention on each window's tokens alone, for quantized layers: the fp32 products of a padded
+    batch round differently in the last bit, and int8 quantization can turn a last bit into a
+    step, so a window's answer would depend on its batch-mates. Returns the packed context (N, d)
+    and what `output` asks for, padded to the batch's width with zeros. Inference only."""
+    width, contexts, extras = tokens.width, [], []
+    for row, count in enumerate(tokens.counts):
+        window = (t[row : row + 1, :, :count] for t in (q, k, v))
+        context, extra = _attention(*window, Tokens.whole(count, q.device), 0.0, output)
+        contexts.append(context[0].transpose(0, 1).reshape(count, -1))
+        if extra is not None:  # (1, count) significance or (1, H, count, count) probabilities
+            pad = (0, width - count) if extra.dim() == 2 else (0, width - count, 0, width - count)
+            extras.append(F.pad(extra, pad))
+    return torch.cat(contexts), (torch.cat(extras) if extras else None)
 
 
 # rows per call of fused attention where a batch's rows hold very different token counts, and the
