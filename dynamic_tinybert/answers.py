@@ -37,7 +37,15 @@ N_BEST = 20  # candidate spans per window and answers per question that scores a
 
 
 class AnswerSettingsError(ValueError):
-    """An answer setting out of its range."""
+    """An answer setting out of its range: its field's `name`, and the `rule` it breaks."""
+
+    def __init__(self, name: str, rule: str):
+        super().__init__(f"{name} {rule}")
+        self.name, self.rule = name, rule
+
+    def as_option(self) -> str:
+        """The same, said of the command-line option (--top-k, not top_k)."""
+        return f"--{self.name.replace('_', '-')} {self.rule}"
 
 
 @dataclass(frozen=True)
@@ -59,13 +67,14 @@ class AnswerSettings:
         """
         if not _is_integer(self.top_k) or not 1 <= self.top_k <= N_BEST:
             raise AnswerSettingsError(
-                f"top_k must be an integer from 1 to {N_BEST} (answers are ranked among the {N_BEST} "
-                f"best candidate spans), got {self.top_k!r}"
+                "top_k",
+                f"must be an integer from 1 to {N_BEST} (answers are ranked among the {N_BEST} "
+                f"best candidate spans), got {self.top_k!r}",
             )
         for name in ("max_answer_len", "batch_size"):
             value = getattr(self, name)
             if not _is_integer(value) or value < 1:
-                raise AnswerSettingsError(f"{name} must be a positive integer, got {value!r}")
+                raise AnswerSettingsError(name, f"must be a positive integer, got {value!r}")
         return self
 
 

@@ -210,13 +210,17 @@ def _argument_text(text: str, option: str) -> str:
     try:
         return os.fsencode(text).decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"{option} is not UTF-8 text; give it in UTF-8 or use --context-file") from None
+        hint = " or use --context-file" if option == "--context" else ""
+        raise UsageError(f"{option} is not UTF-8 text; give it in UTF-8{hint}") from None
 
 
 def _load(args: argparse.Namespace):
     if args.shares_only and args.budget is None and args.speedup is None:
         raise UsageError("--shares-only chooses how --budget or --speedup is met: give one of them")
-    AnswerSettings(getattr(args, "top_k", ANSWERS.top_k), args.max_answer_len, args.batch_size).check()
+    try:
+        AnswerSettings(getattr(args, "top_k", ANSWERS.top_k), args.max_answer_len, args.batch_size).check()
+    except AnswerSettingsError as error:
+        raise UsageError(error.as_option()) from None
     if args.dtype is not None:
         check_dtype(args.dtype, resolve_device(args.device))  # before the model loads
     qa = QuestionAnswerer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
@@ -248,12 +252,18 @@ def _read_context(args: argparse.Namespace) -> str:
 
 def run_ask(args: argparse.Namespace) -> None:
     context = _read_context(args)
-    questions = [_argument_text(question, "--question") for question in args.question]
-    for number, question in enumerate(questions, 1):
+    # several questions are told apart by their numbers: "--question 2 is empty"
+    options = (
+        ["--question"]
+        if len(args.question) == 1
+        else [f"--question {n}" for n in range(1, len(args.question) + 1)]
+    )
+    questions = [
+        _argument_text(question, option) for question, option in zip(args.question, options, strict=True)
+    ]
+    for question, option in zip(questions, options, strict=True):
         if not has_text(question):
-            raise UsageError(
-                "--question is empty" if len(questions) == 1 else f"--question {number} is empty"
-            )
+            raise UsageError(f"{option} is empty")
     if not has_text(context):
         raise UsageError("the context is empty")
     qa, lengths, point, margins = _load(args)
@@ -316,7 +326,7 @@ def run_eval(args: argparse.Namespace) -> None:
 
 def run_predict(args: argparse.Namespace) -> None:
     check_output_file(args.out, "--out", inputs={"--data": args.data})
-    examples = _read_questions(args)
+    examples = _read_questions(args, answers=False)  # gold answers, where there are any, are not read
     qa, lengths, point, margins = _load(args)
     result = qa.predict(examples, lengths, top_k=args.top_k, **_file_options(args, margins))
     if args.top_k == 1:
@@ -333,10 +343,10 @@ def run_predict(args: argparse.Namespace) -> None:
     _write_json(answers, args.out, "--out")  # after the report, which a failed write then does not lose
 
 
-def _read_questions(args: argparse.Namespace) -> list:
-    """The questions of --data, the first --limit of them."""
+def _read_questions(args: argparse.Namespace, answers: bool = True) -> list:
+    """The questions of --data, the first --limit of them (answers=False: gold answers unread)."""
     check_count(args.limit, "--limit")
-    examples = read_examples(args.data)
+    examples = read_examples(args.data, answers)
     if args.limit is not None:
         examples = examples[: args.limit]
     if not examples:
@@ -420,11 +430,19 @@ def check_output_file(
     be, or when it is one of the command's `inputs` ({option: path}), which it would overwrite.
     With make_folders, its missing folders are not refused (atomic_write makes them)."""
     path = Path(path)
+    if str(path) == "-":  # read as standard output elsewhere; here it would be a file named "-"
+        raise UsageError(
+            f"{option} - would write a file named '-'; for standard output give {option} /dev/stdout"
+        )
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder; give a file name, e.g. {path / example}")
     for name, source in (inputs or {}).items():
         if source is not None and path.exists() and path.resolve() == Path(source).resolve():
             raise UsageError(f"{option} {path} is the {name} file; give another file name")
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # written in place (atomic_write)
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{option} {path}: not writable")
+        return
     folder = next(p for p in path.absolute().parents if p.exists())  # the nearest that exists
     if folder != path.absolute().parent and not make_folders:
         raise UsageError(f"{option} {path}: the folder {path.parent} does not exist; create it first")

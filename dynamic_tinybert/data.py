@@ -38,14 +38,13 @@ class Example:
     paragraph: int = field(default=0, compare=False)  # index of its paragraph in the file
 
 
-def read_squad(path: str | Path) -> list[Example]:
-    """Every question of a SQuAD 1.1 JSON file, in file order."""
+def read_squad(path: str | Path, answers: bool = True) -> list[Example]:
+    """Every question of a SQuAD 1.1 JSON file, in file order; with answers=False, without their
+    gold answers, which are then not read (questions to answer, not to score)."""
     path = Path(path)
     if path.is_dir():
-        raise SquadFormatError(
-            f"{path} is a folder; give one of its SQuAD JSON files (several, one after another)"
-        )
-    if not path.is_file():
+        raise SquadFormatError(f"{path} is a folder; give a SQuAD JSON file in it")
+    if not path.exists():  # a pipe (/dev/stdin, <(...)) is read as a file is
         raise SquadFormatError(f"data file {path} does not exist")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -73,7 +72,9 @@ def read_squad(path: str | Path) -> list[Example]:
             _expect(isinstance(context, str), where, "a 'context' string")
             _expect(isinstance(paragraph.get("qas"), list), where, "a 'qas' list")
             for q, qa in enumerate(paragraph["qas"]):
-                example = _read_question(qa, context, title, paragraph_index, f"{where}.qas[{q}]", path)
+                example = _read_question(
+                    qa, context, title, paragraph_index, f"{where}.qas[{q}]", path, answers
+                )
                 examples.append(_first_time(example, seen, path))
             paragraph_index += 1
     return examples
@@ -88,17 +89,17 @@ def _first_time(example: Example, seen: set[str], source: str | Path) -> Example
     return example
 
 
-def read_examples(source: str | Path) -> list[Example]:
+def read_examples(source: str | Path, answers: bool = True) -> list[Example]:
     """The questions of a SQuAD-format JSON file, or of a dataset with SQuAD's columns that the
     `datasets` library loads by name ("squad:validation", "rajpurkar/squad:train": the split after
-    the colon, train by default), in order."""
+    the colon, train by default), in order; with answers=False, without reading gold answers."""
     path = Path(source)
     if path.exists() or str(source).endswith(".json"):
-        return read_squad(path)
-    return _dataset_examples(str(source))
+        return read_squad(path, answers)
+    return _dataset_examples(str(source), answers)
 
 
-def _dataset_examples(source: str) -> list[Example]:
+def _dataset_examples(source: str, answers: bool) -> list[Example]:
     try:
         from datasets import load_dataset
     except ImportError:
@@ -118,13 +119,12 @@ def _dataset_examples(source: str) -> list[Example]:
     seen: set[str] = set()
     for i, row in enumerate(rows):
         try:
-            context, answers = row["context"], row["answers"]
-            starts = zip(answers["text"], answers["answer_start"], strict=True)
-            qa = {
-                "id": row["id"],
-                "question": row["question"],
-                "answers": [{"text": text, "answer_start": start} for text, start in starts],
-            }
+            context = row["context"]
+            qa = {"id": row["id"], "question": row["question"]}
+            if answers:
+                gold = row["answers"]
+                starts = zip(gold["text"], gold["answer_start"], strict=True)
+                qa["answers"] = [{"text": text, "answer_start": start} for text, start in starts]
             if not isinstance(context, str):
                 raise TypeError
         except (KeyError, TypeError, ValueError):
@@ -135,15 +135,17 @@ def _dataset_examples(source: str) -> list[Example]:
         # a paragraph is known by its text, the same in every run (hash() is not)
         paragraph = zlib.crc32(context.encode("utf-8", "surrogatepass"))
         title = str(row.get("title", ""))
-        example = _read_question(qa, context, title, paragraph, f"{source}: row {i}", Path(source))
+        example = _read_question(qa, context, title, paragraph, f"{source}: row {i}", Path(source), answers)
         examples.append(_first_time(example, seen, source))
     return examples
 
 
-def _read_question(qa: object, context: str, title: str, paragraph: int, where: str, path: Path) -> Example:
+def _read_question(
+    qa: object, context: str, title: str, paragraph: int, where: str, path: Path, answers: bool = True
+) -> Example:
     _expect(isinstance(qa, dict), where, "an object")
     qid = qa.get("id")
-    _expect(isinstance(qid, (str, int)) and str(qid) != "", where, "an 'id'")
+    _expect(isinstance(qid, (str, int)) and not isinstance(qid, bool) and str(qid) != "", where, "an 'id'")
     where = f"{path}: question {qid!r}"
     question = qa.get("question")
     _expect(isinstance(question, str) and has_text(question), where, "a non-empty 'question' string")
@@ -151,10 +153,12 @@ def _read_question(qa: object, context: str, title: str, paragraph: int, where: 
     for name, text in (("question", question), ("context", context)):
         if not is_unicode(text):
             raise SquadFormatError(f"{where}: its {name} is not valid Unicode: {_surrogate(text)}")
-    answers = qa.get("answers", [])
-    _expect(isinstance(answers, list), where, "an 'answers' list")
+    if not answers:
+        return Example(str(qid), question, context, (), (), title, paragraph)
+    gold = qa.get("answers", [])
+    _expect(isinstance(gold, list), where, "an 'answers' list")
     texts, starts = [], []
-    for answer in answers:
+    for answer in gold:
         ok = (
             isinstance(answer, dict)
             and isinstance(answer.get("text"), str)

@@ -4,12 +4,14 @@ split that selects checkpoints."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .data import (
     Example,
+    SquadFormatError,
     answer_matches,
     check_answerable,
     label_window,
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 def load_examples(source: str) -> list[Example]:
     """A SQuAD-format JSON file, or a dataset name for the `datasets` library ("squad",
     "rajpurkar/squad:train"); never one that holds SQuAD dev questions."""
+    if Path(source).is_dir():
+        raise SquadFormatError(f"{source} is a folder; give its SQuAD JSON files, one after another")
     examples = read_examples(source)
     refuse_squad_dev(examples, source)
     return examples

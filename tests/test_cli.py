@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import signal
@@ -100,6 +101,11 @@ def test_ask_answers_several_questions_about_one_context_as_it_answers_each(tiny
     assert code == 0 and out.splitlines()[0] == f"Q: {questions[0]}" and f"Q: {questions[1]}" in out
     code, out, err = run(capsys, *ask, "--question", questions[0], "--question", " ")
     assert (code, out, err) == (2, "", "dynamic-tinybert ask: error: --question 2 is empty\n")
+    latin1 = os.fsdecode("Café?".encode("latin-1"))  # as Python reads an argument under LC_ALL=C
+    code, out, err = run(capsys, *ask, "--question", questions[0], "--question", latin1)
+    assert (code, out) == (2, "") and err.endswith(
+        "error: --question 2 is not UTF-8 text; give it in UTF-8\n"
+    )
 
 
 def test_eval_json_matches_the_official_metric_on_its_predictions(tiny_model, squad_file, capsys, tmp_path):
@@ -141,8 +147,8 @@ def test_predict_writes_what_eval_predicts_without_reading_the_answers(
     scored = json.loads(out)
     document = json.loads(squad_file.read_text())
     questions = document["data"][0]["paragraphs"][0]["qas"]
-    del questions[0]["answers"]  # a file to answer, not to score: answers absent or empty
-    questions[1]["answers"] = []
+    del questions[0]["answers"]  # a file to answer, not to score: answers absent, or in a form
+    questions[1]["answers"] = {"text": [""], "answer_start": [0]}  # not read, so not refused
     unlabelled = tmp_path / "questions.json"
     unlabelled.write_text(json.dumps(document))
     code, out, err = run(capsys, "predict", *options, "--data", str(unlabelled), "--out", str(predicted))
@@ -213,6 +219,10 @@ def test_eval_and_predict_read_a_dataset_by_name_as_its_file(
     assert (json.loads(out)["f1"], by_name.read_text()) == (scored["f1"], by_file.read_text())
     code, _, _ = run(capsys, "predict", *model, "--data", "org/squad", "--out", str(by_name))
     assert code == 0 and asked[-1] == ("org/squad", "train") and by_name.read_text() == by_file.read_text()
+    for row in rows:  # a test split: predict needs no answers column
+        del row["answers"]
+    code, _, _ = run(capsys, "predict", *model, "--data", "org/squad", "--out", str(by_name))
+    assert code == 0 and by_name.read_text() == by_file.read_text()
 
 
 @pytest.mark.parametrize(
@@ -368,6 +378,31 @@ def test_bad_input_exits_2_with_one_line(case, tiny_model, squad_file, tmp_path,
         assert "can use: cpu" in err
     if case == "a smallest share above 1":
         assert "--smallest is a share of the previous layer's tokens, in (0, 1]: got 2.0" in err
+
+
+def test_answer_settings_out_of_range_are_named_as_options(tiny_model, squad_file, tmp_path, capsys):
+    predict = (
+        "predict",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(squad_file),
+        "--out",
+        str(tmp_path / "p.json"),
+    )
+    for option, value, rule in [
+        ("--top-k", "21", "must be an integer from 1 to 20"),
+        ("--batch-size", "0", "must be a positive integer, got 0"),
+        ("--max-answer-len", "-1", "must be a positive integer, got -1"),
+    ]:
+        code, out, err = run(capsys, *predict, option, value)
+        assert (code, out) == (2, "") and f"error: {option} {rule}" in err, err
+    code, out, err = run(capsys, *predict[:-1], "-")  # a file named "-": said, not written
+    assert (code, out) == (
+        2,
+        "",
+    ) and "--out - would write a file named '-'; for standard output give --out /dev/stdout" in err
+    assert not Path("-").exists()
 
 
 def test_bad_predictions_path_is_refused_before_the_model_runs(tiny_model, squad_file, tmp_path, capsys):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 from tokenizers import normalizers, pre_tokenizers
@@ -53,6 +55,7 @@ def _doc(qa: dict) -> dict:
         ({"data": [{"title": "t"}]}, r"data\[0\]: expected a 'paragraphs' list"),
         ({"data": [{"paragraphs": [{"qas": []}]}]}, r"paragraphs\[0\]: expected a 'context' string"),
         (_doc({"question": "q?", "answers": []}), r"qas\[0\]: expected an 'id'"),
+        (_doc({"id": True, "question": "q?", "answers": []}), r"qas\[0\]: expected an 'id'"),  # not "True"
         (
             _doc({"id": "abc", "question": "", "answers": []}),
             "question 'abc': expected a non-empty 'question'",
@@ -102,8 +105,34 @@ def test_duplicate_ids_and_missing_files(tmp_path):
         read_squad(_write(tmp_path, document))
     with pytest.raises(SquadFormatError, match="does not exist"):
         read_squad(tmp_path / "missing.json")
-    with pytest.raises(SquadFormatError, match="is a folder; give one of its SQuAD JSON files"):
+    with pytest.raises(SquadFormatError, match="is a folder; give a SQuAD JSON file in it$"):
         read_squad(tmp_path)
+
+
+def test_a_pipe_is_read_as_a_file_is(squad_file, tmp_path):
+    """--data /dev/stdin or <(...) was refused: "does not exist"."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_text(squad_file.read_text()))
+    writer.start()
+    examples = read_squad(pipe)
+    writer.join()
+    assert examples == read_squad(squad_file)
+
+
+def test_without_answers_the_gold_answers_are_not_read(tmp_path):
+    """Questions to answer (predict): answers in any form, or none, are no reason to refuse them."""
+    qas = [
+        {"id": "a", "question": "q?", "answers": None},
+        {"id": "b", "question": "q?", "answers": {"text": ["x"], "answer_start": [0]}},
+        {"id": "c", "question": "q?", "answers": [{"text": "", "answer_start": 0}]},
+        {"id": "d", "question": "q?"},
+    ]
+    document = {"data": [{"title": "t", "paragraphs": [{"context": "some text", "qas": qas}]}]}
+    examples = read_squad(_write(tmp_path, document), answers=False)
+    assert [(e.id, e.answers, e.answer_starts) for e in examples] == [(q, (), ()) for q in "abcd"]
+    with pytest.raises(SquadFormatError, match="question 'a': expected an 'answers' list"):
+        read_squad(_write(tmp_path, document))
 
 
 def test_batches_by_length_sorts_longest_first_and_covers_everything():

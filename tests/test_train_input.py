@@ -52,6 +52,13 @@ def test_heldout_questions_without_answers_are_refused_before_training(tiny_mode
     assert not (tmp_path / "out").exists()  # no step was trained
 
 
+def test_a_data_folder_is_refused_with_train_s_own_hint(tiny_model, sixteen, tmp_path, capsys):
+    args = common(sixteen, tmp_path / "out", 4)
+    args[args.index("--data") + 1] = str(sixteen.parent)
+    error = refused(["--stage", "finetune", "--model", str(tiny_model), *args], capsys)
+    assert f"{sixteen.parent} is a folder; give its SQuAD JSON files, one after another" in error
+
+
 def test_a_teacher_whose_layers_do_not_fit_the_student_is_refused_before_training(
     tiny_model, sixteen, tmp_path, capsys
 ):
