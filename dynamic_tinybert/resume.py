@@ -126,7 +126,7 @@ def load_state(folder: Path, trainee: nn.Module, optimizer, procs: Processes) ->
     )
     rng = folder / f"rng-{procs.rank}.pt"
     if rng.exists():
-        _set_rng_state(torch.load(rng, weights_only=False))
+        _set_rng_state(torch.load(rng, weights_only=True))  # tensors only: loading runs no code
     state = ResumeState.read(folder)
     if procs.main and state.machine not in (None, _machine(procs)):
         print(
