@@ -23,7 +23,7 @@ from .checkpoint import CheckpointError
 from .config import SELECTORS
 from .data import SquadFormatError, check_answerable, has_text, is_unicode, read_examples
 from .devices import DeviceError, resolve_device
-from .files import atomic_write
+from .files import atomic_write, written_in_place
 from .frontier import BudgetError
 from .lengths import LengthsError, format_margins, margins_to_json, parse_lengths, parse_margins
 from .options import UsageError, add_dataclass_options, check_count, settings_from
@@ -202,7 +202,7 @@ def _file_command(commands, name: str, summary: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _argument_text(text: str, option: str) -> str:
+def _argument_text(text: str, option: str, hint: str = "") -> str:
     """A command-line argument as text: Python decodes arguments by the locale, and under an
     ASCII one (LC_ALL=C) keeps the bytes of "Café" as lone surrogates; those bytes read as UTF-8."""
     if is_unicode(text):
@@ -210,7 +210,6 @@ def _argument_text(text: str, option: str) -> str:
     try:
         return os.fsencode(text).decode("utf-8")
     except UnicodeDecodeError:
-        hint = " or use --context-file" if option == "--context" else ""
         raise UsageError(f"{option} is not UTF-8 text; give it in UTF-8{hint}") from None
 
 
@@ -235,7 +234,7 @@ def _load(args: argparse.Namespace):
 def _read_context(args: argparse.Namespace) -> str:
     """ask's context: --context, or the text of --context-file (-: standard input)."""
     if args.context_file is None:
-        return _argument_text(args.context, "--context")
+        return _argument_text(args.context, "--context", hint=" or use --context-file")
     from_stdin = str(args.context_file) == "-"
     name = "standard input" if from_stdin else str(args.context_file)
     try:
@@ -253,11 +252,8 @@ def _read_context(args: argparse.Namespace) -> str:
 def run_ask(args: argparse.Namespace) -> None:
     context = _read_context(args)
     # several questions are told apart by their numbers: "--question 2 is empty"
-    options = (
-        ["--question"]
-        if len(args.question) == 1
-        else [f"--question {n}" for n in range(1, len(args.question) + 1)]
-    )
+    numbered = len(args.question) > 1
+    options = [f"--question {n}" if numbered else "--question" for n in range(1, len(args.question) + 1)]
     questions = [
         _argument_text(question, option) for question, option in zip(args.question, options, strict=True)
     ]
@@ -439,7 +435,7 @@ def check_output_file(
     for name, source in (inputs or {}).items():
         if source is not None and path.exists() and path.resolve() == Path(source).resolve():
             raise UsageError(f"{option} {path} is the {name} file; give another file name")
-    if path.is_symlink() or (path.exists() and not path.is_file()):  # written in place (atomic_write)
+    if written_in_place(path):  # its folder is not written in
         if not os.access(path, os.W_OK):
             raise UsageError(f"{option} {path}: not writable")
         return

@@ -36,9 +36,8 @@ def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = F
     ['a.txt', 'b']
     """
     target = Path(target)
-    linked = target.is_symlink() and not folder  # replacing it would replace the link, not its file
-    if linked or (target.exists() and not (target.is_file() or target.is_dir())):
-        write(target)  # a device, a pipe, a link (/dev/stdout): written in place, never replaced
+    if written_in_place(target, folder):
+        write(target)
         return target
     check_target(target, folder)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +50,13 @@ def atomic_write(target: Path, write: Callable[[Path], object], folder: bool = F
     finally:
         _remove(staging)
     return target
+
+
+def written_in_place(target: Path, folder: bool = False) -> bool:
+    """Whether atomic_write writes `target` in place, never replacing it: a device, a pipe, or (for
+    a file) a symbolic link, whose replacement would replace the link, not its file (/dev/stdout)."""
+    linked = target.is_symlink() and not folder
+    return linked or (target.exists() and not (target.is_file() or target.is_dir()))
 
 
 def check_target(target: Path, folder: bool = False) -> None:
