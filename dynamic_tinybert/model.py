@@ -96,6 +96,7 @@ class Tokens:
         )
         self.slots = None if self.full else self.valid.flatten().nonzero().squeeze(1)  # (N,)
         self.key_mask = None if self.full else self.valid[:, None, None, :]  # (B, 1, 1, width)
+        self.starts = torch.tensor([0, *counts[:-1]], device=device).cumsum(0)  # (B,) each row's first token
 
     @classmethod
     def whole(cls, count: int, device: torch.device) -> Tokens:
@@ -123,8 +124,7 @@ class Tokens:
     def keep(self, index: Tensor, valid: Tensor) -> tuple[Tensor, Tokens]:
         """The packed positions of the kept tokens, from select_tokens' (B, K) slot indices, and
         the new token set."""
-        starts = torch.tensor([0, *self.counts[:-1]], device=index.device).cumsum(0)
-        chosen = (starts[:, None] + index)[valid]
+        chosen = (self.starts[:, None] + index)[valid]
         return chosen, Tokens(valid.sum(1).tolist(), self.origin[chosen], self.size)
 
     def restore(self, x: Tensor, into: Tensor | None = None) -> Tensor:
@@ -505,8 +505,8 @@ class DynamicBertForQuestionAnswering(nn.Module):
             scores = tokens.pad(fixed.flatten()[tokens.origin, None].to(attended.dtype)).squeeze(-1)
         else:
             question = tokens.valid & ~is_context
-            states = tokens.pad(attended).to(self.selector.dtype)  # fp32 when the encoder runs in bf16
-            scores = self.selector(layer, states, question, tokens.valid)
+            states = attended.to(self.selector.dtype)  # fp32 when the encoder runs in bf16
+            scores = self.selector(layer, states, question, tokens.valid, packed=tokens)
             if record is not None:  # the scores and the tokens present, placed in the input layout
                 placed = [tokens.restore(tokens.unpad(v[..., None])) for v in (scores, tokens.valid)]
                 record.append(tuple(v.view(len(tokens.counts), -1) for v in placed))

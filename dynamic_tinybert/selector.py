@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,19 @@ FORMAT = "dynamic-tinybert-selector-1"
 # themselves the earlier one first, so that a share smaller than the question keeps its start
 FORCED = 1e6
 SCORE_LIMIT = 1e4
+
+
+class Packing(Protocol):
+    """Where packed tokens (N, .) sit in a padded (B, W, .) view: the model's Tokens."""
+
+    starts: Tensor  # (B,) the packed index of each row's first token
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(N, k) -> (B, W, k), zeros at padding."""
+
+
+def _as_it_is(x: Tensor) -> Tensor:
+    return x
 
 
 class SelectorError(ValueError):
@@ -117,20 +131,29 @@ class Scorer(nn.Module):
         self.out = nn.Linear(w, 1)
         self.dropout = 0.0  # on the hidden layer, in training (--selector-dropout); not saved
 
-    def forward(self, states: Tensor, question: Tensor, valid: Tensor) -> Tensor:
+    def forward(
+        self, states: Tensor, question: Tensor, valid: Tensor, packed: Packing | None = None
+    ) -> Tensor:
         """states (B, W, d); question, valid (B, W) True on the question's tokens and on real
-        tokens -> scores (B, W)."""
-        B, W, d = states.shape
+        tokens -> scores (B, W). With `packed`, states are the (N, d) real tokens packed row after
+        row (the model's layout), so the per-token maps spend no work on padding; their outputs
+        are placed in the (B, W) view as `packed` says."""
         # the question's tokens gathered to the front of each row: (B, Q, d), `asked` True on them
         order = (
             (~question).to(torch.int32).argsort(dim=1, stable=True)[:, : max(1, int(question.sum(1).max()))]
         )
         asked = question.gather(1, order)  # (B, Q)
-        questions = states.gather(1, order[..., None].expand(-1, -1, d))
+        if packed is None:
+            questions = states.gather(1, order[..., None].expand(-1, -1, states.shape[-1]))
+            place = _as_it_is
+        else:  # row b's slot j is packed token starts[b] + j; slots past a row's end are not asked
+            questions = states[(packed.starts[:, None] + order).clamp(max=states.shape[0] - 1)]
+            place = packed.pad
         weights = asked.to(states.dtype)[..., None]
         mean = (questions * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, d)
 
-        a = self.match_token(states).view(B, W, self.heads, -1).transpose(1, 2)  # (B, H, W, k)
+        B, W = question.shape
+        a = place(self.match_token(states)).view(B, W, self.heads, -1).transpose(1, 2)  # (B, H, W, k)
         b = (
             self.match_question(questions).view(B, -1, self.heads, a.shape[-1]).transpose(1, 2)
         )  # (B, H, Q, k)
@@ -140,7 +163,7 @@ class Scorer(nn.Module):
         matches = [best] + [F.max_pool1d(best, 2 * p + 1, stride=1, padding=p) for p in self.pools]
         m = torch.cat(matches, 1).transpose(1, 2)  # (B, W, H * (1 + pools))
 
-        hidden = F.gelu(self.token(states) + self.question(mean)[:, None, :] + self.match(m))
+        hidden = F.gelu(place(self.token(states)) + self.question(mean)[:, None, :] + self.match(m))
         hidden = F.dropout(hidden, self.dropout, self.training)
         return self.out(hidden).squeeze(-1)
 
@@ -155,10 +178,13 @@ class TokenSelector(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def forward(self, layer: int, states: Tensor, question: Tensor, valid: Tensor) -> Tensor:
+    def forward(
+        self, layer: int, states: Tensor, question: Tensor, valid: Tensor, packed: Packing | None = None
+    ) -> Tensor:
         """Raw scores (B, W) of the tokens `states` (B, W, d) at `layer` (0-based); question and
-        valid (B, W) are True on the question's tokens and on real tokens."""
-        return self.scorers[layer](states, question, valid)
+        valid (B, W) are True on the question's tokens and on real tokens. `packed`: states are
+        packed (N, d), as Scorer.forward says."""
+        return self.scorers[layer](states, question, valid, packed)
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / FILENAME

@@ -106,6 +106,25 @@ def test_each_dropping_layer_returns_its_scores_where_its_tokens_are(tiny_model)
         net(**batch, lengths=lengths, output_scores=True, selector="attention")
 
 
+def test_a_scorer_on_packed_tokens_scores_as_on_their_padded_view(tiny_model):
+    """The model scores the packed tokens of its rows (no work on padding); training scores a
+    padded view. Rows of different lengths and questions: the same scores on every real token."""
+    net, _ = with_random_selector(tiny_model)
+    counts = [9, 4, 7]
+    tokens = model.Tokens(counts, torch.arange(sum(counts)), sum(counts))
+    torch.manual_seed(1)
+    packed = torch.randn(sum(counts), net.config.hidden_size)
+    question = torch.zeros(tokens.valid.shape, dtype=torch.bool)
+    for row, asked in enumerate((slice(1, 5), slice(1, 2), slice(1, 3))):
+        question[row, asked] = True
+    scorer = net.selector.scorers[1]
+    with torch.no_grad():
+        padded = scorer(tokens.pad(packed), question, tokens.valid)
+        scores = scorer(packed, question, tokens.valid, packed=tokens)
+    assert torch.allclose(scores[tokens.valid], padded[tokens.valid], atol=1e-6)
+    assert not torch.allclose(scores[1:], padded[:-1])  # each row its own question
+
+
 def test_the_learned_selector_uses_fused_attention(tiny_model, monkeypatch):
     net, _ = with_random_selector(tiny_model)
     calls = []
