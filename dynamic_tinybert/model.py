@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,11 @@ class Tokens:
         )
         self.slots = None if self.full else self.valid.flatten().nonzero().squeeze(1)  # (N,)
         self.key_mask = None if self.full else self.valid[:, None, None, :]  # (B, 1, 1, width)
-        self.starts = torch.tensor([0, *counts[:-1]], device=device).cumsum(0)  # (B,) each row's first token
+
+    @cached_property
+    def starts(self) -> Tensor:
+        """(B,) the packed index of each row's first token (dropping layers ask for it)."""
+        return torch.tensor([0, *self.counts[:-1]], device=self.origin.device).cumsum(0)
 
     @classmethod
     def whole(cls, count: int, device: torch.device) -> Tokens:
