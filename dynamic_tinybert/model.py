@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .config import SELECTORS, ModelConfig
 from .lengths import Lengths, kept_tokens, validate_lengths, validate_margins
-from .selector import SelectorError, TokenSelector, context_tokens, margin_counts, ranking
+from .selector import SelectorError, TokenSelector, context_tokens, margin_kept, ranking
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -125,11 +125,12 @@ class Tokens:
         x = x.reshape(-1, x.shape[-1])
         return x if self.full else x.index_select(0, self.slots)
 
-    def keep(self, index: Tensor, valid: Tensor) -> tuple[Tensor, Tokens]:
-        """The packed positions of the kept tokens, from select_tokens' (B, K) slot indices, and
-        the new token set."""
-        chosen = (self.starts[:, None] + index)[valid]
-        return chosen, Tokens(valid.sum(1).tolist(), self.origin[chosen], self.size)
+    def keep(self, kept: Tensor) -> tuple[Tensor, Tokens]:
+        """The packed positions of the tokens marked in `kept` (B, width), in order, and the new
+        token set."""
+        packed = kept.flatten() if self.full else kept.flatten()[self.slots]  # (N,)
+        chosen = packed.nonzero().squeeze(1)
+        return chosen, Tokens(kept.sum(1).tolist(), self.origin[chosen], self.size)
 
     def restore(self, x: Tensor, into: Tensor | None = None) -> Tensor:
         """x (N, k) placed at these tokens' places in the input layout (B * T, k): written into
@@ -278,20 +279,16 @@ def _explicit_attention(
     return torch.cat(contexts), torch.cat(extras)
 
 
-def select_tokens(significance: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
-    """Slots of the tokens each row keeps: its `keep[b]` most significant ones, in their order.
+def select_tokens(significance: Tensor, keep: Tensor) -> Tensor:
+    """(B, T) True on the tokens each row keeps: its `keep[b]` most significant ones.
 
-    significance (B, T) is -inf at padding; keep (B,) counts. Returns `index` (B, K) into the
-    current slots, K = max(keep), and `valid` (B, K), False where a shorter row is padded.
-    Example: significance [[.1, .9, .5, .7]], keep [2] -> index [[1, 3]]: the two best, in order.
+    significance (B, T) is -inf at padding; keep (B,) counts.
+    Example: significance [[.1, .9, .5, .7]], keep [2] -> [[False, True, False, True]].
     """
     K = int(keep.max())
-    top = significance.topk(K, dim=1).indices  # (B, K), best first
-    valid = torch.arange(K, device=keep.device)[None, :] < keep[:, None]
-    # original order for the kept tokens, padding slots last; the order does not change the
-    # result (positions were added at the input) but makes a row alone and in a batch agree
-    index = top.masked_fill(~valid, significance.shape[1]).sort(dim=1).values
-    return index.masked_fill(~valid, 0), valid
+    top = significance.topk(K, dim=1).indices  # (B, K), best first; distinct in a row
+    wanted = torch.arange(K, device=keep.device)[None, :] < keep[:, None]  # (B, K)
+    return torch.zeros_like(significance, dtype=torch.bool).scatter_(1, top, wanted)
 
 
 class DynamicBertForQuestionAnswering(nn.Module):
@@ -384,7 +381,7 @@ class DynamicBertForQuestionAnswering(nn.Module):
         selector: which tokens dropping layers keep: "attention" (the attention they receive),
           "learned" (the model's selector), or None (learned where the model has one).
         margins: instead of lengths, one margin per layer: each window keeps the tokens the learned
-          selector scores within the margin of its best one (selector.margin_counts; inf: all).
+          selector scores within the margin of its best one (selector.margin_kept; inf: all).
         fixed_scores: (B, T) a ranking of the context tokens for every dropping layer instead of a selector,
           or one per layer (None: the learned selector there); a diagnostic (selector_report's oracle).
         output_attended: each layer's post-attention states, what the selector reads (training).
@@ -484,8 +481,11 @@ class DynamicBertForQuestionAnswering(nn.Module):
         else:
             attended, scores = layer.attend(x, tokens, output="significance")
             scores = scores.masked_fill(~tokens.valid, -math.inf)
-        keep = keep.to(x.device) if isinstance(keep, Tensor) else margin_counts(scores, keep)
-        chosen, tokens = tokens.keep(*select_tokens(scores, keep))
+        if isinstance(keep, Tensor):
+            kept = select_tokens(scores, keep.to(x.device))
+        else:
+            kept = margin_kept(scores, keep)
+        chosen, tokens = tokens.keep(kept)
         return layer.feed_forward(attended[chosen], tokens.counts), tokens
 
     def _rank(

@@ -250,9 +250,9 @@ def ranking(scores: Tensor, context: Tensor, valid: Tensor, positions: Tensor) -
     return ranked.masked_fill(~valid, -torch.inf)
 
 
-def margin_counts(ranked: Tensor, margin: float) -> Tensor:
-    """(B,) tokens each row keeps under a margin: its forced tokens, and the context tokens
-    scoring within `margin` of its best context token. `ranked` is ranking()'s (B, W) output.
+def margin_kept(ranked: Tensor, margin: float) -> Tensor:
+    """(B, W) True on the tokens a row keeps under a margin: its forced tokens, and the context
+    tokens scoring within `margin` of its best context token. `ranked` is ranking()'s (B, W) output.
 
     A fixed share keeps as many tokens in a window whose selector is sure of one span as in one
     where several spans score alike; a margin keeps few in the first and many in the second.
@@ -260,13 +260,13 @@ def margin_counts(ranked: Tensor, margin: float) -> Tensor:
     >>> context = torch.tensor([[False, True, True, True, False]])
     >>> ranked = ranking(torch.tensor([[0.0, 5.0, 4.0, 1.0, 0.0]]), context,
     ...                  torch.tensor([[True, True, True, True, False]]), torch.arange(5)[None])
-    >>> margin_counts(ranked, 1.5).tolist(), margin_counts(ranked, 9.0).tolist()
-    ([3], [4])
+    >>> margin_kept(ranked, 1.5).tolist(), margin_kept(ranked, 9.0).sum(1).tolist()
+    ([[True, True, True, False, False]], [4])
     """
     forced = ranked > SCORE_LIMIT
     context = torch.isfinite(ranked) & ~forced
     best = ranked.masked_fill(~context, -torch.inf).amax(1, keepdim=True)  # (B, 1)
-    return (forced | (context & (ranked >= best - margin))).sum(1)
+    return forced | (context & (ranked >= best - margin))
 
 
 def answer_region(

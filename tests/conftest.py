@@ -135,8 +135,8 @@ def kept_per_layer(net, batch, lengths, **options):
     kept = []
     original = model.Tokens.keep
 
-    def record(self, index, valid):
-        chosen, tokens = original(self, index, valid)
+    def record(self, kept_slots):
+        chosen, tokens = original(self, kept_slots)
         kept.append(sorted((tokens.origin % batch["input_ids"].shape[1]).tolist()))
         return chosen, tokens
 

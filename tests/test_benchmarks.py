@@ -85,3 +85,23 @@ def test_precision_runs_each_precision_at_full_length_and_under_a_margin(tiny_se
         "dynamic-tinybert int8, full length",
         "dynamic-tinybert int8, --margins 2",
     ]
+
+
+def test_forward_ab_times_each_tree_alternately_and_refuses_a_tree_without_the_package(
+    tiny_selector_model, tmp_path
+):
+    root = str(Path(__file__).parents[1])
+    common = ["--model", str(tiny_selector_model), "--data", str(DEV), "--questions", "4", "--repeats", "1"]
+    common += ["--latency-windows", "2", "--margins", "2"]
+    table = run("forward_ab.py", root, *common, "--pairs", "2")
+    runs = [line for line in table.splitlines() if line.startswith("pair ")]
+    assert [line.split(":")[0] for line in runs] == [f"pair {p} {root}" for p in (1, 2)]
+    [median] = [line for line in table.splitlines() if line.startswith(f"median of 2 {root}: ")]
+    speedups = [float(part.split()[-1]) for part in median.split(": ")[1].split(", ")]
+    assert len(speedups) == 4 and all(s > 0 for s in speedups)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "forward_ab.py"), str(tmp_path), *common, "--pairs", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "holds no dynamic_tinybert package" in done.stderr

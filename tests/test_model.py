@@ -9,6 +9,8 @@ from dynamic_tinybert import checkpoint, model
 from dynamic_tinybert.lengths import kept_tokens
 from dynamic_tinybert.model import select_tokens
 
+from .conftest import kept_per_layer
+
 CONFIGS = [
     None,
     (1.0, 1.0, 1.0, 0.5),
@@ -121,9 +123,9 @@ def test_kept_tokens_are_those_receiving_most_attention(tiny_model, monkeypatch)
     original = model.select_tokens
 
     def record(significance, keep):
-        index, valid = original(significance, keep)
-        chosen.append(index[0])
-        return index, valid
+        kept = original(significance, keep)
+        chosen.append(kept[0].nonzero().squeeze(1))
+        return kept
 
     monkeypatch.setattr(model, "select_tokens", record)
     with torch.no_grad():
@@ -134,12 +136,10 @@ def test_kept_tokens_are_those_receiving_most_attention(tiny_model, monkeypatch)
     assert sorted(chosen[0].tolist()) == sorted(received.topk(kept_tokens(25, 0.6)).indices.tolist())
 
 
-def test_select_tokens_keeps_the_best_in_order_and_pads_short_rows():
+def test_select_tokens_keeps_the_most_significant_of_each_row():
     significance = torch.tensor([[0.1, 0.9, 0.5, 0.7], [0.3, 0.8, -float("inf"), -float("inf")]])
-    index, valid = select_tokens(significance, torch.tensor([3, 1]))
-    assert index[0].tolist() == [1, 2, 3]
-    assert index[1, :1].tolist() == [1]
-    assert valid.tolist() == [[True, True, True], [True, False, False]]
+    kept = select_tokens(significance, torch.tensor([3, 1]))
+    assert kept.tolist() == [[False, True, True, True], [False, True, False, False]]
 
 
 def test_gradients_flow_through_dropping_layers(tiny_model):
@@ -147,7 +147,24 @@ def test_gradients_flow_through_dropping_layers(tiny_model):
     net.train()
     out = net(**random_batch(net.config.vocab_size, [20, 14]), lengths=(0.8, 0.5, 0.5, 0.3))
     (out.start_logits.sum() + out.end_logits.sum()).backward()
-    assert all(p.grad is not None for p in net.parameters())
+    # every weight learns: none is cut off by the drops (a gradient of zeros would pass `is not None`)
+    silent = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert silent == []
+
+
+def test_a_token_dropped_before_the_last_layer_learns_through_its_restored_state(tiny_model):
+    """The logits of a token the last layer drops come from the state it entered that layer with:
+    their gradient reaches the embeddings and no weight of the last layer."""
+    net, _, _ = checkpoint.load(tiny_model)
+    net.eval()
+    batch = random_batch(net.config.vocab_size, [30])
+    lengths = (1.0, 1.0, 1.0, 0.4)
+    [kept] = kept_per_layer(net, batch, lengths)
+    dropped = [t for t in range(30) if t not in kept]
+    out = net(**batch, lengths=lengths)
+    out.start_logits[0, dropped].sum().backward()
+    assert net.embeddings.word.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in net.layers[-1].parameters())
 
 
 def test_bad_lengths_are_rejected(tiny_model):

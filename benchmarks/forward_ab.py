@@ -1,0 +1,122 @@
+"""The model's forward in two source trees, on the same windows (not a test): is a change faster?
+
+Each run is a fresh process that imports `dynamic_tinybert` from one tree and times, on the
+windows of the first --questions questions of SQuAD dev, the full model and the configuration
+asked for (--margins or --lengths), one window at a time (the first --latency-windows windows)
+and in batches of --batch-size sorted by length. A run reports the full model's time over the
+configuration's (its speedup), the median of --repeats rounds inside the process, so the
+machine's drift between processes cancels. The trees run alternately, --pairs times each; the
+last lines give each tree's median speedup and time per window.
+
+    git worktree add /tmp/before HEAD~1
+    python benchmarks/forward_ab.py /tmp/before . --margins 3.25 --pairs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from peers import dev_parser
+
+
+def parse(argv: list[str] | None):
+    parser = dev_parser(__doc__)
+    parser.add_argument("trees", nargs="*", type=Path, help="source trees (checkouts) to compare")
+    parser.add_argument("--margins", help="a margin for every layer, or one per layer: r1,...,rL")
+    parser.add_argument("--lengths", help="the shares each layer keeps: r1,...,rL")
+    parser.add_argument("--pairs", type=int, default=3, help="runs of each tree, alternating")
+    parser.add_argument("--latency-windows", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # one run, in this tree
+    args = parser.parse_args(argv)
+    if args.child is None and len(args.trees) < 1:
+        parser.error("give one source tree or more")
+    if (args.margins is None) == (args.lengths is None):
+        parser.error("give --margins or --lengths")
+    return args
+
+
+def child(args) -> dict[str, float]:
+    """One run inside `args.child`'s tree: the speedups and milliseconds per window."""
+    import torch
+
+    import dynamic_tinybert
+    from dynamic_tinybert import QuestionAnswerer, read_squad
+    from dynamic_tinybert.data import collate
+
+    if not Path(dynamic_tinybert.__file__).resolve().is_relative_to(args.child.resolve()):
+        raise SystemExit(f"{args.child} holds no dynamic_tinybert package (got {dynamic_tinybert.__file__})")
+    torch.set_num_threads(args.threads)
+    qa = QuestionAnswerer.from_pretrained(args.model)
+    examples = read_squad(args.data)[: args.questions]
+    windows = [w for ws in qa.tokenizer.encode_examples(examples) for w in ws]
+    singles = [collate([w], "cpu") for w in windows[: args.latency_windows]]
+    ordered = sorted(windows, key=lambda w: len(w.input_ids))
+    size = args.batch_size
+    batches = [collate(ordered[i : i + size], "cpu") for i in range(0, len(ordered), size)]
+    name, value = ("margins", args.margins) if args.margins else ("lengths", args.lengths)
+    values = [float(v) for v in value.split(",")]
+    config = {name: values[0] if len(values) == 1 else values}
+
+    def seconds(inputs, options) -> float:
+        began = time.perf_counter()
+        with torch.inference_mode():
+            for b in inputs:
+                qa.model(b["input_ids"], b["attention_mask"], b["token_type_ids"], **options)
+        return time.perf_counter() - began
+
+    rounds = []
+    for _ in range(args.repeats):
+        rounds.append([seconds(inputs, options) for inputs in (singles, batches) for options in ({}, config)])
+    return {
+        "speedup_batch1": statistics.median(r[0] / r[1] for r in rounds),
+        f"speedup_batch{size}": statistics.median(r[2] / r[3] for r in rounds),
+        "ms_per_window_batch1": 1000 * statistics.median(r[1] for r in rounds) / len(singles),
+        f"ms_per_window_batch{size}": 1000 * statistics.median(r[3] for r in rounds) / len(windows),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.child is not None:
+        print(json.dumps(child(args)))
+        return 0
+    options = [f"--model={args.model}", f"--data={args.data}", f"--questions={args.questions}"]
+    options += [f"--repeats={args.repeats}", f"--latency-windows={args.latency_windows}"]
+    options += [f"--batch-size={args.batch_size}", f"--threads={args.threads}"]
+    options += [f"--margins={args.margins}"] if args.margins else [f"--lengths={args.lengths}"]
+    runs: dict[Path, list[dict[str, float]]] = {tree: [] for tree in args.trees}
+    for pair in range(args.pairs):
+        for tree in args.trees:
+            out = subprocess.run(
+                [sys.executable, __file__, *options, "--child", str(tree)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(tree.resolve())},  # its package before the installed one
+            )
+            if out.returncode != 0:
+                print(f"{tree}: the run failed:\n{out.stderr.strip()}", file=sys.stderr)
+                return 1
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[tree].append(result)
+            print(f"pair {pair + 1} {tree}: {_row(result)}", flush=True)
+    for tree, results in runs.items():
+        medians = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        print(f"median of {len(results)} {tree}: {_row(medians)}")
+    return 0
+
+
+def _row(result: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in result.items())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
