@@ -173,7 +173,8 @@ def test_scores_are_over_the_20_best_spans_whatever_top_k(qa):
     one = qa(question="How large?", context=CONTEXT)
     twenty = qa(question="How large?", context=CONTEXT, top_k=20)
     assert twenty[0] == one
-    assert sum(a["score"] for a in twenty) == pytest.approx(1.0) or len(twenty) < 20
+    assert len(twenty) == 20 and 0 < one["score"] < 1
+    assert sum(a["score"] for a in twenty) == pytest.approx(1.0)
 
 
 def test_evaluate_scores_its_own_predictions(qa, squad_file):

@@ -61,8 +61,16 @@ def test_recipe_smoke_run_goes_through_every_stage(tmp_path):
     # the student ships with its learned selector, and its frontier was searched with it
     assert final.model.selector is not None and final.frontier.selector == "learned"
     assert not (out / "final" / "trainer").exists()
-    # the same command again finds every stage finished and changes nothing
+    # the same command again finds every stage and search finished: no file changes (the search
+    # and the final folder are written again, with the same bytes)
+    before = files_in(out)
     subprocess.run(command, check=True, timeout=900)
+    assert files_in(out) == before
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    """Every file under folder, and its bytes."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
 
 
 # --- bad input and interruptions: one line, the stage's exit status, never a traceback ------------

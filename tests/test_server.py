@@ -4,7 +4,6 @@ health and metrics, concurrent clients, SLO mode and a graceful SIGTERM."""
 from __future__ import annotations
 
 import dataclasses
-import doctest
 import http.client
 import json
 import re
@@ -775,10 +774,6 @@ def test_settings_from_code_are_checked_as_the_command_line_checks_them(qa):
         with pytest.raises(ServeError, match=message):
             create_app(qa, ServeSettings(**bad))
     assert main(["serve", "--model", str(qa.folder), "--slice-ms", "-5"]) == 2
-
-
-def test_doctests():
-    assert doctest.testmod(batching).failed == 0
 
 
 # --- the command -------------------------------------------------------------------------------

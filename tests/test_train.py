@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -411,6 +412,13 @@ def test_distillation_losses_are_zero_when_the_student_is_the_teacher(teacher, s
     with torch.no_grad():
         assert float(intermediate_step(Trainee(model), batch, {}, ctx)) == 0.0
         assert float(prediction_step(Trainee(model), batch, {}, ctx)) == 0.0
+        # a student one perturbed weight matrix away from its teacher is told so by both losses
+        student = copy.deepcopy(model)
+        weight = student.layers[0].ffn_out.weight
+        noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+        weight.add_(0.05 * noise)  # not a constant: the layer norm after it would cancel a constant
+        assert float(intermediate_step(Trainee(student), batch, {}, ctx)) > 1e-6
+        assert float(prediction_step(Trainee(student), batch, {}, ctx)) > 1e-6
 
 
 def test_saved_student_loads_in_transformers_with_the_core_logits(distilled):
@@ -800,7 +808,7 @@ def test_the_step_count_is_refitted_as_the_rate_settles(monkeypatch):
     assert limit.step_count(401, 401, total) == (401, {"event": "out of time", "step": 401})
 
 
-def test_settings_errors(tiny_model, sixteen, tmp_path):
+def test_settings_errors(tiny_model, sixteen, tmp_path, capsys):
     from dynamic_tinybert.cli import main
 
     assert (
@@ -819,6 +827,8 @@ def test_settings_errors(tiny_model, sixteen, tmp_path):
         )
         == 2
     )
+    error = capsys.readouterr().err.strip()
+    assert "--teacher" in error and len(error.splitlines()) == 1 and "Traceback" not in error
 
 
 def test_squad_dev_is_refused_by_content_under_any_name(sixteen, tiny_model, tmp_path, capsys):
