@@ -41,7 +41,20 @@ def parse(argv: list[str] | None):
         parser.error("give one source tree or more")
     if (args.margins is None) == (args.lengths is None):
         parser.error("give --margins or --lengths")
+    try:
+        args.configuration = _configuration(args)
+    except ValueError:
+        parser.error(
+            f"--margins or --lengths {args.margins or args.lengths!r}: give numbers such as 3 or 1,0.8,0.5"
+        )
     return args
+
+
+def _configuration(args) -> dict[str, float | list[float]]:
+    """The model's options for --margins or --lengths: one number, or one per layer."""
+    name, text = ("margins", args.margins) if args.margins else ("lengths", args.lengths)
+    values = [float(v) for v in text.split(",")]
+    return {name: values[0] if len(values) == 1 else values}
 
 
 def child(args) -> dict[str, float]:
@@ -62,9 +75,7 @@ def child(args) -> dict[str, float]:
     ordered = sorted(windows, key=lambda w: len(w.input_ids))
     size = args.batch_size
     batches = [collate(ordered[i : i + size], "cpu") for i in range(0, len(ordered), size)]
-    name, value = ("margins", args.margins) if args.margins else ("lengths", args.lengths)
-    values = [float(v) for v in value.split(",")]
-    config = {name: values[0] if len(values) == 1 else values}
+    config = args.configuration
 
     def seconds(inputs, options) -> float:
         began = time.perf_counter()

@@ -105,3 +105,6 @@ def test_forward_ab_times_each_tree_alternately_and_refuses_a_tree_without_the_p
         text=True,
     )
     assert done.returncode == 1 and "holds no dynamic_tinybert package" in done.stderr
+    bad = [sys.executable, str(BENCHMARKS / "forward_ab.py"), root, "--margins", "wide"]
+    done = subprocess.run(bad, capture_output=True, text=True)
+    assert done.returncode == 2 and "give numbers such as 3" in done.stderr and "Traceback" not in done.stderr
