@@ -289,7 +289,8 @@ def _answer_endpoint(qa: QuestionAnswerer, settings: ServeSettings, batcher: Bat
             frontier_point=_point_out(batcher.points, outcome.point, outcome.picked),
             seconds=time.perf_counter() - arrived,
             batch_size=outcome.batch_size,
-            warnings=[message if single else f"inputs[{i}]: {message}" for i, message in cuts],  # as errors name it
+            # one of a list named as error messages name it
+            warnings=[message if single else f"inputs[{i}]: {message}" for i, message in cuts],
         )
 
     return answer
