@@ -315,7 +315,7 @@ def test_the_selector_learns_on_its_own_cascade_too(selector_trained, sixteen):
             Trainee(model), batch, {}, StepContext(settings, None, None, np.random.default_rng(0))
         )
         loss.backward()
-        return float(loss), [p.grad.clone() for p in params]
+        return float(loss.detach()), [p.grad.clone() for p in params]
 
     plain, teacher_forced = gradients()
     assert gradients(selector_cascade=2, length_ratio=1.0)[0] == plain
