@@ -2,10 +2,11 @@
 
 Each run is a fresh process that imports `dynamic_tinybert` from one tree and times, on the
 windows of the first --questions questions of SQuAD dev, the full model and the configuration
-asked for (--margins or --lengths), one window at a time (the first --latency-windows windows)
-and in batches of --batch-size sorted by length. A run reports the full model's time over the
-configuration's (its speedup), the median of --repeats rounds inside the process, so the
-machine's drift between processes cancels. The trees run alternately, --pairs times each; the
+asked for (--margins or --lengths), as the search and speed.py time them (dynamic_tinybert.timing):
+the median latency of one window at a time over the first --latency-windows windows, and the
+throughput of all of them in batches of --batch-size sorted by length. A run reports the
+configuration's speedup over the full model, the median of --repeats rounds inside the process,
+so the machine's drift between processes cancels. The trees run alternately, --pairs times each; the
 last lines give each tree's median speedup and time per window.
 
     git worktree add /tmp/before HEAD~1
@@ -20,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from peers import dev_parser
@@ -58,12 +58,12 @@ def _configuration(args) -> dict[str, float | list[float]]:
 
 
 def child(args) -> dict[str, float]:
-    """One run inside `args.child`'s tree: the speedups and milliseconds per window."""
+    """One run inside `args.child`'s tree: the speedups, the latency and the throughput."""
     import torch
 
     import dynamic_tinybert
     from dynamic_tinybert import QuestionAnswerer, read_squad
-    from dynamic_tinybert.data import collate
+    from dynamic_tinybert.timing import latency_ms, throughput
 
     if not Path(dynamic_tinybert.__file__).resolve().is_relative_to(args.child.resolve()):
         raise SystemExit(f"{args.child} holds no dynamic_tinybert package (got {dynamic_tinybert.__file__})")
@@ -71,27 +71,18 @@ def child(args) -> dict[str, float]:
     qa = QuestionAnswerer.from_pretrained(args.model)
     examples = read_squad(args.data)[: args.questions]
     windows = [w for ws in qa.tokenizer.encode_examples(examples) for w in ws]
-    singles = [collate([w], "cpu") for w in windows[: args.latency_windows]]
-    ordered = sorted(windows, key=lambda w: len(w.input_ids))
-    size = args.batch_size
-    batches = [collate(ordered[i : i + size], "cpu") for i in range(0, len(ordered), size)]
-    config = args.configuration
-
-    def seconds(inputs, options) -> float:
-        began = time.perf_counter()
-        with torch.inference_mode():
-            for b in inputs:
-                qa.model(b["input_ids"], b["attention_mask"], b["token_type_ids"], **options)
-        return time.perf_counter() - began
-
+    singles, size, device = windows[: args.latency_windows], args.batch_size, qa.device
+    both = ({"lengths": None}, {"lengths": None, **args.configuration})  # full model, configuration
     rounds = []
     for _ in range(args.repeats):
-        rounds.append([seconds(inputs, options) for inputs in (singles, batches) for options in ({}, config)])
+        full_ms, ms = (latency_ms(qa.model, singles, device=device, **o) for o in both)
+        full_rate, rate = (throughput(qa.model, windows, device=device, batch_size=size, **o) for o in both)
+        rounds.append({"full_ms": full_ms, "ms": ms, "full_rate": full_rate, "rate": rate})
     return {
-        "speedup_batch1": statistics.median(r[0] / r[1] for r in rounds),
-        f"speedup_batch{size}": statistics.median(r[2] / r[3] for r in rounds),
-        "ms_per_window_batch1": 1000 * statistics.median(r[1] for r in rounds) / len(singles),
-        f"ms_per_window_batch{size}": 1000 * statistics.median(r[3] for r in rounds) / len(windows),
+        "speedup_batch1": statistics.median(r["full_ms"] / r["ms"] for r in rounds),
+        f"speedup_batch{size}": statistics.median(r["rate"] / r["full_rate"] for r in rounds),
+        "latency_ms_batch1": statistics.median(r["ms"] for r in rounds),
+        f"windows_per_s_batch{size}": statistics.median(r["rate"] for r in rounds),
     }
 
 

@@ -128,8 +128,7 @@ class Tokens:
     def keep(self, kept: Tensor) -> tuple[Tensor, Tokens]:
         """The packed positions of the tokens marked in `kept` (B, width), in order, and the new
         token set."""
-        packed = kept.flatten() if self.full else kept.flatten()[self.slots]  # (N,)
-        chosen = packed.nonzero().squeeze(1)
+        chosen = self.unpad(kept[..., None]).squeeze(1).nonzero().squeeze(1)
         return chosen, Tokens(kept.sum(1).tolist(), self.origin[chosen], self.size)
 
     def restore(self, x: Tensor, into: Tensor | None = None) -> Tensor:
