@@ -298,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         help="with --model: the SLO server moves along the shares and margin points together",
     )
     parser.add_argument(
-        "--budgets", default="1,0.5,0.33", help="fixed budgets, one row each (1: the full model)"
+        "--budgets",
+        default="1,0.5,0.33",
+        help="fixed budgets, one row each (1: the full model); '' for none (the SLO row alone)",
     )
     parser.add_argument(
         "--data", type=Path, help="SQuAD-format file to take questions from (default: built in)"
@@ -356,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
             loopback(url)
     check_count(args.questions, "--questions")
     check_count(args.heavy, "--heavy")
-    budgets = parse_budgets(args.budgets)
+    budgets = parse_budgets(args.budgets) if args.budgets.strip() else []
     pairs = read_pairs(args.data, args.questions)
     extra = [
         *(["--max-batch", str(args.max_batch)] if args.max_batch is not None else []),

@@ -757,6 +757,23 @@ def test_the_loadtest_names_what_each_reply_ran():
     assert key({"index": None, "margins": [3.25] * 6}) == "margins 3.25"  # a budget's, outside SLO mode
 
 
+def test_the_loadtest_runs_the_slo_row_alone_with_no_budgets(frontier_qa, budgeted, capsys):
+    """`--budgets ''`: no fixed-budget rows (training/slo_margin_points.sh compares SLO rows only)."""
+    from .conftest import load_script
+
+    with running(frontier_qa, latency_slo=60_000) as slo_url:
+        argv = ["--url", budgeted, "--slo-url", slo_url, "--budgets", "", "--concurrency", "2"]
+        code = load_script("loadtest").main([*argv, "--requests", "4"])
+    out = capsys.readouterr().out
+    rows = [
+        line
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith(("| mode", "| ---"))
+    ]
+    assert code == 0 and [row.split(" | ")[0] for row in rows] == ["| SLO mode"], out
+    assert rows[0].split(" | ")[1] == "4"  # requests
+
+
 def test_slo_mode_needs_a_frontier(qa):
     with pytest.raises(ValueError, match="has none"):
         create_app(qa, ServeSettings(latency_slo=100))

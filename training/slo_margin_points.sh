@@ -5,7 +5,7 @@
 # requests for the controller to settle), each pair twice, alternating (log
 # training/logs/slo-margin-points.txt, about 15 minutes).
 set -euo pipefail
-ARGS=(--model dynamic_tinybert/default_model --data ../shared/data/squad/dev-v1.1.json --budgets ,
+ARGS=(--model dynamic_tinybert/default_model --data ../shared/data/squad/dev-v1.1.json --budgets ''
       --concurrency 32 --requests 10000 --seconds 60)
 for repeat in 1 2; do
     for slo in 1000 2000; do
