@@ -48,6 +48,11 @@ DOWN_AT = 0.8  # move down to a point whose predicted latency is under this shar
 UP_AT = 0.6  # move one point up only when that point predicts under this share
 RECENT_BATCHES = 32  # the slowdown is a high percentile over this many micro-batches
 SLOWDOWN_PERCENTILE = 90
+# the percentile over the queued requests of their predicted latency that the controller keeps
+# under the target. Not the worst one: under steady load that is usually a request of several
+# windows, which round-robin makes wait a round per window, and chasing it sent every request to
+# the cheapest point (training/logs/slo-controller-avx2.txt)
+QUEUE_PERCENTILE = 75
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +143,14 @@ class Cost(NamedTuple):
 class SloController:
     """Chooses the frontier point of each micro-batch so that latency stays under a target.
 
-    It predicts, for each point, when the last of the queued requests would be answered if the
-    whole queue ran at that point in FIFO micro-batches: that request's wait so far plus the
-    model time of every batch up to its own, from the point's cost measured at warm-up times how
-    much slower the machine runs now than then (a high percentile over the recent micro-batches,
-    so that the slow ones count, not the typical one). It moves down at once to the most accurate point
-    predicted under DOWN_AT of the target, and up one point at a time while the next one predicts
-    under UP_AT: as load falls it climbs back, one micro-batch at a time.
+    It predicts, for each point, when the queued requests would be answered if the whole queue
+    ran at that point in FIFO micro-batches (each one's wait so far plus the model time of every
+    batch up to its own; their QUEUE_PERCENTILE-th percentile), from the point's cost measured at
+    warm-up times how much slower the machine runs now than then (a high percentile over the
+    recent micro-batches, so that the slow ones count, not the typical one). It moves down at
+    once to the most accurate point predicted under DOWN_AT of the target, and up one point at a
+    time while the next one predicts under UP_AT: as load falls it climbs back, one micro-batch at
+    a time.
 
     >>> c = SloController([Cost(0.0, 1e-4), Cost(0.0, 2e-4), Cost(0.0, 4e-4)], slo=1.0, max_batch=4)
     >>> c.choose([QueuedWork(0.0, 1, 1000)] * 8)  # 8000 characters: 3.2 s at full, 1.6 s, 0.8 s
@@ -165,12 +171,16 @@ class SloController:
         self.slowdown = 1.0
 
     def predict(self, level: int, queue: Sequence[QueuedWork]) -> float:
-        """Seconds until the last of the queued requests would be answered at this point."""
+        """The latency of the queued requests at this point, from arrival to answer, in seconds:
+        the QUEUE_PERCENTILE-th percentile over them."""
+        if not queue:
+            return 0.0
         batches = pack([w.windows for w in queue], self.max_batch)
-        chars = np.bincount(batches, weights=[w.chars for w in queue]) if queue else np.zeros(0)
+        chars = np.bincount(batches, weights=[w.chars for w in queue])
         cost = self.costs[level]
         ends = np.cumsum(cost.per_batch + cost.per_char * chars) * self.slowdown  # seconds from now
-        return max((w.waited + ends[b] for w, b in zip(queue, batches, strict=True)), default=0.0)
+        latencies = [w.waited + ends[b] for w, b in zip(queue, batches, strict=True)]
+        return float(np.percentile(latencies, QUEUE_PERCENTILE))
 
     def choose(self, queue: Sequence[QueuedWork]) -> int:
         fits = [i for i in range(len(self.costs)) if self.predict(i, queue) <= DOWN_AT * self.slo]

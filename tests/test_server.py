@@ -695,13 +695,22 @@ def test_slo_controller_moves_down_at_once_and_back_up_one_point_at_a_time():
     request = QueuedWork(waited=0.0, windows=1, chars=200)
     assert controller.choose([request]) == 2  # 9 ms at the full model
     assert controller.choose([request] * 24) == 0  # 3 batches: 0.195 s at full, 0.099 s, 0.051 s
-    assert controller.choose([request] * 9) == 1  # 2 batches: 0.074 s at full, 0.038 s at the middle
-    assert controller.choose([request] * 9) == 1  # full fits under 0.08 s but not 0.06 s: it stays
+    assert controller.choose([request] * 12) == 1  # 2 batches: 0.098 s at full, 0.050 s at the middle
+    assert controller.choose([request] * 9) == 1  # full at 0.065 s fits under 0.08 s but not 0.06 s: it stays
     assert controller.choose([request] * 2) == 2  # 0.017 s
     assert controller.choose([QueuedWork(0.09, 1, 200)]) == 0  # waited past the target already
     controller.observe(0, chars=200, seconds=0.003 * 10)  # the machine runs 10 times slower
     assert controller.slowdown == pytest.approx(10)
-    assert controller.choose([request] * 9) == 0  # the middle point's 0.038 s is now 0.38 s
+    assert controller.choose([request] * 9) == 0  # the middle point's 0.033 s is now 0.33 s
+
+
+def test_slo_controller_follows_most_queued_requests_not_the_latest_one():
+    """One request already late (a request of several windows waits a round per window) does not
+    send the whole queue to the cheapest point; most of the queue late does."""
+    controller = SloController([Cost(0.001, 1e-5), Cost(0.001, 4e-5)], slo=0.1, max_batch=8)
+    fresh, late = QueuedWork(0.0, 1, 200), QueuedWork(0.09, 1, 200)
+    assert controller.choose([late, *[fresh] * 7]) == 1  # at full: 0.065 s each, the late one 0.155 s
+    assert controller.choose([late] * 4 + [fresh] * 4) == 0  # at the cheapest point: 0.107 s for half
 
 
 def test_slo_mode_moves_down_the_frontier_under_load(frontier_qa):
