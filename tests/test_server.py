@@ -704,7 +704,7 @@ def test_slo_controller_moves_down_at_once_and_back_up_one_point_at_a_time():
     assert controller.choose([request] * 9) == 0  # the middle point's 0.033 s is now 0.33 s
 
 
-def test_slo_controller_follows_most_queued_requests_not_the_latest_one():
+def test_slo_controller_follows_most_queued_requests_not_the_one_most_late():
     """One request already late (a request of several windows waits a round per window) does not
     send the whole queue to the cheapest point; most of the queue late does."""
     controller = SloController([Cost(0.001, 1e-5), Cost(0.001, 4e-5)], slo=0.1, max_batch=8)
