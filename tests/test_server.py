@@ -770,15 +770,13 @@ def test_the_loadtest_runs_the_slo_row_alone_with_no_budgets(frontier_qa, budget
     """`--budgets ''`: no fixed-budget rows (training/slo_margin_points.sh compares SLO rows only)."""
     from .conftest import load_script
 
+    loadtest = load_script("loadtest")
     with running(frontier_qa, latency_slo=60_000) as slo_url:
         argv = ["--url", budgeted, "--slo-url", slo_url, "--budgets", "", "--concurrency", "2"]
-        code = load_script("loadtest").main([*argv, "--requests", "4"])
+        code = loadtest.main([*argv, "--requests", "4"])
     out = capsys.readouterr().out
-    rows = [
-        line
-        for line in out.splitlines()
-        if line.startswith("| ") and not line.startswith(("| mode", "| ---"))
-    ]
+    header = loadtest.HEADER.splitlines()
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line not in header]
     assert code == 0 and [row.split(" | ")[0] for row in rows] == ["| SLO mode"], out
     assert rows[0].split(" | ")[1] == "4"  # requests
 
