@@ -5,10 +5,11 @@ budgets and in SLO mode, as a markdown table.
     python scripts/loadtest.py --url http://127.0.0.1:8000 [--slo-url http://127.0.0.1:8001]
 
 With --model it starts two servers of its own on free loopback ports, one plain and one with
---latency-slo, and stops them at the end; with --url it tests servers already running. Only
-loopback addresses are accepted. Each row is a closed loop: --concurrency clients, each sending
-its next request when the last one is answered, until --requests requests or --seconds seconds,
-whichever comes first. Latency is measured by the client, HTTP included.
+--latency-slo, one after the other (each times the model as it warms up), and stops them at the
+end; with --url it tests servers already running. Only loopback addresses are accepted. Each row
+is a closed loop: --concurrency clients, each sending its next request when the last one is
+answered, until --requests requests or --seconds seconds, whichever comes first. Latency is
+measured by the client, HTTP included.
 """
 
 from __future__ import annotations
@@ -372,13 +373,16 @@ def run(args: argparse.Namespace) -> int:
         if args.model is not None:
             process, url = start_server(args.model, extra)
             started.append(process)
-            if args.latency_slo is not None:
-                slo = ["--latency-slo", str(args.latency_slo)]
-                if args.slo_margin_points:
-                    slo.append("--slo-margin-points")
-                process, slo_url = start_server(args.model, [*extra, *slo])
-                started.append(process)
         ready = wait_ready(url, 300 if args.model is not None else 30)  # a --url server runs already
+        if args.model is not None and args.latency_slo is not None:
+            # one after the other, and before any row: a server times the model as it warms up
+            # (the slice's windows, the SLO controller's costs), and other work would slow that
+            slo = ["--latency-slo", str(args.latency_slo)]
+            if args.slo_margin_points:
+                slo.append("--slo-margin-points")
+            process, slo_url = start_server(args.model, [*extra, *slo])
+            started.append(process)
+            wait_ready(slo_url, 300)
         if args.heavy is not None:
             print(heavy_probe(url, pairs, args.heavy))
             return 0

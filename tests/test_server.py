@@ -781,6 +781,38 @@ def test_the_loadtest_runs_the_slo_row_alone_with_no_budgets(frontier_qa, budget
     assert rows[0].split(" | ")[1] == "4"  # requests
 
 
+def test_the_loadtest_starts_its_second_server_once_the_first_is_ready(tiny_model, monkeypatch, capsys):
+    """Each server times the model while it warms up: the SLO server starts only once the plain
+    one is ready, and both are ready before the first row runs."""
+    from .conftest import load_script
+
+    loadtest = load_script("loadtest")
+    events = []
+
+    def start_server(model, extra):
+        name = "slo" if "--latency-slo" in extra else "plain"
+        events.append(f"start {name}")
+        return name, f"http://127.0.0.1:{1 if name == 'plain' else 2}"
+
+    def wait_ready(url, seconds=300):
+        events.append("ready " + ("plain" if url.endswith(":1") else "slo"))
+        return {"frontier_points": 3}
+
+    def run_row(url, mode, *args):
+        events.append(f"row {mode}")
+        return loadtest.Row(mode, latencies=[0.1], seconds=1.0)
+
+    monkeypatch.setattr(loadtest, "start_server", start_server)
+    monkeypatch.setattr(loadtest, "wait_ready", wait_ready)
+    monkeypatch.setattr(loadtest, "run_row", run_row)
+    monkeypatch.setattr(loadtest, "stop_server", lambda process: events.append(f"stop {process}"))
+    argv = ["--model", str(tiny_model), "--latency-slo", "500", "--budgets", "1"]
+    assert loadtest.main(argv) == 0, capsys.readouterr()
+    assert events[:5] == ["start plain", "ready plain", "start slo", "ready slo", "row full model"]
+    assert [e for e in events if e.startswith("row")] == ["row full model", "row SLO 500 ms"]
+    assert events[-2:] == ["stop plain", "stop slo"]
+
+
 def test_slo_mode_needs_a_frontier(qa):
     with pytest.raises(ValueError, match="has none"):
         create_app(qa, ServeSettings(latency_slo=100))
