@@ -49,8 +49,8 @@ UP_AT = 0.6  # move one point up only when that point predicts under this share
 RECENT_BATCHES = 32  # the slowdown is a high percentile over this many micro-batches
 SLOWDOWN_PERCENTILE = 90
 # the percentile over the queued requests of their predicted latency that the controller keeps
-# under the target. Not the worst one: under steady load that is usually a request of several
-# windows, which round-robin makes wait a round per window, and chasing it sent every request to
+# under the target. Not the worst one: under steady load that was usually a request of several
+# windows, which round-robin made wait a round per window, and chasing it sent every request to
 # the cheapest point (training/logs/slo-controller-avx2.txt)
 QUEUE_PERCENTILE = 75
 
@@ -379,6 +379,7 @@ class Batcher:
         self.max_batch = max_batch
         self.slice = slice_ms / 1000 if slice_ms else None
         self.deferred = False  # whether the last micro-batch left a started request's windows out
+        self.cap = max_batch  # windows the last micro-batch could hold (see _cap)
         self.slice_tokens: float | None = None  # tokens the full model runs in slice_ms
         self.max_wait = max_wait_ms / 1000
         self.latency_slo = None if latency_slo is None else latency_slo / 1000
@@ -483,24 +484,37 @@ class Batcher:
         (more windows left than run in slice_ms), the windows that run in that time, each as
         costly as the queue's costliest (its tokens per window times its share of the full
         model's FLOPs), so that requests arriving behind it wait about that long. Without a long
-        request, short ones batch up to max_batch."""
+        request, short ones batch up to max_batch. A slice never holds fewer windows than
+        requests are queued (up to max_batch): those run one window each in turn anyway, and a
+        request arriving behind them waits for them all; on a machine where the slice holds
+        less than a window, a request of two windows made every micro-batch one window while it
+        was queued (training/logs/slice-floor-avx2.txt)."""
         if self.slice_tokens is None:
             return self.max_batch
         costliest = max((self._flops(j, level) * j.tokens_per_window for j in jobs), default=1.0)
         sliced = max(1, min(self.max_batch, int(self.slice_tokens / costliest)))
-        return sliced if any(j.left > sliced for j in jobs) else self.max_batch
+        if not any(j.left > sliced for j in jobs):
+            return self.max_batch
+        return max(sliced, min(self.max_batch, len(jobs)))
 
     def _flops(self, job: Job, level: int) -> float:
-        """A job's FLOPs against the full model's, at the point it runs or would run now (the full
-        model's for explicit lengths: an upper bound)."""
+        """A job's FLOPs against the full model's, at the point it runs or would run now (a margin
+        point's held-out mean where a budget picked one; the full model's for explicit lengths or
+        margins: an upper bound)."""
+        if job.picked is not None:
+            return job.picked.flops_ratio
         point = job.point if job.started else None if job.ceiling is None else min(level, job.ceiling)
         return self.points[point].flops_ratio if point is not None and point >= 0 else 1.0
 
     def _requeue(self, slices: list[Slice]) -> None:
-        """Requests whose windows just ran go behind every request that arrived meanwhile."""
+        """Requests whose windows just ran go behind every request that arrived meanwhile, if they
+        still have more windows left than a micro-batch holds: a long request cannot hold up
+        the ones behind it, and one that the next micro-batch can finish keeps its place (sent
+        to the back, a request of two windows waited a whole round for its second one)."""
         now = time.perf_counter()
         for piece in slices:
-            piece.job.turn = now
+            if piece.job.left > self.cap:
+                piece.job.turn = now
 
     async def _gather(self) -> None:
         """Wait for a request, then until max_batch windows wait or the oldest request has waited
@@ -535,7 +549,8 @@ class Batcher:
         turn. A request whose last window is handed out leaves the queue."""
         jobs = sorted(self.queue, key=lambda j: j.turn)
         left = [j.left for j in jobs]
-        shares = fair_shares(left, self._cap(jobs, level))
+        self.cap = self._cap(jobs, level)
+        shares = fair_shares(left, self.cap)
         # short requests alone, but never twice running: the long one moves on every other batch
         alone = None if self.deferred else finishing_first(shares, left)
         self.deferred = alone is not None

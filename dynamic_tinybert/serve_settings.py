@@ -33,9 +33,10 @@ class ServeSettings:
         "most windows (384-token slices of the contexts) run in one micro-batch", default=16
     )
     slice_ms: float = option(
-        "longest a micro-batch should run, in milliseconds: it holds at most the windows the full "
-        "model runs in that time (timed at start-up), so that a request behind a long one waits "
-        "about this long; 0: --max-batch alone",
+        "longest a micro-batch should run while a long request is queued, in milliseconds: it "
+        "holds the windows the full model runs in that time (timed at start-up; at least one per "
+        "queued request), so that a request behind a long one waits about this long; 0: "
+        "--max-batch alone",
         default=100.0,
     )
     max_wait_ms: float = option("how long the oldest queued request waits for others to join it", default=5.0)

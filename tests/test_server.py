@@ -481,6 +481,39 @@ def test_short_requests_run_alone_but_never_twice_in_a_row_past_a_long_one(qa):
     loop.close()
 
 
+def test_a_request_the_next_micro_batch_can_finish_keeps_its_place_in_the_round(qa):
+    """Only a request with more windows left than a micro-batch holds goes behind the ones that
+    arrived meanwhile: a request of two windows gets its second one in the next micro-batch, not
+    a whole round of the queue later."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    batcher = batching.Batcher(qa, batching.Metrics(), max_batch=2, max_wait_ms=0)
+
+    def job(windows: int) -> batching.Job:
+        return batching.Job(
+            ["q"], ["c"], [[None] * windows], 1, 30, None, None, time.perf_counter(), loop.create_future()
+        )
+
+    def take() -> list[tuple[str, int]]:
+        slices = batcher._take(-1)
+        batcher._requeue(slices)  # as once they have run
+        return [(names[s.job], s.stop - s.first) for s in slices]
+
+    two, long = job(2), job(9)
+    ones = [job(1) for _ in range(6)]
+    names = {two: "two", long: "long"} | {one: f"one{i}" for i, one in enumerate(ones)}
+    batcher.queue.extend([two, *ones[:4]])
+    assert take() == [("one0", 1)]  # alone: the first window of two would not finish it
+    assert take() == [("two", 1), ("one1", 1)]
+    assert take() == [("two", 1), ("one2", 1)]  # its second window, ahead of one3 (same as before)
+    batcher.queue.extend([long, *ones[4:]])
+    assert take() == [("one3", 1)]  # alone: long's window would not finish it
+    assert take() == [("long", 1), ("one4", 1)]
+    assert long.turn > ones[5].arrived  # a long one still goes behind those that came after it
+    loop.close()
+
+
 def test_a_slice_holds_the_windows_its_time_runs_by_their_tokens(qa):
     """With a long request queued, a micro-batch holds the windows the full model runs in the
     slice, counted by their tokens: many short windows together, full ones one at a time."""
@@ -500,7 +533,14 @@ def test_a_slice_holds_the_windows_its_time_runs_by_their_tokens(qa):
     assert batcher._cap([short], -1) == 16  # 25 windows of 20 tokens fit in the slice: max_batch
     assert batcher._cap([full], -1) == 1
     assert batcher._cap([middle], -1) == 5
-    assert batcher._cap([short, full], -1) == 1  # as costly as the costliest queued
+    # as costly as the costliest queued, but a window for each queued request (up to max_batch):
+    # they run one window each in turn anyway
+    assert batcher._cap([short, full], -1) == 2
+    assert batcher._cap([middle] + [job(1, 100) for _ in range(9)], -1) == 10
+    assert batcher._cap([full] + [job(1, 384) for _ in range(30)], -1) == 16
+    # a margin point a budget picked costs its held-out share of the full model's FLOPs
+    full.picked = Point((1.0, 1.0), 0.5, None, 1.0, 70.0, 80.0, margins=(3.0, 3.0))
+    assert batcher._cap([full], -1) == 2
     loop.close()
 
 
