@@ -441,26 +441,50 @@ def test_a_heavy_request_does_not_hold_up_a_small_one_sent_just_after_it(qa):
     assert small_seconds < 3 * sorted(alone_seconds)[1] + 0.15
 
 
+class Schedule:
+    """A batcher's queue worked by hand: jobs of so many windows, named, and micro-batches taken
+    as if they then ran."""
+
+    def __init__(self, qa: QuestionAnswerer, max_batch: int):
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.batcher = batching.Batcher(qa, batching.Metrics(), max_batch=max_batch, max_wait_ms=0)
+        self.names: dict[batching.Job, str] = {}
+
+    def job(self, name: str, windows: int) -> batching.Job:
+        job = batching.Job(
+            ["q"],
+            ["c"],
+            [[None] * windows],
+            1,
+            30,
+            None,
+            None,
+            time.perf_counter(),
+            self.loop.create_future(),
+        )
+        self.names[job] = name
+        return job
+
+    def take(self) -> list[tuple[str, int]]:
+        slices = self.batcher._take(-1)
+        self.batcher._requeue(slices)  # as once they have run
+        return [(self.names[s.job], s.stop - s.first) for s in slices]
+
+
 def test_short_requests_run_alone_but_never_twice_in_a_row_past_a_long_one(qa):
     """No long request's windows top up a micro-batch that finishes short ones (they would wait for
     them), and the long request still moves on at least every other micro-batch."""
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    batcher = batching.Batcher(qa, batching.Metrics(), max_batch=4, max_wait_ms=0)
-
-    def job(windows: int) -> batching.Job:
-        return batching.Job(
-            ["q"], ["c"], [[None] * windows], 1, 30, None, None, time.perf_counter(), loop.create_future()
-        )
-
-    def take() -> list[tuple[str, int]]:
-        slices = batcher._take(-1)
-        batcher._requeue(slices)  # as once they have run
-        return [(names[s.job], s.stop - s.first) for s in slices]
-
-    heavy, small1, small2, small3, small4 = job(20), job(1), job(1), job(1), job(2)
-    names = {heavy: "heavy", small1: "s1", small2: "s2", small3: "s3", small4: "s4"}
+    schedule = Schedule(qa, max_batch=4)
+    batcher, job, take = schedule.batcher, schedule.job, schedule.take
+    heavy, small1, small2, small3, small4 = (
+        job("heavy", 20),
+        job("s1", 1),
+        job("s2", 1),
+        job("s3", 1),
+        job("s4", 2),
+    )
     batcher.queue.extend([heavy, small1])
     assert take() == [("s1", 1)]  # alone, not with 3 of the heavy one's windows
     assert take() == [("heavy", 4)]
@@ -471,47 +495,31 @@ def test_short_requests_run_alone_but_never_twice_in_a_row_past_a_long_one(qa):
     # a micro-batch of one window reaches a request that arrived behind a long one next time
     batcher.max_batch = 1
     running = batcher._take(-1)
-    assert [names[s.job] for s in running] == ["heavy"]
-    small5 = job(1)  # arrives while the heavy one's window runs
-    names[small5] = "s5"
-    batcher.queue.append(small5)
+    assert [schedule.names[s.job] for s in running] == ["heavy"]
+    batcher.queue.append(job("s5", 1))  # arrives while the heavy one's window runs
     batcher._requeue(running)
     assert take() == [("s5", 1)]
     assert take() == [("heavy", 1)]
-    loop.close()
+    schedule.loop.close()
 
 
 def test_a_request_the_next_micro_batch_can_finish_keeps_its_place_in_the_round(qa):
     """Only a request with more windows left than a micro-batch holds goes behind the ones that
     arrived meanwhile: a request of two windows gets its second one in the next micro-batch, not
     a whole round of the queue later."""
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    batcher = batching.Batcher(qa, batching.Metrics(), max_batch=2, max_wait_ms=0)
-
-    def job(windows: int) -> batching.Job:
-        return batching.Job(
-            ["q"], ["c"], [[None] * windows], 1, 30, None, None, time.perf_counter(), loop.create_future()
-        )
-
-    def take() -> list[tuple[str, int]]:
-        slices = batcher._take(-1)
-        batcher._requeue(slices)  # as once they have run
-        return [(names[s.job], s.stop - s.first) for s in slices]
-
-    two, long = job(2), job(9)
-    ones = [job(1) for _ in range(6)]
-    names = {two: "two", long: "long"} | {one: f"one{i}" for i, one in enumerate(ones)}
+    schedule = Schedule(qa, max_batch=2)
+    batcher, job, take = schedule.batcher, schedule.job, schedule.take
+    two, long = job("two", 2), job("long", 9)
+    ones = [job(f"one{i}", 1) for i in range(6)]
     batcher.queue.extend([two, *ones[:4]])
     assert take() == [("one0", 1)]  # alone: the first window of two would not finish it
     assert take() == [("two", 1), ("one1", 1)]
-    assert take() == [("two", 1), ("one2", 1)]  # its second window, ahead of one3 (same as before)
+    assert take() == [("two", 1), ("one2", 1)]  # its second window (sent behind, it waited for one3)
     batcher.queue.extend([long, *ones[4:]])
     assert take() == [("one3", 1)]  # alone: long's window would not finish it
     assert take() == [("long", 1), ("one4", 1)]
     assert long.turn > ones[5].arrived  # a long one still goes behind those that came after it
-    loop.close()
+    schedule.loop.close()
 
 
 def test_a_slice_holds_the_windows_its_time_runs_by_their_tokens(qa):
