@@ -269,14 +269,8 @@ def heavy_probe(url: str, pairs: list[tuple[str, str]], contexts: int, repeats: 
         for _ in range(repeats):
             running = pool.submit(post, url, heavy)
             time.sleep(0.3)
-            status, reply, took = post(url, small)
-            if status != 200:
-                raise LoadTestError(f"the small request got {status}: {reply.get('error')}")
-            behind.append(took)
-            status, reply, took = running.result()
-            if status != 200:
-                raise LoadTestError(f"the heavy request got {status}: {reply.get('error')}")
-            heavy_seconds.append(took)
+            behind.append(_answered("small", *post(url, small), contexts))
+            heavy_seconds.append(_answered("heavy", *running.result(), contexts))
     return (
         "| small request alone, median ms | sent 0.3 s after a heavy one, median ms | worst ms | "
         "worst / alone | heavy request, median s |\n| ---: | ---: | ---: | ---: | ---: |\n"
@@ -284,6 +278,18 @@ def heavy_probe(url: str, pairs: list[tuple[str, str]], contexts: int, repeats: 
         f"{max(behind) / np.median(alone):.2f} | {np.median(heavy_seconds):.1f} |\n\n"
         f"heavy: {contexts} contexts of {len(long_context):,} characters; {repeats} repeats"
     )
+
+
+def _answered(which: str, status: int, reply: dict, took: float, contexts: int) -> float:
+    """The seconds a request of the heavy probe took, or why it was not answered."""
+    if status == 200:
+        return took
+    error = str(reply.get("error"))
+    if status == 503 and "timeout" in error:  # trying again would not help
+        error = error.removesuffix("; try again")
+        error += f"; {contexts} long contexts take this machine longer than that: try a smaller --heavy"
+    why = f"the {which} request got {status}: {error}"
+    raise LoadTestError(why)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -861,6 +861,20 @@ def test_the_loadtest_starts_its_second_server_once_the_first_is_ready(tiny_mode
     assert events[-2:] == ["stop plain", "stop slo"]
 
 
+def test_the_heavy_probe_says_to_send_fewer_contexts_when_they_take_longer_than_the_timeout(qa):
+    """On a slow machine `--heavy 8` outlasts the server's request timeout: the error says so and
+    what to change, not "try again"."""
+    from .conftest import load_script
+
+    loadtest = load_script("loadtest")
+    with (
+        slow_model(qa, 0.05),
+        running(qa, max_batch=16, max_wait_ms=2, request_timeout=0.4) as url,
+        pytest.raises(loadtest.LoadTestError, match=r"503.*timeout.*try a smaller --heavy"),
+    ):
+        loadtest.heavy_probe(url, [(QUESTION, CONTEXT)], 3, repeats=1)
+
+
 def test_slo_mode_needs_a_frontier(qa):
     with pytest.raises(ValueError, match="has none"):
         create_app(qa, ServeSettings(latency_slo=100))
