@@ -380,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
             process, url = start_server(args.model, extra)
             started.append(process)
         ready = wait_ready(url, 300 if args.model is not None else 30)  # a --url server runs already
-        if args.model is not None and args.latency_slo is not None:
+        if args.model is not None and args.latency_slo is not None and args.heavy is None:
             # one after the other, and before any row: a server times the model as it warms up
             # (the slice's windows, the SLO controller's costs), and other work would slow that
             slo = ["--latency-slo", str(args.latency_slo)]

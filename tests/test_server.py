@@ -859,6 +859,10 @@ def test_the_loadtest_starts_its_second_server_once_the_first_is_ready(tiny_mode
     assert events[:5] == ["start plain", "ready plain", "start slo", "ready slo", "row full model"]
     assert [e for e in events if e.startswith("row")] == ["row full model", "row SLO 500 ms"]
     assert events[-2:] == ["stop plain", "stop slo"]
+    events.clear()  # the heavy probe asks the plain server alone
+    monkeypatch.setattr(loadtest, "heavy_probe", lambda url, pairs, contexts: events.append("probe") or "")
+    assert loadtest.main([*argv, "--heavy", "2"]) == 0
+    assert events == ["start plain", "ready plain", "probe", "stop plain"]
 
 
 def test_the_heavy_probe_says_to_send_fewer_contexts_when_they_take_longer_than_the_timeout(qa):
