@@ -9,7 +9,8 @@ With --model it starts two servers of its own on free loopback ports, one plain 
 end; with --url it tests servers already running. Only loopback addresses are accepted. Each row
 is a closed loop: --concurrency clients, each sending its next request when the last one is
 answered, until --requests requests or --seconds seconds, whichever comes first. Latency is
-measured by the client, HTTP included.
+measured by the client, HTTP included; windows/micro-batch is the server's (its /metrics) during
+the row.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Row:
     gflops: list[float] = field(default_factory=list)
     f1s: list[float] = field(default_factory=list)  # held-out F1 of the frontier point each ran
     seconds: float = 0.0
+    batch_windows: float | None = None  # the server's windows per micro-batch during the row
 
     def markdown(self) -> str:
         answered = len(self.latencies)
@@ -96,16 +98,17 @@ class Row:
         points = ", ".join(f"{i}: {n}" for i, n in order)
         gflops = f"{np.mean(self.gflops):.3f}" if self.gflops else "-"
         f1 = f"{np.mean(self.f1s):.2f}" if self.f1s else "-"
+        batch = "-" if self.batch_windows is None else f"{self.batch_windows:.1f}"
         return (
             f"| {self.mode} | {answered + errors} | {errors} | {answered / self.seconds:.1f} | "
-            f"{p50:.0f} | {p95:.0f} | {p99:.0f} | {gflops} | {f1} | {points or '-'} |"
+            f"{p50:.0f} | {p95:.0f} | {p99:.0f} | {batch} | {gflops} | {f1} | {points or '-'} |"
         )
 
 
 HEADER = (
-    "| mode | requests | errors | answered/s | p50 ms | p95 ms | p99 ms | GFLOPs/window "
-    "| held-out F1 of the points | points used |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    "| mode | requests | errors | answered/s | p50 ms | p95 ms | p99 ms | windows/micro-batch "
+    "| GFLOPs/window | held-out F1 of the points | points used |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 )
 
 
@@ -137,15 +140,36 @@ def read_pairs(data: Path | None, limit: int) -> list[tuple[str, str]]:
     return [(e.question, e.context) for e in read_squad(data)[:limit]]
 
 
-def get_json(url: str, path: str) -> tuple[int, dict]:
+def get(url: str, path: str) -> tuple[int, bytes]:
     host, port = loopback(url)
     connection = http.client.HTTPConnection(host, port, timeout=10)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
+        return response.status, response.read()
     finally:
         connection.close()
+
+
+def get_json(url: str, path: str) -> tuple[int, dict]:
+    status, body = get(url, path)
+    return status, json.loads(body or b"{}")
+
+
+def batch_totals(url: str) -> tuple[float, float] | None:
+    """The server's micro-batches so far and the windows they held, from its /metrics (None where
+    it does not export them)."""
+    try:
+        status, body = get(url, "/metrics")
+    except OSError:
+        return None
+    text = body.decode(errors="replace")
+    found = [
+        re.search(rf"^dynamic_tinybert_batch_size_{name} (\S+)$", text, re.M) for name in ("count", "sum")
+    ]
+    if status != 200 or None in found:
+        return None
+    return float(found[0].group(1)), float(found[1].group(1))
 
 
 def wait_ready(url: str, seconds: float = 300) -> dict:
@@ -233,10 +257,13 @@ def run_row(
         finally:
             connection.close()
 
-    began = time.perf_counter()
+    before, began = batch_totals(url), time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(client, range(concurrency)))
     row.seconds = time.perf_counter() - began
+    after = batch_totals(url)
+    if before is not None and after is not None and after[0] > before[0]:
+        row.batch_windows = (after[1] - before[1]) / (after[0] - before[0])
     return row
 
 
