@@ -429,7 +429,8 @@ def run(args: argparse.Namespace) -> int:
             rows.append(run_row(url, mode, pairs, {} if budget >= 1 else {"budget": budget}, *bounds))
             print(rows[-1].markdown(), file=sys.stderr)
         if slo_url is not None:
-            wait_ready(slo_url, 300 if args.model is not None else 30)
+            if args.model is None:  # one started above is ready already
+                wait_ready(slo_url, 30)
             mode = f"SLO {args.latency_slo:g} ms" if args.latency_slo else "SLO mode"
             mode += ", shares and margin points" if args.slo_margin_points else ""
             rows.append(run_row(slo_url, mode, pairs, {}, *bounds))

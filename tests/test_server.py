@@ -861,6 +861,7 @@ def test_the_loadtest_starts_its_second_server_once_the_first_is_ready(tiny_mode
     assert loadtest.main(argv) == 0, capsys.readouterr()
     assert events[:5] == ["start plain", "ready plain", "start slo", "ready slo", "row full model"]
     assert [e for e in events if e.startswith("row")] == ["row full model", "row SLO 500 ms"]
+    assert events.count("ready slo") == 1  # started here, it is waited for once
     assert events[-2:] == ["stop plain", "stop slo"]
     events.clear()  # the heavy probe asks the plain server alone
     monkeypatch.setattr(loadtest, "heavy_probe", lambda url, pairs, contexts: events.append("probe") or "")
