@@ -445,24 +445,20 @@ class Schedule:
     """A batcher's queue worked by hand: jobs of so many windows, named, and micro-batches taken
     as if they then ran."""
 
-    def __init__(self, qa: QuestionAnswerer, max_batch: int):
+    def __init__(self, qa: QuestionAnswerer, max_batch: int, slice_ms: float | None = None):
         import asyncio
 
         self.loop = asyncio.new_event_loop()
-        self.batcher = batching.Batcher(qa, batching.Metrics(), max_batch=max_batch, max_wait_ms=0)
+        self.batcher = batching.Batcher(
+            qa, batching.Metrics(), max_batch=max_batch, max_wait_ms=0, slice_ms=slice_ms
+        )
         self.names: dict[batching.Job, str] = {}
 
-    def job(self, name: str, windows: int) -> batching.Job:
+    def job(self, name: str, windows: int, tokens: int = 1) -> batching.Job:
+        """A request of one pair, cut into that many windows of that many tokens."""
+        flat = [[None] * tokens] * windows
         job = batching.Job(
-            ["q"],
-            ["c"],
-            [[None] * windows],
-            1,
-            30,
-            None,
-            None,
-            time.perf_counter(),
-            self.loop.create_future(),
+            ["q"], ["c"], [flat], 1, 30, None, None, time.perf_counter(), self.loop.create_future()
         )
         self.names[job] = name
         return job
@@ -525,17 +521,12 @@ def test_a_request_the_next_micro_batch_can_finish_keeps_its_place_in_the_round(
 def test_a_slice_holds_the_windows_its_time_runs_by_their_tokens(qa):
     """With a long request queued, a micro-batch holds the windows the full model runs in the
     slice, counted by their tokens: many short windows together, full ones one at a time."""
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    batcher = batching.Batcher(qa, batching.Metrics(), max_batch=16, max_wait_ms=0, slice_ms=100)
+    schedule = Schedule(qa, max_batch=16, slice_ms=100)
+    batcher = schedule.batcher
     batcher.slice_tokens = 500.0  # as if timed at start-up: 500 tokens of the full model in 100 ms
 
     def job(windows: int, tokens: int) -> batching.Job:
-        flat = [[None] * tokens] * windows  # windows of that many tokens
-        return batching.Job(
-            ["q"], ["c"], [flat], 1, 30, None, None, time.perf_counter(), loop.create_future()
-        )
+        return schedule.job(f"{windows} of {tokens} tokens", windows, tokens)
 
     short, full, middle = job(64, 20), job(10, 384), job(20, 100)
     assert batcher._cap([short], -1) == 16  # 25 windows of 20 tokens fit in the slice: max_batch
@@ -549,7 +540,7 @@ def test_a_slice_holds_the_windows_its_time_runs_by_their_tokens(qa):
     # a margin point a budget picked costs its held-out share of the full model's FLOPs
     full.picked = Point((1.0, 1.0), 0.5, None, 1.0, 70.0, 80.0, margins=(3.0, 3.0))
     assert batcher._cap([full], -1) == 2
-    loop.close()
+    schedule.loop.close()
 
 
 def test_a_timed_out_request_stops_costing_model_time(qa):
