@@ -199,6 +199,14 @@ def _file_command(commands, name: str, summary: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--limit", type=int, help="only the first N questions, in file order")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        metavar="N",
+        help="with --budget: run the margin points the budget would pick on N of the file's windows "
+        "(spread evenly) and pick by their FLOPs there, not on the held-out questions, so the "
+        "budget holds on this text's mean (e.g. 256)",
+    )
     return parser
 
 
@@ -299,7 +307,17 @@ def run_ask(args: argparse.Namespace) -> None:
             print(f"{answer.text}\t(score {answer.score:.3f}, characters {answer.start}-{answer.end})")
 
 
+def _check_calibrate(args: argparse.Namespace) -> None:
+    if args.calibrate is None:
+        return
+    if args.budget is None:
+        raise UsageError("--calibrate checks how --budget is met on the file's windows: give --budget")
+    if args.calibrate < 1:
+        raise UsageError(f"--calibrate is a number of windows, 1 or more, got {args.calibrate}")
+
+
 def run_eval(args: argparse.Namespace) -> None:
+    _check_calibrate(args)
     if args.predictions is not None:
         check_output_file(args.predictions, "--predictions", inputs={"--data": args.data})
     examples = _read_questions(args)
@@ -308,7 +326,8 @@ def run_eval(args: argparse.Namespace) -> None:
     except SquadFormatError as error:  # a file to answer rather than to score
         raise SquadFormatError(f"{error}, or answer them all with `dynamic-tinybert predict`") from None
     qa, lengths, point, margins = _load(args)
-    result = qa.evaluate(examples, lengths, **_file_options(args, margins))
+    result = qa.evaluate(examples, **_file_options(args, lengths, margins))
+    point = result.point or point
     if args.json:
         scores = {"exact_match": result.exact_match, "f1": result.f1}
         print(json.dumps(scores | _run_report(result, qa, point)), flush=True)
@@ -321,10 +340,12 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> None:
+    _check_calibrate(args)
     check_output_file(args.out, "--out", inputs={"--data": args.data})
     examples = _read_questions(args, answers=False)  # gold answers, where there are any, are not read
     qa, lengths, point, margins = _load(args)
-    result = qa.predict(examples, lengths, top_k=args.top_k, **_file_options(args, margins))
+    result = qa.predict(examples, top_k=args.top_k, **_file_options(args, lengths, margins))
+    point = result.point or point
     if args.top_k == 1:
         answers = result.predictions
     else:
@@ -350,15 +371,26 @@ def _read_questions(args: argparse.Namespace, answers: bool = True) -> list:
     return examples
 
 
-def _file_options(args: argparse.Namespace, margins) -> dict:
-    """How `eval` and `predict` run the model on a file's questions (their options in common)."""
-    return {
+def _file_options(args: argparse.Namespace, lengths, margins) -> dict:
+    """How `eval` and `predict` run the model on a file's questions (their options in common):
+    what _load chose, or with --calibrate the budget, to be picked again on the file's windows."""
+    options = {
         "batch_size": args.batch_size,
         "max_answer_len": args.max_answer_len,
         "progress": not args.quiet,
         "selector": args.selector,
+        "lengths": lengths,
         "margins": margins,
     }
+    if args.calibrate is not None:
+        options |= {
+            "lengths": None,
+            "margins": None,
+            "budget": args.budget,
+            "margin_points": not args.shares_only,
+            "calibrate": args.calibrate,
+        }
+    return options
 
 
 def _write_json(value, path: Path, option: str) -> None:
@@ -386,6 +418,7 @@ def _run_report(result, qa: QuestionAnswerer, point) -> dict:
         "selector": result.selector,
         "dtype": result.dtype,
         "frontier_point": _point(point),
+        "calibration": result.calibration.to_dict() if result.calibration else None,
         "model": str(qa.folder),
     }
 
@@ -403,15 +436,33 @@ def _print_run(result, num_layers: int, point, budget: float | None) -> None:
         print(f"margins            {shown}  (GFLOPs measured: the tokens kept)")
     if point is not None:
         mean = " (the held-out mean)" if point.margins is not None else ""
+        confirmed = "" if point.confirmed_f1 is None else f" (confirmed: {point.confirmed_f1:.2f})"
         print(
-            f"frontier point     {point.label}: "
-            f"held-out F1 {point.heldout_f1:.2f}, {point.flops_ratio:.2f} of the full FLOPs{mean}"
+            f"frontier point     {point.label}: held-out F1 {point.heldout_f1:.2f}{confirmed}, "
+            f"{point.flops_ratio:.2f} of the full FLOPs{mean}"
+        )
+    if (calibration := result.calibration) is not None:
+        runs = ", ".join(
+            f"{p.label} {ratio:.3f} (held-out {p.flops_ratio:.3f})" for p, ratio in calibration.measured
+        )
+        print(
+            f"calibration        {calibration.windows} of the {calibration.of} windows, "
+            f"{calibration.seconds:.2f} s: {runs or 'no margin point to run'}"
         )
     if budget is not None and result.flops_ratio > budget + 1e-9:
+        if calibration is None:
+            why = (
+                "a margin point's FLOPs are its mean on the held-out questions; --calibrate N picks "
+                "by their mean on N of these windows, --shares-only keeps to the budget in every window"
+            )
+        else:
+            why = (
+                f"the calibration measured it on {calibration.windows} of them; a larger --calibrate "
+                "measures it more closely, --shares-only keeps to the budget in every window"
+            )
         print(
             f"note               these windows cost {result.flops_ratio:.3f} of the full model's FLOPs, "
-            f"over the budget {budget:g}: a margin point's FLOPs are its mean on the held-out "
-            "questions; --shares-only keeps to the budget in every window"
+            f"over the budget {budget:g}: {why}"
         )
 
 

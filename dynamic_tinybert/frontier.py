@@ -91,6 +91,9 @@ class Point:
     throughput_batch32: float | None = None  # windows per second
     by_dtype: dict[str, Measured] = field(default_factory=dict)  # in precisions besides the frontier's
     margins: Margins | None = None  # a margin point: per layer margin (inf: the layer keeps all)
+    # scored on other questions than the search's (search --confirm; Frontier.heldout["confirmed"])
+    confirmed_exact_match: float | None = None
+    confirmed_f1: float | None = None
 
     @property
     def is_full(self) -> bool:
@@ -116,12 +119,16 @@ class Point:
             del out["margins"]
         else:
             out["margins"] = margins_to_json(self.margins)
+        for name in ("confirmed_exact_match", "confirmed_f1"):
+            if out[name] is None:
+                del out[name]
         return out
 
     @classmethod
     def from_dict(cls, raw: dict) -> Point:
         _check_numbers(raw, ("flops_ratio", "gflops_at_mean_length", "heldout_exact_match", "heldout_f1"))
-        _check_numbers(raw, ("gflops_at_384", "latency_ms_batch1", "throughput_batch32"), optional=True)
+        timed = ("gflops_at_384", "latency_ms_batch1", "throughput_batch32")
+        _check_numbers(raw, (*timed, "confirmed_exact_match", "confirmed_f1"), optional=True)
         if not (isinstance(raw["lengths"], list) and all(map(is_number, raw["lengths"]))):
             raise ValueError(f"lengths must be a list of numbers, got {raw['lengths']!r:.80}")
         for measured in raw.get("by_dtype", {}).values():
@@ -249,12 +256,15 @@ class Frontier:
         dtype: str | None = None,
         margins: bool = True,
         among: Sequence[Point] | None = None,
+        cost: Callable[[Point], float] | None = None,
     ) -> Point:
         """The most accurate point within a FLOPs budget (share of the full model's, 0 < B <= 1;
         a margin point's FLOPs are its held-out mean) or with at least a measured speedup over
         the full model (S >= 1), by accuracy and speed in `dtype` (default: the frontier's) where
         measured; ties go to the full model, then to the cheaper. `margins`: whether margin
-        points may be picked; `among`: these points instead (e.g. the ladder)."""
+        points may be picked; `among`: these points instead (e.g. the ladder); `cost`: a point's
+        share of the full model's FLOPs for the budget, instead of its flops_ratio (the
+        reader's calibration measures margin points on other text)."""
         if (budget is None) == (speedup is None):
             raise BudgetError("give a budget or a speedup, not both")
         for name, value in (("budget", budget), ("speedup", speedup)):
@@ -263,8 +273,9 @@ class Frontier:
         points = self.candidates(margins) if among is None else list(among)
         if budget is not None:
             check_budget(budget)
-            fits = [p for p in points if p.flops_ratio <= budget + 1e-9]
-            cheapest = f"{min(p.flops_ratio for p in points):.3f} of the full model's FLOPs"
+            ratio = cost or (lambda p: p.flops_ratio)
+            fits = [p for p in points if ratio(p) <= budget + 1e-9]
+            cheapest = f"{min(ratio(p) for p in points):.3f} of the full model's FLOPs"
             wanted = f"budget {budget}"
         else:
             if not speedup >= 1:
@@ -278,11 +289,21 @@ class Frontier:
 
     def _f1(self, point: Point, dtype: str | None) -> float:
         """Held-out F1 in that precision, at most the full model's there: as in pareto(), a
-        configuration that scores above full length does so by noise, and does not displace it."""
+        configuration that scores above full length does so by noise, and does not displace it.
+        Where the frontier was confirmed (search --confirm), the F1 on those other questions: the
+        search's own favours the points it kept, each the best of many on its questions. In
+        another precision that F1 moves by what the precision changed on the search's questions;
+        a point added after the confirmation (not scored then) by what the full model's F1 moved."""
         measured, full = self.measured(point, dtype), self.measured(self.full, dtype)
         if measured is None or full is None:
-            return point.heldout_f1
-        return min(measured.heldout_f1, full.heldout_f1)
+            own, top = point.heldout_f1, self.full.heldout_f1
+        else:
+            own, top = measured.heldout_f1, full.heldout_f1
+        if self.full.confirmed_f1 is not None:
+            moved = self.full.confirmed_f1 - self.full.heldout_f1
+            confirmed = point.confirmed_f1 if point.confirmed_f1 is not None else point.heldout_f1 + moved
+            own, top = own - point.heldout_f1 + confirmed, top + moved
+        return min(own, top)
 
     def _speedup(self, point: Point, dtype: str | None = None) -> float:
         """Throughput measured in that precision against the full model's; FLOPs where the

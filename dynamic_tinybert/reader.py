@@ -32,6 +32,7 @@ from .lengths import (
     Margins,
     counts_macs,
     encoder_gflops,
+    margins_to_json,
     mean_gflops,
     validate_lengths,
     validate_margins,
@@ -41,6 +42,32 @@ from .model import DynamicBertForQuestionAnswering
 from .precision import DtypeError, PrecisionFallback, apply_dtype, check_dtype, dtype_name
 from .selector import SelectorError
 from .tokenizer import QATokenizer, Window
+
+
+@dataclass
+class Calibration:
+    """How a budget's pick was checked against the text it ran on (QuestionAnswerer.calibrated):
+    the margin points it ran on a sample of the windows, and what they cost there."""
+
+    windows: int  # the sample: evenly spaced over the text's windows
+    of: int  # the text's windows
+    seconds: float  # the sample's runs
+    measured: list[tuple[Point, float]]  # each margin point run, with its FLOPs ratio on the sample
+
+    def to_dict(self) -> dict:
+        return {
+            "windows": self.windows,
+            "of": self.of,
+            "seconds": self.seconds,
+            "measured": [
+                {
+                    "margins": margins_to_json(point.margins),
+                    "heldout_flops_ratio": point.flops_ratio,
+                    "flops_ratio": ratio,
+                }
+                for point, ratio in self.measured
+            ],
+        }
 
 
 @dataclass
@@ -58,6 +85,7 @@ class Prediction:
     dtype: str = "fp32"  # the precision it ran in
     margins: Margins | None = None  # the margins that ran instead of lengths (then GFLOPs are measured)
     flops_ratio: float = 1.0  # gflops_per_window against the full model's on the same windows
+    calibration: Calibration | None = None  # how the budget's pick was checked on these windows
 
     @property
     def questions(self) -> int:
@@ -379,21 +407,78 @@ class QuestionAnswerer:
         selector: str | None = None,
         margins: Sequence[float] | float | None = None,
         top_k: int = ANSWERS.top_k,
+        margin_points: bool = True,
+        calibrate: int | None = None,
     ) -> Prediction:
         """Answer every example (gold answers, where it has them, are not read): the `top_k` best
         answers of each question by id, and the cost. `.predictions` is SQuAD's official
-        {id: answer} file."""
+        {id: answer} file. `margin_points`: whether a budget may pick margin points;
+        `calibrate` N: a budget picks by margin points' FLOPs on N of these windows
+        (`calibrated`), not on the held-out questions; seconds include that."""
         examples = _examples(examples)
         AnswerSettings(top_k, max_answer_len, batch_size).check()
-        lengths, margins, point = self.choose(lengths, budget, speedup, selector, margins)
+        if calibrate is not None:
+            check_calibration(calibrate, budget)
+        lengths, margins, point = self.choose(lengths, budget, speedup, selector, margins, margin_points)
         began = time.perf_counter()
         windows = self.tokenizer.encode_examples(examples)
+        calibration = None
+        flat = [w for ws in windows for w in ws]
+        if calibrate is not None and point is not None and flat:
+            point, calibration = self.calibrated(budget, flat, calibrate, batch_size, selector, margin_points)
+            lengths, margins = point.config, point.margins
         result = self.predict_windows(
             examples, windows, lengths, batch_size, max_answer_len, progress, selector, margins, top_k
         )
         result.seconds = time.perf_counter() - began
         result.point = point
+        result.calibration = calibration
         return result
+
+    def calibrated(
+        self,
+        budget: float,
+        windows: Sequence[Window],
+        sample: int,
+        batch_size: int = ANSWERS.batch_size,
+        selector: str | None = None,
+        margin_points: bool = True,
+    ) -> tuple[Point, Calibration]:
+        """The point a budget picks for these windows: a margin point's FLOPs are a mean over the
+        windows it ran, and other text averages more or less than the held-out questions (SQuAD
+        dev kept more), so the margin points that would be picked run on `sample` windows spread
+        evenly over these, and the most accurate point whose cost there fits the budget is
+        picked. Lazily: the pick's candidate is run, and the FLOPs of the margin points not run
+        yet are estimated as their held-out ones times what the last one run cost there against
+        its held-out ones. A share point's cost on the sample follows from its windows' lengths
+        (no run)."""
+        if self.frontier is None:
+            raise BudgetError(f"the model {self.folder} has no frontier to pick from")
+        began = time.perf_counter()
+        n = min(sample, len(windows))
+        picked = [windows[(2 * i + 1) * len(windows) // (2 * n)] for i in range(n)]
+        tokens = [len(w) for w in picked]
+        full = mean_gflops(self.model.config, tokens)
+        scorer = self.scorer_macs(selector)
+        measured: dict[int, tuple[Point, float]] = {}
+        scale = 1.0
+
+        def estimate(p: Point) -> float:
+            if p.margins is None:
+                return mean_gflops(self.model.config, tokens, p.config, scorer) / full
+            return measured[id(p)][1] if id(p) in measured else p.flops_ratio * scale
+
+        while True:
+            point = self.frontier.pick(budget=budget, dtype=self.dtype, margins=margin_points, cost=estimate)
+            if point.margins is None or id(point) in measured:
+                break
+            counts: list[list[int]] = []
+            self.window_logits(picked, None, batch_size, False, selector, point.margins, counts)
+            ratio = measured_gflops(self.model.config, counts, point.margins, scorer) / full
+            measured[id(point)] = (point, ratio)
+            scale = ratio / point.flops_ratio
+        calibration = Calibration(n, len(windows), time.perf_counter() - began, list(measured.values()))
+        return point, calibration
 
     def evaluate(
         self,
@@ -406,12 +491,25 @@ class QuestionAnswerer:
         speedup: float | None = None,
         selector: str | None = None,
         margins: Sequence[float] | float | None = None,
+        margin_points: bool = True,
+        calibrate: int | None = None,
     ) -> Evaluation:
-        """Answer every example and score the answers with the official SQuAD metric."""
+        """Answer every example and score the answers with the official SQuAD metric (options as
+        in predict)."""
         examples = _examples(examples)
         check_answerable(examples, "the examples")
         prediction = self.predict(
-            examples, lengths, batch_size, max_answer_len, progress, budget, speedup, selector, margins
+            examples,
+            lengths,
+            batch_size,
+            max_answer_len,
+            progress,
+            budget,
+            speedup,
+            selector,
+            margins,
+            margin_points=margin_points,
+            calibrate=calibrate,
         )
         return _scored(prediction, examples)
 
@@ -508,6 +606,14 @@ def _scored(prediction: Prediction, examples: Sequence[Example]) -> Evaluation:
     scores = squad_scores(gold_answers(examples), prediction.predictions)
     copied = {f.name: getattr(prediction, f.name) for f in fields(Prediction)}
     return Evaluation(**copied, exact_match=scores.exact_match, f1=scores.f1)
+
+
+def check_calibration(sample, budget: float | None) -> None:
+    """A calibration's sample: a count of windows, with a budget to check them against."""
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ValueError(f"calibrate must be a whole number of windows, 1 or more, got {sample!r:.40}")
+    if budget is None:
+        raise ValueError("calibrate checks how a budget is met on the text: give a budget too")
 
 
 def measured_gflops(config, counts: Sequence[Sequence[int]], margins: Margins, scorer_macs: int) -> float:

@@ -114,6 +114,12 @@ class SearchSettings:
         "precision among them: timed again), and add the --margins asked for",
         default=False,
     )
+    confirm: bool = option(
+        "no search: score every point of the model's frontier.json (shares and margin points) on the "
+        "questions of --data, which the search did not choose them on, and let budgets pick by that "
+        "F1: the search's own favours the points it kept, each the best of many on its questions",
+        default=False,
+    )
     batch_size: int = option("windows per forward pass", default=32)
     latency_windows: int = option("windows timed one at a time for a latency", default=32)
     state: str | None = option("state file to resume from (default: search_state.json in the model folder)")
@@ -146,6 +152,12 @@ class SearchSettings:
             raise SearchError(f"--margin-iterations is negative: {self.margin_iterations}")
         if not 0 < self.margin_step <= self.margin_top:
             raise SearchError("--margin-step must be above 0 and no wider than --margin-top")
+        measuring = self.measure_only or self.measure_dtypes or self.margins or self.margin_iterations
+        if self.confirm and measuring:
+            raise SearchError(
+                "--confirm scores the frontier on other questions and runs alone: measure precisions "
+                "and margins with --measure-only on the questions the frontier was searched on"
+            )
         if self.measure_only and not (self.measure_dtypes or self.margins or self.margin_iterations):
             raise SearchError(
                 "--measure-only needs --measure-dtypes (the precisions to measure the frontier in), "
@@ -547,9 +559,9 @@ class Search:
             throughput_batch32=self._throughput(lengths, qa, margins),
         )
 
-    def measure_only(self) -> Frontier:
-        """--measure-only: the points of the model's frontier.json measured in --measure-dtypes, on
-        the held-out questions it was searched on; the default precision chosen again."""
+    def _frontier(self) -> tuple[Frontier, str, str]:
+        """The model's frontier.json, in the selector and precision it was searched in; the
+        questions it was searched on and those --data, --limit and --sample give, as named."""
         frontier = Frontier.load(self.qa.folder)
         if frontier is None:
             raise SearchError(f"{self.qa.folder} has no frontier.json to measure: run the search first")
@@ -561,6 +573,12 @@ class Search:
         searched = frontier.heldout.get("search", {})
         recorded = _questions(frontier.heldout.get("questions"), searched.get("sample"), searched.get("seed"))
         given = _questions(len(self.examples), self.settings.sample, self.settings.seed)
+        return frontier, recorded, given
+
+    def measure_only(self) -> Frontier:
+        """--measure-only: the points of the model's frontier.json measured in --measure-dtypes, on
+        the held-out questions it was searched on; the default precision chosen again."""
+        frontier, recorded, given = self._frontier()
         if recorded != given:
             files = ", ".join(frontier.heldout.get("files", []))
             raise SearchError(
@@ -596,6 +614,37 @@ class Search:
             )
             frontier.heldout["margin_search"] = {name: getattr(settings, name) for name in names}
         frontier.default_dtype = frontier.fastest_close_to_fp32()
+        frontier.save(self.qa.folder)
+        return frontier
+
+    def confirm(self) -> Frontier:
+        """--confirm: every point of the frontier (shares and margin points) scored on --data, other
+        questions than those it was searched on, saved after each point (a stopped run goes on
+        from there; other questions start again); budgets pick by these scores (Frontier.pick)."""
+        frontier, recorded, given = self._frontier()
+        if recorded == given and frontier.heldout.get("files") == list(self.settings.data):
+            raise SearchError(
+                "--data, --limit and --sample give the questions the frontier was searched on; confirm "
+                "it on others (e.g. the rest of the held-out split)"
+            )
+        record = {
+            "files": list(self.settings.data),
+            "questions": len(self.examples),
+            "windows": len(self.flat),
+            "limit": self.settings.limit,
+            "sample": self.settings.sample,
+            "seed": self.settings.seed if self.settings.sample else None,
+        }
+        points = [*frontier.points, *frontier.margin_points]
+        if frontier.heldout.get("confirmed") != record:
+            for point in points:
+                point.confirmed_exact_match = point.confirmed_f1 = None
+            frontier.heldout["confirmed"] = record
+        left = [p for p in points if p.confirmed_f1 is None]
+        for point in tqdm(left, desc="confirm", unit="point", disable=self.settings.quiet, file=sys.stderr):
+            result = self._evaluate(self.qa, point.config, point.margins)
+            point.confirmed_exact_match, point.confirmed_f1 = result.exact_match, result.f1
+            frontier.save(self.qa.folder)
         frontier.save(self.qa.folder)
         return frontier
 
@@ -655,7 +704,10 @@ def search(settings: SearchSettings) -> Frontier:
     check_writable(qa.folder)  # frontier.json goes there: fail now, not after the search
     check_target(searcher.state_path)
     check_target(searcher.margins_state_path)
-    frontier = searcher.measure_only() if settings.measure_only else searcher.run()
+    if settings.confirm:
+        frontier = searcher.confirm()
+    else:
+        frontier = searcher.measure_only() if settings.measure_only else searcher.run()
     if settings.json:
         print(json.dumps([p.to_dict() for p in [*frontier.points, *frontier.margin_points]]))
     else:
@@ -663,7 +715,8 @@ def search(settings: SearchSettings) -> Frontier:
             print(
                 f"{p.label:>40}  FLOPs {p.flops_ratio:.3f}  "
                 f"held-out F1 {p.heldout_f1:.2f}  EM {p.heldout_exact_match:.2f}  "
-                f"{p.latency_ms_batch1:.1f} ms  {p.throughput_batch32:.1f} windows/s  ({frontier.dtype})"
+                + ("" if p.confirmed_f1 is None else f"confirmed F1 {p.confirmed_f1:.2f}  ")
+                + f"{p.latency_ms_batch1:.1f} ms  {p.throughput_batch32:.1f} windows/s  ({frontier.dtype})"
                 + "".join(
                     f"; {d}: F1 {m.heldout_f1:.2f} {m.latency_ms_batch1:.1f} ms "
                     f"{m.throughput_batch32:.1f} windows/s"

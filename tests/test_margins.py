@@ -441,3 +441,156 @@ def test_eval_says_when_a_margin_point_costs_more_than_the_budget_on_its_questio
     shares = json.loads(out)
     assert code == 0 and shares["margins"] is None and shares["frontier_point"]["lengths"] != [1.0] * 4
     assert shares["flops_ratio"] <= 0.5
+
+
+def test_a_calibrated_budget_picks_by_what_margin_points_cost_on_the_text(
+    tiny_selector_model, squad_file, tmp_path, capsys
+):
+    """Held-out FLOPs that other text does not keep to: --calibrate runs the pick's margin
+    points on that text's windows and picks the most accurate one whose cost there fits."""
+    qa = QuestionAnswerer.from_pretrained(tiny_selector_model, dtype="fp32")
+    examples = read_squad(squad_file)
+    cost = {m: qa.evaluate(examples, margins=m).flops_ratio for m in (0.0, 3.0)}
+    assert cost[0.0] < cost[3.0] < 1.0
+    budget = (cost[0.0] + cost[3.0]) / 2
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_selector_model, folder)
+    config = qa.model.config
+    cheap = geometric_lengths(0.2, 4)
+    shares = [
+        Point(cheap, flops_ratio(config, cheap), 0.0, 0.0, 50.0, 60.0, 5.0, 200.0),
+        Point((1.0,) * 4, 1.0, 0.0, 0.0, 70.0, 80.0, 10.0, 100.0),
+    ]
+    # on the held-out questions each margin point cost half what it costs on these
+    margin_points = [
+        Point((1.0,) * 4, cost[m] / 2, None, 0.0, 60.0 + m, 70.0 + m, 8.0, 120.0, margins=(m,) * 4)
+        for m in (0.0, 3.0)
+    ]
+    Frontier(shares, selector="learned", margin_points=margin_points).save(folder)
+    qa = QuestionAnswerer.from_pretrained(folder, dtype="fp32")
+    assert qa.evaluate(examples, budget=budget).point.margins == (3.0,) * 4  # over the budget here
+    windows = sum(len(w) for w in qa.tokenizer.encode_examples(examples))
+    assert windows > 1
+
+    result = qa.evaluate(examples, budget=budget, calibrate=windows)
+    three, zero = qa.frontier.margin_points[1], qa.frontier.margin_points[0]
+    assert result.point is zero and result.margins == (0.0,) * 4
+    # margin 3 ran first (the held-out pick) and cost twice its held-out mean: margin 0, estimated
+    # at twice its own, fits, and ran to check
+    assert [p for p, _ in result.calibration.measured] == [three, zero]
+    assert [r for _, r in result.calibration.measured] == pytest.approx([cost[3.0], cost[0.0]])
+    assert (result.calibration.windows, result.calibration.of) == (windows, windows)
+    alone = qa.evaluate(examples, margins=0.0)
+    assert (result.f1, result.flops_ratio) == (alone.f1, alone.flops_ratio) and result.flops_ratio <= budget
+    sample = qa.evaluate(examples, budget=budget, calibrate=windows - 1).calibration
+    assert (sample.windows, sample.of) == (windows - 1, windows)
+    # shares cost what their windows' lengths say, run or not
+    shared = qa.evaluate(examples, budget=budget, calibrate=windows, margin_points=False)
+    assert shared.point == shares[0] and shared.calibration.measured == []
+    with pytest.raises(ValueError, match="give a budget"):
+        qa.evaluate(examples, margins=0.0, calibrate=8)
+    with pytest.raises(ValueError, match="1 or more"):
+        qa.evaluate(examples, budget=budget, calibrate=0)
+
+    data = ["--model", str(folder), "--data", str(squad_file), "--quiet"]
+    code, out, _ = run(capsys, "eval", *data, "--budget", str(budget), "--calibrate", "1000", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["margins"] == [0.0] * 4 and report["f1"] == alone.f1
+    assert [m["margins"] for m in report["calibration"]["measured"]] == [[3.0] * 4, [0.0] * 4]
+    code, out, _ = run(capsys, "eval", *data, "--budget", str(budget), "--calibrate", "1000")
+    assert code == 0 and f"calibration        {windows} of the {windows} windows" in out
+    assert "margins 3,3,3,3 " in out and "over the budget" not in out
+    out_file = tmp_path / "answers.json"
+    code, out, _ = run(
+        capsys, "predict", *data, "--out", str(out_file), "--budget", str(budget), "--calibrate", "1"
+    )
+    assert code == 0 and f"calibration        1 of the {windows} windows" in out
+    for wrong, said in (
+        (["--margins", "1"], "give --budget"),
+        (["--budget", "0.5", "--calibrate", "0"], "1 or more"),
+    ):
+        code, _, err = run(
+            capsys, "eval", *data, *wrong, *(["--calibrate", "4"] if "--margins" in wrong else [])
+        )
+        assert code == 2 and said in err
+
+
+def test_budgets_pick_by_the_f1_confirmed_on_other_questions_where_there_is_one():
+    """The search's F1 favours the points it kept (each the best of many on its questions);
+    `search --confirm` scores them on others, and budgets pick by that."""
+    full = Point((1.0, 1.0), 1.0, 2.0, 1.0, 70.0, 80.0, 10.0, 100.0, confirmed_f1=70.0)
+    share = Point((0.5, 0.5), 0.5, 1.0, 0.5, 68.0, 78.0, 6.0, 190.0, confirmed_f1=50.0)
+    margin = Point(
+        (1.0, 1.0), 0.45, None, 0.45, 65.0, 75.0, 8.0, 150.0, margins=(3.0, 3.0), confirmed_f1=65.0
+    )
+    frontier = Frontier([share, full], margin_points=[margin])
+    assert frontier.pick(budget=0.5) is margin
+    unconfirmed = Frontier([Point(**(vars(share) | {"confirmed_f1": None})), Point(**vars(full))])
+    unconfirmed.full.confirmed_f1 = None
+    assert unconfirmed.pick(budget=0.5).lengths == (0.5, 0.5)  # by the search's F1 alone: 78
+    # in another precision the confirmed F1 moves by what that precision changed (here -1 and -20)
+    margin.by_dtype["bf16"] = Measured(64.0, 74.0, 5.0, 200.0)
+    share.by_dtype["bf16"] = Measured(67.0, 58.0, 4.0, 300.0)
+    full.by_dtype["bf16"] = Measured(70.0, 80.0, 5.0, 200.0)
+    assert frontier._f1(margin, "bf16") == 64.0 and frontier._f1(share, "bf16") == 30.0
+    # a point added after the confirmation moves by what the full model's F1 moved (-10): 77 -> 67
+    late = Point((1.0, 1.0), 0.4, None, 0.4, 66.0, 77.0, 8.0, 150.0, margins=(2.0, 2.0))
+    frontier.margin_points.insert(0, late)
+    assert frontier.pick(budget=0.5) is late
+    # above the full model's confirmed F1 is noise: no point displaces it
+    share.confirmed_f1 = 75.0
+    assert frontier.pick(budget=1.0) is full
+    again = Frontier.from_dict(json.loads(json.dumps(frontier.to_dict())))
+    assert again.margin_points == frontier.margin_points and again.points == frontier.points
+    assert "confirmed_f1" not in late.to_dict() and frontier.to_dict()["points"][0]["confirmed_f1"] == 75.0
+
+
+def test_search_confirm_scores_every_point_on_other_questions_and_resumes(
+    tiny_selector_model, squad_file, tmp_path, capsys, monkeypatch
+):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_selector_model, folder)
+    with_small_frontier(folder, margin_point=True)
+    qa = QuestionAnswerer.from_pretrained(folder, dtype="fp32")
+    examples = read_squad(squad_file)
+    command = ["search", "--model", str(folder), "--data", str(squad_file), "--confirm", "--quiet", "--json"]
+    assert main(command) == 0
+    printed = json.loads(capsys.readouterr().out)
+    frontier = Frontier.load(folder)
+    for point in [*frontier.points, *frontier.margin_points]:
+        alone = qa.evaluate(examples, lengths=point.config, margins=point.margins)
+        assert (point.confirmed_f1, point.confirmed_exact_match) == (alone.f1, alone.exact_match)
+    assert [p["confirmed_f1"] for p in printed] == [
+        p.confirmed_f1 for p in [*frontier.points, *frontier.margin_points]
+    ]
+    assert frontier.heldout["confirmed"]["files"] == [str(squad_file)]
+    assert frontier.heldout["confirmed"]["questions"] == len(examples)
+    code, out, _ = run(capsys, "eval", "--model", str(folder), "--data", str(squad_file), "--budget", "0.5")
+    picked = frontier.pick(budget=0.5)
+    assert code == 0 and f"(confirmed: {picked.confirmed_f1:.2f})" in out
+
+    from dynamic_tinybert import search as search_module
+
+    scored = []
+    evaluate = search_module.Search._evaluate
+    monkeypatch.setattr(
+        search_module.Search,
+        "_evaluate",
+        lambda self, *a, **k: scored.append(a[1:]) or evaluate(self, *a, **k),
+    )
+    assert main(command) == 0 and scored == []  # all scored on these questions: nothing runs again
+    frontier.points[0].confirmed_f1 = None  # as if stopped before that point
+    frontier.save(folder)
+    assert main(command) == 0 and len(scored) == 1
+    assert main([*command, "--limit", "1"]) == 0 and len(scored) == 1 + 3  # other questions: all again
+    assert Frontier.load(folder).heldout["confirmed"]["questions"] == 1
+    capsys.readouterr()
+
+    # the questions the frontier was searched on are refused; --confirm runs alone
+    searched = Frontier.load(folder)
+    searched.heldout |= {"files": [str(squad_file)], "questions": len(examples)}
+    searched.save(folder)
+    assert main(command) == 2
+    assert "searched on" in capsys.readouterr().err
+    assert main([*command, "--margins", "1"]) == 2
+    assert "runs alone" in capsys.readouterr().err
