@@ -290,20 +290,27 @@ class Frontier:
     def _f1(self, point: Point, dtype: str | None) -> float:
         """Held-out F1 in that precision, at most the full model's there: as in pareto(), a
         configuration that scores above full length does so by noise, and does not displace it.
-        Where the frontier was confirmed (search --confirm), the F1 on those other questions: the
-        search's own favours the points it kept, each the best of many on its questions. In
-        another precision that F1 moves by what the precision changed on the search's questions;
-        a point added after the confirmation (not scored then) by what the full model's F1 moved."""
+        Where the frontier was confirmed (search --confirm), the confirmed F1 (confirmed_f1)."""
+        confirmed = self.confirmed_f1(point, dtype)
+        if confirmed is not None:
+            return min(confirmed, self.confirmed_f1(self.full, dtype))
         measured, full = self.measured(point, dtype), self.measured(self.full, dtype)
         if measured is None or full is None:
-            own, top = point.heldout_f1, self.full.heldout_f1
-        else:
-            own, top = measured.heldout_f1, full.heldout_f1
-        if self.full.confirmed_f1 is not None:
-            moved = self.full.confirmed_f1 - self.full.heldout_f1
-            confirmed = point.confirmed_f1 if point.confirmed_f1 is not None else point.heldout_f1 + moved
-            own, top = own - point.heldout_f1 + confirmed, top + moved
-        return min(own, top)
+            return point.heldout_f1
+        return min(measured.heldout_f1, full.heldout_f1)
+
+    def confirmed_f1(self, point: Point, dtype: str | None = None) -> float | None:
+        """The point's F1 on the questions the frontier was confirmed on (search --confirm; None
+        where it was not): the search's own favours the points it kept, each the best of many on
+        its questions. In another precision it moves by what that precision changed on the
+        search's questions; for a point added after the confirmation (not scored then), the
+        search's F1 moved by what the full model's moved."""
+        if self.full.confirmed_f1 is None:
+            return None
+        moved = self.full.confirmed_f1 - self.full.heldout_f1
+        confirmed = point.confirmed_f1 if point.confirmed_f1 is not None else point.heldout_f1 + moved
+        measured = self.measured(point, dtype)
+        return confirmed if measured is None else confirmed + measured.heldout_f1 - point.heldout_f1
 
     def _speedup(self, point: Point, dtype: str | None = None) -> float:
         """Throughput measured in that precision against the full model's; FLOPs where the
