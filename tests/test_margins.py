@@ -594,3 +594,23 @@ def test_search_confirm_scores_every_point_on_other_questions_and_resumes(
     assert "searched on" in capsys.readouterr().err
     assert main([*command, "--margins", "1"]) == 2
     assert "runs alone" in capsys.readouterr().err
+
+
+def test_the_frontier_report_compares_on_the_search_questions_and_shows_the_confirmed_f1():
+    report = load_script("frontier_report")
+    full = Point((1.0, 1.0), 1.0, 2.0, 1.0, 70.0, 80.0, 10.0, 100.0, confirmed_f1=70.0)
+    share = Point((0.5, 0.5), 0.5, 1.0, 0.5, 68.0, 78.0, 6.0, 190.0, confirmed_f1=50.0)
+    margin = Point(
+        (1.0, 1.0), 0.45, None, 0.45, 65.0, 75.0, 8.0, 150.0, margins=(3.0, 3.0), confirmed_f1=65.0
+    )
+    constant = Point((0.6, 0.6), 0.6, 1.2, 0.6, 60.0, 70.0, 7.0, 160.0)
+    frontier = Frontier([share, full], constant_ratio=[constant, full], margin_points=[margin])
+    # on the search's questions the share is the most accurate at no more FLOPs than the constant
+    [row] = report.heldout_table(frontier)[2:]
+    assert "| 0.5,0.5 | 0.500 | 78.00 | +8.00 |" in row
+    assert frontier.pick(budget=0.6) is margin  # budgets go by the confirmed F1
+    table = report.dtype_table(frontier, [1.0, 0.5])
+    assert "confirmed F1" in table[0] and len(table[1].split("|")) == len(table[0].split("|"))
+    assert table[3].startswith("| fp32 | 0.5 | margins 3,3 | 0.450 | 75.00 | -5.00 | 65.00 |")
+    frontier.full.confirmed_f1 = None
+    assert "confirmed" not in report.dtype_table(frontier, [0.5])[0]
