@@ -423,8 +423,7 @@ class QuestionAnswerer:
         began = time.perf_counter()
         windows = self.tokenizer.encode_examples(examples)
         calibration = None
-        flat = [w for ws in windows for w in ws]
-        if calibrate is not None and point is not None and flat:
+        if calibrate is not None and point is not None and (flat := [w for ws in windows for w in ws]):
             point, calibration = self.calibrated(budget, flat, calibrate, batch_size, selector, margin_points)
             lengths, margins = point.config, point.margins
         result = self.predict_windows(
@@ -460,12 +459,16 @@ class QuestionAnswerer:
         tokens = [len(w) for w in picked]
         full = mean_gflops(self.model.config, tokens)
         scorer = self.scorer_macs(selector)
+        shares = {
+            id(p): mean_gflops(self.model.config, tokens, p.config, scorer) / full
+            for p in self.frontier.points
+        }
         measured: dict[int, tuple[Point, float]] = {}
         scale = 1.0
 
         def estimate(p: Point) -> float:
             if p.margins is None:
-                return mean_gflops(self.model.config, tokens, p.config, scorer) / full
+                return shares[id(p)]
             return measured[id(p)][1] if id(p) in measured else p.flops_ratio * scale
 
         while True:

@@ -515,14 +515,21 @@ def test_a_calibrated_budget_picks_by_what_margin_points_cost_on_the_text(
         assert code == 2 and said in err
 
 
-def test_budgets_pick_by_the_f1_confirmed_on_other_questions_where_there_is_one():
-    """The search's F1 favours the points it kept (each the best of many on its questions);
-    `search --confirm` scores them on others, and budgets pick by that."""
+def confirmed_points() -> tuple[Point, Point, Point]:
+    """The full model, a share point and a margin point of a 2-layer frontier, confirmed: by the
+    search's F1 the share (78) beats the margin (75), by the confirmed one (50, 65) not."""
     full = Point((1.0, 1.0), 1.0, 2.0, 1.0, 70.0, 80.0, 10.0, 100.0, confirmed_f1=70.0)
     share = Point((0.5, 0.5), 0.5, 1.0, 0.5, 68.0, 78.0, 6.0, 190.0, confirmed_f1=50.0)
     margin = Point(
         (1.0, 1.0), 0.45, None, 0.45, 65.0, 75.0, 8.0, 150.0, margins=(3.0, 3.0), confirmed_f1=65.0
     )
+    return full, share, margin
+
+
+def test_budgets_pick_by_the_f1_confirmed_on_other_questions_where_there_is_one():
+    """The search's F1 favours the points it kept (each the best of many on its questions);
+    `search --confirm` scores them on others, and budgets pick by that."""
+    full, share, margin = confirmed_points()
     frontier = Frontier([share, full], margin_points=[margin])
     assert frontier.pick(budget=0.5) is margin
     unconfirmed = Frontier([Point(**(vars(share) | {"confirmed_f1": None})), Point(**vars(full))])
@@ -598,11 +605,7 @@ def test_search_confirm_scores_every_point_on_other_questions_and_resumes(
 
 def test_the_frontier_report_compares_on_the_search_questions_and_shows_the_confirmed_f1():
     report = load_script("frontier_report")
-    full = Point((1.0, 1.0), 1.0, 2.0, 1.0, 70.0, 80.0, 10.0, 100.0, confirmed_f1=70.0)
-    share = Point((0.5, 0.5), 0.5, 1.0, 0.5, 68.0, 78.0, 6.0, 190.0, confirmed_f1=50.0)
-    margin = Point(
-        (1.0, 1.0), 0.45, None, 0.45, 65.0, 75.0, 8.0, 150.0, margins=(3.0, 3.0), confirmed_f1=65.0
-    )
+    full, share, margin = confirmed_points()
     constant = Point((0.6, 0.6), 0.6, 1.2, 0.6, 60.0, 70.0, 7.0, 160.0)
     frontier = Frontier([share, full], constant_ratio=[constant, full], margin_points=[margin])
     # on the search's questions the share is the most accurate at no more FLOPs than the constant
