@@ -116,7 +116,7 @@ def test_the_whole_lease_rehearsed_on_tiny_models_ends_with_both_students_fetche
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert len(list((tmp_path / "xfer").iterdir())) >= 3  # the parts travelled over several calls
     assert (tmp_path / "root" / "smoke.rc").read_text().strip() == "0"
-    for start in ("student", "student2"):
+    for start in ("student", "b8"):
         qa = QuestionAnswerer.from_pretrained(tmp_path / "fetched" / start)
         assert qa.model.selector is not None
         assert qa(question="who wrote it?", context="it was written by ada lovelace.")["answer"]
@@ -126,12 +126,13 @@ def test_the_whole_lease_rehearsed_on_tiny_models_ends_with_both_students_fetche
         teacher = json.loads(logs.extractfile("recipe/teacher-dev.json").read())
         assert "chain: exit 0" in chain and teacher["questions"] >= 24
         assert "recipe/finetune/metrics.jsonl" in names
-        for start, lr in (("student", 5e-5), ("student2", 1e-4)):
+        # "b8:student2=1e-4@8": the package student2 distilled as b8, at batch 8
+        for start, package, lr, batch in (("student", "student", 5e-5, 32), ("b8", "student2", 1e-4, 8)):
             assert {f"recipe/{start}/{s}/metrics.jsonl" for s in ("prediction", "selector")} <= set(names)
             assert f"recipe/{start}/lengthdrop/metrics.jsonl" not in names  # LENGTHDROP=0
             # prediction-layer distillation starts from each start, at its own rate, from the one teacher
             settings = json.loads(logs.extractfile(f"recipe/{start}/prediction/metrics.jsonl").readline())
             settings = settings["settings"]
-            assert settings["model"] == str(tmp_path / "root" / "models" / start)
-            assert settings["lr"] == lr
+            assert settings["model"] == str(tmp_path / "root" / "models" / package)
+            assert settings["lr"] == lr and settings["batch_size"] == batch
             assert settings["teacher"] == str(tmp_path / "root" / "recipe" / "finetune")

@@ -26,9 +26,13 @@ $PY scripts/recipe.py "${COMMON[@]}" --student "$M/teacher" --until finetune "${
 echo "chain: teacher done $(date +%T)"
 # STARTS: the students' starting points as NAME=LR (a package prepare.sh packed, and the peak
 # learning rate of its prediction-layer distillation), each distilled from the same teacher in its
-# own folder $R/NAME, all at once (a small student leaves most of the accelerator idle)
+# own folder $R/NAME, all at once (a small student leaves most of the accelerator idle).
+# NAME:PACKAGE=LR@BATCH runs PACKAGE under another NAME with another batch size (default 32), so one
+# start can be distilled with two settings side by side: "student=3e-5 b128:student=1e-4@128".
 read -r -a starts <<<"${STARTS:-student=5e-5}"
-arrived() { for s in "${starts[@]}"; do [ -e "$M/${s%%=*}" ] || return 1; done; [ -e "$D/dev" ]; }
+name_of() { local n=${1%%=*}; echo "${n%%:*}"; }
+package_of() { local n=${1%%=*}; echo "${n#*:}"; }
+arrived() { for s in "${starts[@]}"; do [ -e "$M/$(package_of "$s")" ] || return 1; done; [ -e "$D/dev" ]; }
 for _ in $(seq 600); do source training/accelerator/common.sh >/dev/null; arrived && break; sleep 1; done
 arrived || { echo "chain: a student or SQuAD dev never arrived"; finish 1; }
 $PY -m dynamic_tinybert eval --model "$R/finetune" --data "$D"/dev/*.json --device "${DEVICE:-cuda}" --json --quiet \
@@ -51,12 +55,13 @@ if [ "${LENGTHDROP:-1}" = 0 ]; then
 fi
 pids=()
 for start in "${starts[@]}"; do
-    name=${start%%=*} lr=${start#*=}
-    $PY scripts/recipe.py --teacher "$R/finetune" --skip-finetune --student "$M/$name" --data "${TRAIN[@]}" \
+    name=$(name_of "$start") package=$(package_of "$start") lr=${start#*=} batch=32
+    [[ $lr == *@* ]] && batch=${lr#*@} lr=${lr%@*}
+    $PY scripts/recipe.py --teacher "$R/finetune" --skip-finetune --student "$M/$package" --data "${TRAIN[@]}" \
         --out "$R/$name" --train-args "--save-steps 100000 ${TRAIN_ARGS:-}" --skip-search "${skip[@]}" \
         --epochs intermediate=20 --batch-size intermediate=32 --lr intermediate=1e-4 \
         --minutes "intermediate=$(minutes "${shares[0]}" $stages)" \
-        --epochs prediction=10 --batch-size prediction=32 --lr "prediction=$lr" \
+        --epochs prediction=10 --batch-size "prediction=$batch" --lr "prediction=$lr" \
         --minutes "prediction=$(minutes "${shares[1]}" $stages)" \
         --epochs selector=3 --batch-size selector=32 --minutes "selector=$(minutes "${shares[2]}" $stages)" \
         --epochs lengthdrop=10 --batch-size lengthdrop=32 --minutes "lengthdrop=$(minutes "${shares[3]}" $stages)" \
@@ -65,7 +70,7 @@ for start in "${starts[@]}"; do
 done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-for start in "${starts[@]}"; do echo "== ${start%%=*}"; cat "$R/${start%%=*}.log"; done
+for start in "${starts[@]}"; do echo "== $(name_of "$start")"; cat "$R/$(name_of "$start").log"; done
 wait
 cat "$R/teacher-dev.json"
 finish $status

@@ -6,8 +6,9 @@ set -euo pipefail
 W=${1:?usage: rehearse.sh WORKDIR}
 cd "$(dirname "$0")/../.."
 export PYTHON=${PYTHON:-python} ACCEL_ROOT=$W/root DEVICE=cpu STARTUP=1 CARRIED=$W/carried TRAIN_ARGS="--limit 48" SMOKE=1
-# as accelerator.md runs it: two students' starts distilled side by side, no LengthDrop
-export STARTS="student=5e-5 student2=1e-4" LENGTHDROP=0
+# as accelerator.md runs it: two students' starts distilled side by side, the second under another
+# name with another batch size, no LengthDrop
+export STARTS="student=5e-5 b8:student2=1e-4@8" LENGTHDROP=0
 mkdir -p "$W/in/train"
 $PYTHON - "$W/in" <<'PY'
 import json, sys
@@ -38,7 +39,7 @@ for i in $(seq 3 "$calls"); do
     echo "== call $i"; carry "c$i"; OUT=$W/out$i bash training/accelerator/poll.sh 5
 done
 echo "== following the chain"; carry; OUT=$W/out1 bash training/accelerator/poll.sh 900 student/selector
-echo "== fetching"; OUT=$W/out2 bash training/accelerator/poll.sh 5 student2/selector
+echo "== fetching"; OUT=$W/out2 bash training/accelerator/poll.sh 5 b8/selector
 for i in 1 2; do
     for parts in "$W/out$i"/*/selector.json; do
         start=$(basename "$(dirname "$parts")")
