@@ -29,7 +29,7 @@ echo "chain: teacher done $(date +%T)"
 # own folder $R/NAME, all at once (a small student leaves most of the accelerator idle).
 # NAME:PACKAGE=LR@BATCH runs PACKAGE under another NAME with another batch size (default 32), so one
 # start can be distilled with two settings side by side: "student=3e-5 b128:student=1e-4@128".
-read -r -a starts <<<"${STARTS:-student=5e-5}"
+read -r -a starts <<<"${STARTS:-student=1e-4@128}"
 name_of() { local n=${1%%=*}; echo "${n%%:*}"; }
 package_of() { local n=${1%%=*}; echo "${n#*:}"; }
 arrived() { for s in "${starts[@]}"; do [ -e "$M/$(package_of "$s")" ] || return 1; done; [ -e "$D/dev" ]; }
